@@ -1,0 +1,151 @@
+/**
+ * Adapts Midge's config and async auth chain to aedes' callback hooks, and fixes the places where aedes'
+ * defaults differ from MQTT 3.1.1 / mosquitto (each workaround names the test that shows it).
+ */
+import type { Duplex } from 'node:stream'
+import type { Client, AedesPublishPacket, PublishPacket, Subscription, ConnectPacket } from 'aedes'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import type { AuthChain } from '../auth/chain.js'
+import type { ConnectionContext } from '../listeners/types.js'
+
+/** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
+export const DROP_TOPIC = '$MIDGE/dropped'
+const SYS_PREFIX = '$SYS/'
+const MIDGE_PREFIX = '$MIDGE'
+
+/** Per-client facts from CONNECT that aedes does not keep (it replaces an empty client id, for one). */
+export interface ClientInfo {
+  ctx: ConnectionContext
+  username?: string
+  emptyClientId: boolean
+  keepalive: number
+  protocolVersion: number
+}
+
+export interface HookDeps {
+  config: Config
+  auth: AuthChain
+  log: Logger
+  contexts: WeakMap<Duplex, ConnectionContext>
+  /** Counts publishes dropped by policy (for $SYS publish/messages/dropped). */
+  onDropped?: (reason: string, client: Client | null, topic: string) => void
+}
+
+type AuthError = Error & { returnCode: number }
+
+function authError (returnCode: number, message: string): AuthError {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+export interface Hooks {
+  clientInfo: WeakMap<Client, ClientInfo>
+  preConnect: (client: Client, packet: ConnectPacket, cb: (err: Error | null, ok: boolean) => void) => void
+  authenticate: (client: Client, username: Readonly<string | undefined>, password: Readonly<Buffer | undefined>, cb: (err: AuthError | null, ok: boolean | null) => void) => void
+  authorizePublish: (client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void) => void
+  authorizeSubscribe: (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
+  authorizeForward?: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+}
+
+export function createHooks (deps: HookDeps): Hooks {
+  const { config, auth, log, contexts } = deps
+  const limits = config.limits
+  const clientInfo = new WeakMap<Client, ClientInfo>()
+
+  const dropPublish = (client: Client | null, packet: PublishPacket, reason: string): void => {
+    log.info({ clientId: client?.id, topic: packet.topic, reason }, 'publish dropped')
+    deps.onDropped?.(reason, client, packet.topic)
+    // 3.1.1 has no negative acknowledgement: the publisher still gets its PUBACK/PUBREC (as from mosquitto) and the
+    // message goes nowhere. aedes would close the connection on an authorizePublish error instead.
+    packet.topic = DROP_TOPIC
+    packet.retain = false
+  }
+
+  const hooks: Hooks = {
+    clientInfo,
+
+    preConnect (client, packet, cb) {
+      const ctx = contexts.get(client.conn as Duplex)
+      if (!ctx) { cb(new Error('connection without context'), false); return }
+      clientInfo.set(client, {
+        ctx,
+        username: packet.username,
+        emptyClientId: !packet.clientId,
+        keepalive: packet.keepalive ?? 0,
+        protocolVersion: packet.protocolVersion ?? 4
+      })
+      cb(null, true)
+    },
+
+    authenticate (client, username, password, cb) {
+      const info = clientInfo.get(client)
+      if (!info) { cb(authError(3, 'no connection context'), false); return }
+      // [MQTT-3.1.3-8] a zero-length client id needs clean session
+      if (info.emptyClientId && (!client.clean || info.protocolVersion === 3)) {
+        cb(authError(2, 'zero-length client id without clean session'), false)
+        return
+      }
+      // max_keepalive: CONNACK 2 for 3.1.x clients, as mosquitto 2.0 does (aedes' keepaliveLimit answers 6, undefined in 3.1.1)
+      if (limits.maxKeepalive > 0 && info.keepalive > limits.maxKeepalive) {
+        cb(authError(2, `keepalive ${info.keepalive} exceeds max_keepalive ${limits.maxKeepalive}`), false)
+        return
+      }
+      auth.authenticate({ clientId: client.id, username: username ?? undefined, password: password ?? undefined, conn: info.ctx })
+        .then(d => {
+          if (d.ok) { cb(null, true); return }
+          log.info({ clientId: client.id, listener: info.ctx.listener.id, remoteAddress: info.ctx.remoteAddress, username, reason: d.reason }, 'connection refused')
+          cb(authError(d.returnCode, d.reason), false)
+        }, (err: Error) => {
+          log.error({ clientId: client.id, err: err.message }, 'authentication failed with an error')
+          cb(authError(3, 'authentication error'), false)
+        })
+    },
+
+    authorizePublish (client, packet, cb) {
+      if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
+      if (limits.messageSizeLimit > 0 && packet.payload.length > limits.messageSizeLimit) {
+        cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
+        return
+      }
+      if (packet.retain && !limits.retainAvailable) {
+        cb(new Error('retained messages are not available (retain_available false)'))
+        return
+      }
+      const topic = packet.topic
+      if (topic.startsWith(SYS_PREFIX) || topic.startsWith(MIDGE_PREFIX)) {
+        dropPublish(client, packet, 'reserved topic')
+        cb(null)
+        return
+      }
+      const info = clientInfo.get(client)
+      if (!info) { cb(null); return }
+      auth.authorize({
+        clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
+      }).then(ok => {
+        if (!ok) dropPublish(client, packet, 'not authorised')
+        cb(null)
+      }, (err: Error) => cb(err))
+    },
+
+    authorizeSubscribe (client, sub, cb) {
+      if (sub.topic.startsWith(MIDGE_PREFIX)) { cb(null, null); return }
+      const info = clientInfo.get(client)
+      if (!info) { cb(null, sub); return }
+      auth.authorize({
+        clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
+      }).then(ok => {
+        if (!ok) log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
+        cb(null, ok ? sub : null)
+      }, (err: Error) => cb(err))
+    }
+  }
+
+  if (auth.checksReceive) {
+    hooks.authorizeForward = (client, packet) => {
+      const info = clientInfo.get(client)
+      if (!info) return packet
+      return auth.authorizeReceive(info.ctx.listener, { clientId: client.id, username: info.username, topic: packet.topic }) ? packet : null
+    }
+  }
+  return hooks
+}

@@ -1,0 +1,192 @@
+/**
+ * The Broker owns aedes, the store, the auth chain and the listeners, and orders their start and stop:
+ * start: persistence -> auth -> aedes -> every listener (one failing closes the others, nothing half-started);
+ * close: stop accepting -> close clients (aedes) -> flush and close the store -> close auth, within a deadline.
+ */
+import { writeFileSync, rmSync } from 'node:fs'
+import type { Duplex } from 'node:stream'
+import type { AddressInfo } from 'node:net'
+import type { IncomingMessage } from 'node:http'
+import { Aedes, type Client } from 'aedes'
+import type { Config, ListenerConfig } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import { BrokerError } from '../errors.js'
+import { AuthChain } from '../auth/chain.js'
+import { createPersistence, type PersistenceBackend } from '../persistence/index.js'
+import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
+import { HttpRouter } from '../http/router.js'
+import { createHooks, type Hooks } from './aedes-hooks.js'
+import { installPacketGuard, type GuardError } from './packet-guard.js'
+
+/** Largest remaining length MQTT can express. */
+const MQTT_MAX_REMAINING_LENGTH = 268_435_455
+/** Fixed overhead a PUBLISH may carry beyond its payload: topic length + topic + packet id. */
+const PUBLISH_OVERHEAD = 2 + 65_535 + 2
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
+
+export interface BoundListener {
+  config: ListenerConfig
+  address: AddressInfo
+}
+
+export interface BrokerOptions {
+  log: Logger
+}
+
+export class Broker {
+  readonly router = new HttpRouter()
+  readonly bound: BoundListener[] = []
+  /** Live connection count per listener id. */
+  readonly connections = new Map<string, number>()
+  private readonly contexts = new WeakMap<Duplex, ConnectionContext>()
+  private readonly listeners: Listener[] = []
+  private closing: Promise<void> | undefined
+  aedes!: Aedes
+  hooks!: Hooks
+  auth!: AuthChain
+  persistence!: PersistenceBackend
+
+  private constructor (readonly config: Config, readonly log: Logger) {}
+
+  static async start (config: Config, opts: BrokerOptions): Promise<Broker> {
+    const b = new Broker(config, opts.log)
+    try {
+      await b.startInternal()
+    } catch (err) {
+      await b.close().catch(() => {})
+      throw err
+    }
+    return b
+  }
+
+  private async startInternal (): Promise<void> {
+    const { config, log } = this
+    this.persistence = await createPersistence(config.persistence, log)
+    this.auth = await AuthChain.create(config, log)
+    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts })
+    const { clientInfo: _ci, ...aedesHooks } = this.hooks
+    this.aedes = await Aedes.createBroker({
+      persistence: this.persistence.aedes,
+      connectTimeout: config.limits.connectTimeoutMs,
+      // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
+      drainTimeout: 30_000,
+      maxClientsIdLength: 23,
+      ...aedesHooks
+    })
+    ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
+    this.wireLogging()
+
+    for (const lc of config.listeners) {
+      const listener = listenerFactories[lc.transport](lc, {
+        onConnection: (stream, ctx, req) => this.onConnection(stream, ctx, req),
+        log,
+        http: this.router.handle,
+        maxPayload: config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD + 5 : undefined
+      })
+      const address = await listener.listen()
+      this.listeners.push(listener)
+      this.bound.push({ config: lc, address })
+      this.connections.set(lc.id, 0)
+      log.info({ listener: lc.id, address: address.address, port: address.port }, `Opening ${lc.transport} listen socket on port ${address.port}.`)
+    }
+    if (config.pidFile) {
+      try {
+        writeFileSync(config.pidFile, `${process.pid}\n`)
+      } catch (err) {
+        throw new BrokerError('PID_FILE', `Error: unable to write pid file ${config.pidFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}.`, { cause: err })
+      }
+    }
+  }
+
+  /** URL of the first listener with this transport (tests, embedders). */
+  url (transport: ListenerConfig['transport'] = 'tcp'): string {
+    const b = this.bound.find(x => x.config.transport === transport)
+    if (!b) throw new Error(`no ${transport} listener`)
+    const scheme = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' }[transport]
+    const host = b.address.family === 'IPv6' ? `[${b.address.address === '::' ? '::1' : b.address.address}]` : (b.address.address === '0.0.0.0' ? '127.0.0.1' : b.address.address)
+    return `${scheme}://${host}:${b.address.port}${transport === 'ws' || transport === 'wss' ? '/mqtt' : ''}`
+  }
+
+  private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
+    const { config, log } = this
+    const lc = ctx.listener
+    const count = this.connections.get(lc.id) ?? 0
+    if (this.closing) { stream.destroy(); return }
+    if (lc.maxConnections >= 0 && count >= lc.maxConnections) {
+      log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connections (${lc.maxConnections}) reached.`)
+      stream.destroy()
+      return
+    }
+    this.connections.set(lc.id, count + 1)
+    stream.once('close', () => this.connections.set(lc.id, (this.connections.get(lc.id) ?? 1) - 1))
+    this.contexts.set(stream, ctx)
+    if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
+    const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
+    installPacketGuard(stream, {
+      maxRemainingLength: limit,
+      onViolation: (err: GuardError) => {
+        log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
+        if (err.reason === 'bad-protocol') stream.end(CONNACK_UNACCEPTABLE_PROTOCOL) // [MQTT-3.1.2-2]
+        else stream.destroy()
+      }
+    })
+    stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
+    this.aedes.handle(stream, req)
+  }
+
+  private wireLogging (): void {
+    const { log, config } = this
+    const conn = config.log.connectionMessages
+    const info = (c: Client) => this.hooks.clientInfo.get(c)
+    this.aedes.on('client', (c: Client) => {
+      if (!conn) return
+      const i = info(c)
+      log.info({ clientId: c.id, listener: i?.ctx.listener.id, remoteAddress: i?.ctx.remoteAddress, username: i?.username },
+        `New client connected from ${i?.ctx.remoteAddress ?? '?'}:${i?.ctx.remotePort ?? '?'} as ${c.id} (p${c.version ?? 4}, c${c.clean ? 1 : 0}, k${i?.keepalive ?? 0}${i?.username !== undefined ? `, u'${i.username}'` : ''}).`)
+    })
+    this.aedes.on('clientDisconnect', (c: Client) => {
+      if (conn) log.info({ clientId: c.id, listener: info(c)?.ctx.listener.id }, `Client ${c.id} disconnected.`)
+    })
+    this.aedes.on('keepaliveTimeout', (c: Client) => {
+      log.info({ clientId: c.id }, `Client ${c.id} has exceeded timeout, disconnecting.`)
+    })
+    this.aedes.on('clientError', (c: Client, err: Error) => {
+      log.info({ clientId: c.id, listener: info(c)?.ctx.listener.id, err: err.message }, `Client ${c.id} error: ${err.message}.`)
+    })
+    this.aedes.on('connectionError', (c: Client, err: Error) => {
+      log.info({ clientId: c.id ?? undefined, err: err.message }, `Connection error: ${err.message}.`)
+    })
+    if (config.log.types.includes('subscribe')) {
+      this.aedes.on('subscribe', (subs, c: Client) => {
+        for (const s of subs) log.info({ clientId: c.id, topic: s.topic, qos: s.qos }, `${c.id} ${s.qos} ${s.topic}`)
+      })
+    }
+    if (config.log.types.includes('unsubscribe')) {
+      this.aedes.on('unsubscribe', (topics: string[], c: Client) => {
+        for (const t of topics) log.info({ clientId: c.id, topic: t }, `${c.id} ${t}`)
+      })
+    }
+  }
+
+  /** SIGHUP: reload password and ACL files without dropping connections. */
+  async reload (): Promise<void> {
+    await this.auth?.reload()
+  }
+
+  close (timeoutMs = 4_000): Promise<void> {
+    this.closing ??= this.closeInternal(timeoutMs)
+    return this.closing
+  }
+
+  private async closeInternal (timeoutMs: number): Promise<void> {
+    const deadline = new Promise<void>(resolve => setTimeout(resolve, timeoutMs).unref())
+    const steps = async (): Promise<void> => {
+      await Promise.all(this.listeners.map(l => l.close().catch(() => {})))
+      if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
+      await this.persistence?.close().catch((err: Error) => this.log.error({ err: err.message }, 'closing the store failed'))
+      await this.auth?.close().catch(() => {})
+    }
+    await Promise.race([steps(), deadline])
+    if (this.config.pidFile && this.bound.length > 0) rmSync(this.config.pidFile, { force: true })
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * A header scanner in front of aedes' MQTT parser. aedes pulls bytes with `conn.read()`; the guard wraps that
+ * one method on the connection's stream, reads only the fixed headers (type byte + remaining length) as the
+ * bytes go by, and destroys the connection before the parser buffers anything it should refuse:
+ *  - a first packet that is not CONNECT [MQTT-3.1.0-1];
+ *  - a packet whose remaining length is larger than the limit (huge headers are refused before their payload
+ *    is buffered);
+ *  - a malformed remaining length (more than 4 bytes) [MQTT-2.2.3];
+ *  - a CONNECT with a protocol level other than 3 (MQIsdp) or 4 (MQTT): the broker answers CONNACK 1
+ *    [MQTT-3.1.2-2], which mqtt-packet's parser would not let aedes do (it drops the connection silently).
+ * It costs a few integer operations per packet; payload bytes are skipped, not copied.
+ */
+import type { Duplex } from 'node:stream'
+
+export class GuardError extends Error {
+  constructor (message: string, readonly reason: 'not-connect' | 'too-large' | 'malformed' | 'bad-protocol') {
+    super(message)
+    this.name = 'GuardError'
+  }
+}
+
+const enum State { Type, Length, Body }
+
+export interface GuardOptions {
+  /** Largest remaining length accepted, in bytes. */
+  maxRemainingLength: number
+  onViolation: (err: GuardError) => void
+}
+
+export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
+  let state = State.Type
+  let first = true
+  let type = 0
+  let length = 0
+  let multiplier = 1
+  let lengthBytes = 0
+  let skip = 0
+  let dead = false
+  const origRead = stream.read.bind(stream)
+
+  const scan = (buf: Buffer): GuardError | undefined => {
+    if (first && buf.length > 0 && buf[0] === 0x10) {
+      const level = connectProtocolLevel(buf)
+      if (level !== undefined && level.ok === false) return new GuardError(`unsupported protocol ${level.name} level ${level.level}`, 'bad-protocol')
+    }
+    let i = 0
+    const n = buf.length
+    while (i < n) {
+      if (state === State.Body) {
+        const step = Math.min(skip, n - i)
+        i += step
+        skip -= step
+        if (skip === 0) state = State.Type
+        continue
+      }
+      const byte = buf[i++]!
+      if (state === State.Type) {
+        type = byte >> 4
+        if (first) {
+          first = false
+          if (type !== 1) return new GuardError(`first packet is not CONNECT (type ${type})`, 'not-connect')
+        }
+        state = State.Length
+        length = 0
+        multiplier = 1
+        lengthBytes = 0
+        continue
+      }
+      // State.Length: variable byte integer
+      length += (byte & 0x7f) * multiplier
+      multiplier *= 128
+      lengthBytes++
+      if ((byte & 0x80) !== 0) {
+        if (lengthBytes >= 4) return new GuardError('malformed remaining length', 'malformed')
+        continue
+      }
+      if (length > opts.maxRemainingLength) {
+        return new GuardError(`packet of ${length} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large')
+      }
+      if (length === 0) state = State.Type
+      else { state = State.Body; skip = length }
+    }
+    return undefined
+  }
+
+  stream.read = function guardedRead (size?: number) {
+    if (dead) return null
+    const buf = origRead(size) as Buffer | null
+    if (buf !== null) {
+      const err = scan(buf)
+      if (err) {
+        dead = true
+        opts.onViolation(err)
+        return null
+      }
+    }
+    return buf
+  }
+}
+
+/** Protocol name and level of a CONNECT at the start of `buf`, when the chunk holds them. */
+function connectProtocolLevel (buf: Buffer): { ok: boolean, name: string, level: number } | undefined {
+  let i = 1
+  while (i < buf.length && i < 5 && (buf[i]! & 0x80) !== 0) i++
+  i++
+  if (i + 2 > buf.length) return undefined
+  const nameLen = buf.readUInt16BE(i)
+  i += 2
+  if (i + nameLen + 1 > buf.length) return undefined
+  const name = buf.toString('latin1', i, i + nameLen)
+  const level = buf[i + nameLen]!
+  const ok = (name === 'MQTT' && level === 4) || (name === 'MQIsdp' && level === 3)
+  // an unknown protocol *name* is not MQTT at all: leave it to the parser, which closes the connection
+  if (name !== 'MQTT' && name !== 'MQIsdp') return undefined
+  return { ok, name, level }
+}

@@ -1,0 +1,146 @@
+/**
+ * The typed configuration every other module reads. The only place defaults live is `defaultConfig()` and
+ * `defaultListener()`; the mosquitto.conf parser and the CLI layer only ever override them.
+ */
+
+export type Protocol = 'mqtt' | 'websockets'
+/** As in mosquitto, TLS is a listener with `certfile`, not a protocol: protocol + TLS normalise to a transport. */
+export type Transport = 'tcp' | 'tls' | 'ws' | 'wss'
+
+export type LogType = 'error' | 'warning' | 'notice' | 'information' | 'debug' | 'subscribe' | 'unsubscribe' | 'websockets'
+export const LOG_TYPES: readonly LogType[] = ['error', 'warning', 'notice', 'information', 'debug', 'subscribe', 'unsubscribe', 'websockets']
+
+export type LogDest = { kind: 'stderr' } | { kind: 'stdout' } | { kind: 'file', path: string } | { kind: 'none' }
+
+export interface TlsConfig {
+  cafile?: string
+  capath?: string
+  certfile: string
+  keyfile: string
+  requireCertificate: boolean
+  useIdentityAsUsername: boolean
+  useSubjectAsUsername: boolean
+  /** mosquitto spelling: tlsv1.1 | tlsv1.2 | tlsv1.3 (the minimum accepted) */
+  tlsVersion?: string
+  ciphers?: string
+}
+
+export interface AuthPluginConfig {
+  path: string
+  options: Record<string, string>
+}
+
+/** Authentication and authorisation settings: global, or per listener when `per_listener_settings true`. */
+export interface AuthConfig {
+  allowAnonymous: boolean
+  passwordFile?: string
+  aclFile?: string
+  plugins: AuthPluginConfig[]
+}
+
+export interface ListenerConfig {
+  /** Stable name for logs and metrics: `<transport>:<port>` (suffixed on collision). */
+  id: string
+  port: number
+  bindAddress?: string
+  protocol: Protocol
+  transport: Transport
+  socketDomain?: 'ipv4' | 'ipv6'
+  /** -1 = unlimited */
+  maxConnections: number
+  tls?: TlsConfig
+  /** The effective auth settings of this listener (a copy of the global ones unless per_listener_settings). */
+  auth: AuthConfig
+  /** Where the listener was declared, for error messages. */
+  source: string
+}
+
+export interface PersistenceConfig {
+  enabled: boolean
+  location: string
+  file: string
+  /** fsync every write that precedes an acknowledgement (power-loss safety; costs throughput). */
+  sync: boolean
+  /** 0 = never expire persistent sessions */
+  clientExpirationMs: number
+}
+
+export interface LimitsConfig {
+  /** 0 = no limit */
+  maxKeepalive: number
+  /** Largest PUBLISH payload accepted; 0 = no limit beyond the MQTT maximum. */
+  messageSizeLimit: number
+  maxInflightMessages: number
+  maxQueuedMessages: number
+  /** 0 = no limit */
+  maxQueuedBytes: number
+  retainAvailable: boolean
+  /** Close a connection that has not sent CONNECT within this many milliseconds. */
+  connectTimeoutMs: number
+}
+
+export interface LogConfig {
+  dest: LogDest[]
+  types: LogType[]
+  connectionMessages: boolean
+  timestamp: boolean
+}
+
+export interface Config {
+  /** Absolute path of the main config file, if any. */
+  configFile?: string
+  listeners: ListenerConfig[]
+  perListenerSettings: boolean
+  /** Global auth settings (used by every listener unless per_listener_settings). */
+  auth: AuthConfig
+  persistence: PersistenceConfig
+  limits: LimitsConfig
+  /** $SYS publish period in seconds; 0 = off. */
+  sysInterval: number
+  log: LogConfig
+  pidFile?: string
+  /** True when no listener was configured: mosquitto 2's "local only mode". */
+  localOnly: boolean
+  /** Warnings found while loading (ignored options and the like), logged once the logger exists. */
+  warnings: string[]
+}
+
+export const MQTT_DEFAULT_PORT = 1883
+
+export function defaultAuth (): AuthConfig {
+  return { allowAnonymous: false, plugins: [] }
+}
+
+export function defaultListener (port: number, source: string): ListenerConfig {
+  return {
+    id: '',
+    port,
+    protocol: 'mqtt',
+    transport: 'tcp',
+    maxConnections: -1,
+    auth: defaultAuth(),
+    source
+  }
+}
+
+export function defaultConfig (): Config {
+  return {
+    listeners: [],
+    perListenerSettings: false,
+    auth: defaultAuth(),
+    persistence: { enabled: false, location: '.', file: 'midge.db', sync: false, clientExpirationMs: 0 },
+    limits: {
+      maxKeepalive: 65535,
+      messageSizeLimit: 0,
+      maxInflightMessages: 20,
+      maxQueuedMessages: 1000,
+      maxQueuedBytes: 0,
+      retainAvailable: true,
+      connectTimeoutMs: 10_000
+    },
+    sysInterval: 10,
+    log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },
+    localOnly: false,
+    warnings: []
+  }
+}

@@ -1,0 +1,39 @@
+import type { Duplex } from 'node:stream'
+import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ListenerConfig, Transport } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+
+export type { Transport }
+
+/** What the broker knows about a connection before MQTT CONNECT: kept in a WeakMap keyed by the stream. */
+export interface ConnectionContext {
+  listener: ListenerConfig
+  remoteAddress?: string
+  remotePort?: number
+  /** Set on TLS listeners that asked for a client certificate. */
+  tlsPeer?: { authorized: boolean, subject?: string, commonName?: string, authorizationError?: string }
+}
+
+export type ConnectionHandler = (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage) => void
+
+/** Plain HTTP requests on a websockets listener (metrics, health, admin, console) go here. */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, listener: ListenerConfig) => void
+
+export interface ListenerDeps {
+  onConnection: ConnectionHandler
+  log: Logger
+  http?: HttpHandler
+  /** Largest WebSocket frame accepted (bytes). */
+  maxPayload?: number
+}
+
+export interface Listener {
+  readonly config: ListenerConfig
+  /** Resolves with the bound address (port 0 -> the real port); rejects with MIDGE_ERR_LISTEN. */
+  listen (): Promise<AddressInfo>
+  /** Stops accepting; live sessions are the broker's job. */
+  close (): Promise<void>
+}
+
+export type ListenerFactory = (cfg: ListenerConfig, deps: ListenerDeps) => Listener

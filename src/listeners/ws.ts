@@ -1,0 +1,62 @@
+import http from 'node:http'
+import https from 'node:https'
+import type { Duplex } from 'node:stream'
+import type { TLSSocket } from 'node:tls'
+import { WebSocketServer, createWebSocketStream } from 'ws'
+import type { ListenerFactory } from './types.js'
+import { closeServer, listenServer } from './bind.js'
+import { secureContextOptions, tlsPeerOf } from './tls-options.js'
+
+/** Paths that MQTT clients use for MQTT over WebSocket: `/mqtt` (MQTT.js, paho, mosquitto) and `/`. */
+const MQTT_PATHS = new Set(['/mqtt', '/'])
+/** Sub-protocols we speak: MQTT 3.1.1 (`mqtt`) and 3.1 (`mqttv3.1`). */
+const SUBPROTOCOLS = ['mqtt', 'mqttv3.1']
+
+/** MQTT over WebSocket (`protocol websockets`), secure when the listener has certfile/keyfile. */
+export const wsListener: ListenerFactory = (cfg, deps) => {
+  const secure = cfg.transport === 'wss'
+  const onRequest: http.RequestListener = (req, res) => {
+    if (deps.http) { deps.http(req, res, cfg); return }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
+  }
+  const server = secure ? https.createServer(secureContextOptions(cfg), onRequest) : http.createServer(onRequest)
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: deps.maxPayload ?? 268_435_460,
+    handleProtocols: (protocols) => {
+      for (const p of SUBPROTOCOLS) if (protocols.has(p)) return p
+      return false
+    }
+  })
+  server.on('upgrade', (req, socket: Duplex, head) => {
+    const path = (req.url ?? '/').split('?')[0]!
+    if (!MQTT_PATHS.has(path)) {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      return
+    }
+    socket.on('error', () => socket.destroy())
+    wss.handleUpgrade(req, socket, head, ws => {
+      const stream = createWebSocketStream(ws)
+      // createWebSocketStream emits 'error' for bad frames; the broker sees it through aedes' conn 'error'
+      const raw = req.socket
+      deps.log.debug({ listener: cfg.id, remoteAddress: raw.remoteAddress, protocol: ws.protocol }, 'websocket upgraded')
+      deps.onConnection(stream, {
+        listener: cfg,
+        remoteAddress: raw.remoteAddress,
+        remotePort: raw.remotePort,
+        tlsPeer: secure ? tlsPeerOf(raw as TLSSocket) : undefined
+      }, req)
+    })
+  })
+  server.on('clientError', (_err, socket) => { socket.destroy() })
+  return {
+    config: cfg,
+    listen: () => listenServer(server, cfg),
+    close: async () => {
+      await closeServer(server)
+      for (const client of wss.clients) client.terminate()
+      wss.close()
+    }
+  }
+}

@@ -1,0 +1,60 @@
+/** A bare MQTT client over TCP (net.Socket + mqtt-packet) for exact-byte checks and malformed input. */
+import net from 'node:net'
+import { once } from 'node:events'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+
+export class RawClient {
+  readonly packets: Packet[] = []
+  private waiters: Array<{ pred: (p: Packet) => boolean, resolve: (p: Packet) => void }> = []
+  private readonly parser = mqttPacket.parser({ protocolVersion: 4 })
+  readonly closed: Promise<void>
+  readonly received: Buffer[] = []
+
+  private constructor (readonly socket: net.Socket) {
+    this.parser.on('packet', (p: Packet) => {
+      const i = this.waiters.findIndex(w => w.pred(p))
+      if (i >= 0) { const [w] = this.waiters.splice(i, 1); w!.resolve(p) } else this.packets.push(p)
+    })
+    socket.on('data', (d: Buffer) => { this.received.push(d); this.parser.parse(d) })
+    socket.on('error', () => {})
+    this.closed = new Promise(resolve => socket.once('close', () => resolve()))
+  }
+
+  static async connect (port: number, host = '127.0.0.1'): Promise<RawClient> {
+    const socket = net.connect(port, host)
+    await once(socket, 'connect')
+    return new RawClient(socket)
+  }
+
+  send (packet: Packet | Record<string, unknown>): void {
+    this.socket.write(mqttPacket.generate(packet as Packet))
+  }
+
+  write (bytes: Buffer | number[]): void {
+    this.socket.write(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes))
+  }
+
+  /** Next packet matching `cmd` (or any), waiting for it if needed. */
+  next (cmd?: string, timeoutMs = 5000): Promise<Packet> {
+    const pred = (p: Packet) => cmd === undefined || p.cmd === cmd
+    const i = this.packets.findIndex(pred)
+    if (i >= 0) return Promise.resolve(this.packets.splice(i, 1)[0]!)
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${cmd ?? 'a packet'}`)), timeoutMs)
+      this.waiters.push({ pred, resolve: p => { clearTimeout(t); resolve(p) } })
+    })
+  }
+
+  async connectMqtt (opts: Record<string, unknown> = {}): Promise<Packet> {
+    this.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'raw', keepalive: 60, ...opts })
+    return this.next('connack')
+  }
+
+  /** PINGREQ round trip: everything the broker sent before the PINGRESP has arrived. */
+  async ping (): Promise<void> {
+    this.send({ cmd: 'pingreq' })
+    await this.next('pingresp')
+  }
+
+  end (): void { this.socket.destroy() }
+}
