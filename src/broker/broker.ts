@@ -17,6 +17,7 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
+import { TopicEmitter } from './emitter.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -67,6 +68,8 @@ export class Broker {
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
     this.aedes = await Aedes.createBroker({
       persistence: this.persistence.aedes,
+      // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
+      mq: new TopicEmitter() as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
