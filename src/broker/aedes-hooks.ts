@@ -8,6 +8,8 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
+import { checkConnect } from '../auth/connect.js'
+import { LoginThrottle } from '../auth/throttle.js'
 
 /** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
 export const DROP_TOPIC = '$MIDGE/dropped'
@@ -51,6 +53,7 @@ export function createHooks (deps: HookDeps): Hooks {
   const { config, auth, log, contexts } = deps
   const limits = config.limits
   const clientInfo = new WeakMap<Client, ClientInfo>()
+  const throttle = new LoginThrottle()
 
   const dropPublish = (client: Client | null, packet: PublishPacket, reason: string): void => {
     log.info({ clientId: client?.id, topic: packet.topic, reason }, 'publish dropped')
@@ -90,9 +93,14 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(authError(2, `keepalive ${info.keepalive} exceeds max_keepalive ${limits.maxKeepalive}`), false)
         return
       }
-      auth.authenticate({ clientId: client.id, username: username ?? undefined, password: password ?? undefined, conn: info.ctx })
+      // TLS identity as username and failed-login throttling live in auth/connect.ts
+      checkConnect({ auth, throttle, log }, { clientId: client.id, username: username ?? undefined, password: password ?? undefined, ctx: info.ctx })
         .then(d => {
-          if (d.ok) { cb(null, true); return }
+          if (d.ok) {
+            if (d.username !== undefined) info.username = d.username
+            cb(null, true)
+            return
+          }
           log.info({ clientId: client.id, listener: info.ctx.listener.id, remoteAddress: info.ctx.remoteAddress, username, reason: d.reason }, 'connection refused')
           cb(authError(d.returnCode, d.reason), false)
         }, (err: Error) => {

@@ -245,6 +245,8 @@ const OPTIONS: Record<string, OptionSpec> = {
     }
   },
   ciphers: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).ciphers = v } },
+  // Midge extension (not in mosquitto): serve an expired certificate on purpose, e.g. a client-testing port
+  allow_expired_certificate: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) tls(l!).allowExpiredCertificate = v } },
   // ---- authentication / authorisation (global, or per listener with per_listener_settings)
   per_listener_settings: { scope: 'global', apply (e, s) { bool(e, s.p) /* pre-scanned */ } },
   allow_anonymous: { scope: 'auth', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) authTarget(s).allowAnonymous = v } },
@@ -344,6 +346,14 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
     if (e.key === 'allow_anonymous') anonymousSet = true
     const spec = OPTIONS[e.key]
     if (!spec) {
+      if (e.key.startsWith('auth_opt_') && e.key.length > 9) {
+        // mosquitto: options for the auth_plugin declared before this line (src/auth/plugin.ts)
+        const plugins = authTarget(state).plugins
+        const last = plugins[plugins.length - 1]
+        if (!last) p.error(e, `${e.key} given before any auth_plugin.`)
+        else last.options[e.key.slice(9)] = e.args.join(' ')
+        continue
+      }
       if (e.key in IGNORED) p.warn(e, `Option ${e.key} ignored: ${IGNORED[e.key]}`)
       else if (UNSUPPORTED.has(e.key) || e.key.startsWith('bridge_') || e.key.startsWith('plugin_opt_') || e.key.startsWith('auth_opt_')) {
         p.error(e, `Configuration option "${e.key}" is not supported by Midge.`)

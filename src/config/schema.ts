@@ -23,6 +23,8 @@ export interface TlsConfig {
   /** mosquitto spelling: tlsv1.1 | tlsv1.2 | tlsv1.3 (the minimum accepted) */
   tlsVersion?: string
   ciphers?: string
+  /** Midge extension: an expired or not-yet-valid certfile is a start-up warning instead of an error (test ports). */
+  allowExpiredCertificate?: boolean
 }
 
 export interface AuthPluginConfig {

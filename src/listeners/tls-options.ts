@@ -1,10 +1,12 @@
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
 import tls from 'node:tls'
 import type { TLSSocket } from 'node:tls'
 import { BrokerError } from '../errors.js'
 import type { ListenerConfig, TlsConfig } from '../config/schema.js'
 import type { ConnectionContext } from './types.js'
+import type { Logger } from '../logging/logger.js'
 
 const TLS_VERSIONS: Record<string, tls.SecureVersion> = { 'tlsv1.1': 'TLSv1.1', 'tlsv1.2': 'TLSv1.2', 'tlsv1.3': 'TLSv1.3' }
 
@@ -18,11 +20,46 @@ function readPem (path: string, what: string, cfg: ListenerConfig): Buffer {
   }
 }
 
+function tlsError (cfg: ListenerConfig, what: string, cause?: unknown): BrokerError {
+  return new BrokerError('TLS', `Error: ${what} for ${cfg.transport} listener on port ${cfg.port} (${cfg.source}).`, { cause })
+}
+
+/**
+ * The checks OpenSSL would otherwise leave to the first handshake (or never make): the certfile parses, the
+ * keyfile parses (unencrypted), the key belongs to the certificate, and the certificate is valid now.
+ * An expired certificate is an error unless `allow_expired_certificate true`, which makes it a warning.
+ */
+function checkCertAndKey (cfg: ListenerConfig, certPem: Buffer, keyPem: Buffer, log?: Logger): void {
+  const t = cfg.tls as TlsConfig
+  let cert: X509Certificate
+  try { cert = new X509Certificate(certPem) } catch (err) {
+    throw tlsError(cfg, `certfile "${t.certfile}" is not a PEM certificate (${(err as Error).message})`, err)
+  }
+  let key: KeyObject
+  try { key = createPrivateKey(keyPem) } catch (err) {
+    const msg = (err as Error).message
+    const why = /passphrase|encrypted/i.test(msg) ? 'it is encrypted; Midge needs an unencrypted key (chmod 600)' : msg
+    throw tlsError(cfg, `keyfile "${t.keyfile}" is not a usable private key: ${why}`, err)
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw tlsError(cfg, `keyfile "${t.keyfile}" does not match certfile "${t.certfile}" (key values mismatch)`)
+  }
+  const now = Date.now()
+  const from = Date.parse(cert.validFrom)
+  const to = Date.parse(cert.validTo)
+  const problem = now > to ? `certfile "${t.certfile}" expired on ${new Date(to).toISOString()}` : now < from ? `certfile "${t.certfile}" is not valid before ${new Date(from).toISOString()}` : undefined
+  if (problem) {
+    if (!t.allowExpiredCertificate) throw tlsError(cfg, `${problem} (renew it, or set allow_expired_certificate true on a test listener)`)
+    log?.warn({ listener: cfg.id }, `Warning: ${problem}; serving it anyway (allow_expired_certificate true).`)
+  }
+}
+
 /** Reads and checks the listener's certificates; start-up fails with one readable line on any problem. */
-export function secureContextOptions (cfg: ListenerConfig): tls.TlsOptions {
+export function secureContextOptions (cfg: ListenerConfig, log?: Logger): tls.TlsOptions {
   const t = cfg.tls as TlsConfig
   const cert = readPem(t.certfile, 'certfile', cfg)
   const key = readPem(t.keyfile, 'keyfile', cfg)
+  checkCertAndKey(cfg, cert, key, log)
   const ca: Buffer[] = []
   if (t.cafile) ca.push(readPem(t.cafile, 'cafile', cfg))
   if (t.capath) {
@@ -50,10 +87,23 @@ export function secureContextOptions (cfg: ListenerConfig): tls.TlsOptions {
   return opts
 }
 
+/** The subject as mosquitto's use_subject_as_username gives it: RFC 2253 order, most specific first (`CN=dev,O=Org,C=GB`). */
+function rfc2253 (raw: Buffer): string | undefined {
+  try {
+    const lines = new X509Certificate(raw).subject.split('\n').filter(l => l !== '')
+    return lines.reverse().map(l => {
+      const i = l.indexOf('=')
+      return `${l.slice(0, i)}=${l.slice(i + 1).replace(/[,+"\\<>;]/g, c => `\\${c}`)}`
+    }).join(',')
+  } catch {
+    return undefined
+  }
+}
+
 export function tlsPeerOf (socket: TLSSocket): ConnectionContext['tlsPeer'] {
   const cert = socket.getPeerCertificate()
   if (!cert || Object.keys(cert).length === 0) return { authorized: false }
-  const subject = cert.subject ? Object.entries(cert.subject).map(([k, v]) => `${k}=${String(v)}`).join(',') : undefined
+  const subject = cert.raw ? rfc2253(cert.raw) : undefined
   const cn = cert.subject?.CN
   return {
     authorized: socket.authorized,

@@ -5,7 +5,7 @@ import { secureContextOptions, tlsPeerOf } from './tls-options.js'
 
 /** MQTT over TLS: a listener with certfile/keyfile (mosquitto's option names). */
 export const tlsListener: ListenerFactory = (cfg, deps) => {
-  const server = tls.createServer(secureContextOptions(cfg), socket => {
+  const server = tls.createServer(secureContextOptions(cfg, deps.log), socket => {
     socket.setNoDelay(true)
     deps.onConnection(socket, {
       listener: cfg,

@@ -19,7 +19,7 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
     if (deps.http) { deps.http(req, res, cfg); return }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
   }
-  const server = secure ? https.createServer(secureContextOptions(cfg), onRequest) : http.createServer(onRequest)
+  const server = secure ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,

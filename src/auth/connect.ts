@@ -1,0 +1,54 @@
+/**
+ * The CONNECT credential check around the auth chain: the TLS identity (use_identity_as_username /
+ * use_subject_as_username) and failed-login throttling per client address.
+ */
+import type { Logger } from '../logging/logger.js'
+import type { ConnectionContext } from '../listeners/types.js'
+import type { AuthChain, ConnectDecision } from './chain.js'
+import type { LoginThrottle } from './throttle.js'
+
+export type ConnectCheck = ConnectDecision & { /** the username the client acts as (from its certificate) */ username?: string }
+
+export interface ConnectCheckDeps {
+  auth: AuthChain
+  throttle?: LoginThrottle
+  log: Logger
+}
+
+export interface ConnectCheckRequest {
+  clientId: string
+  username?: string
+  password?: Buffer
+  ctx: ConnectionContext
+}
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+export async function checkConnect (deps: ConnectCheckDeps, req: ConnectCheckRequest): Promise<ConnectCheck> {
+  const tls = req.ctx.listener.tls
+  if (tls && (tls.useIdentityAsUsername || tls.useSubjectAsUsername)) {
+    // mosquitto: the certificate is the credential; a username/password in CONNECT is ignored and the
+    // password_file is not used for this listener. No verified certificate: CONNACK 4 (bad user name or password).
+    const peer = req.ctx.tlsPeer
+    if (!peer?.authorized) {
+      return { ok: false, returnCode: 4, reason: peer?.authorizationError ? `client certificate not accepted: ${peer.authorizationError}` : 'no client certificate' }
+    }
+    const name = tls.useSubjectAsUsername ? peer.subject : peer.commonName
+    if (!name) return { ok: false, returnCode: 4, reason: 'client certificate has no subject common name' }
+    return { ok: true, username: name }
+  }
+
+  const addr = req.ctx.remoteAddress
+  const throttled = deps.throttle !== undefined && addr !== undefined && req.username !== undefined
+  if (throttled) {
+    const v = deps.throttle!.reserve(addr)
+    if ('refuse' in v) return { ok: false, returnCode: 5, reason: 'too many failed logins from this address; refused without checking' }
+    if (v.wait > 0) await sleep(v.wait)
+  }
+  const d = await deps.auth.authenticate({ clientId: req.clientId, username: req.username, password: req.password, conn: req.ctx })
+  if (throttled) {
+    if (d.ok) deps.throttle!.success(addr)
+    else if (d.returnCode === 5) deps.throttle!.failure(addr)
+  }
+  return d
+}

@@ -1,0 +1,98 @@
+/**
+ * `auth_plugin PATH`: an ES module whose default export (or `createAuthProvider` export) is a factory
+ * `(options, log) => AuthProvider | Promise<AuthProvider>` (see src/auth/types.ts and config/auth-plugin-example.js).
+ * `auth_opt_NAME VALUE` lines after `auth_plugin` become `options.NAME`. Several plugins are asked in the order
+ * they are configured; a plugin that lacks a method is not asked about that event.
+ */
+import { pathToFileURL } from 'node:url'
+import { BrokerError } from '../errors.js'
+import type { AuthPluginConfig } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import type { AuthProvider, AuthProviderFactory, AuthResult, AuthenticateRequest, AuthorizeRequest, ReceiveRequest } from './types.js'
+
+export type AuthPluginFactory = (options: Readonly<Record<string, string>>, log: Logger) => AuthProvider | Promise<AuthProvider>
+
+const RESULTS = new Set<unknown>(['allow', 'deny', 'defer'])
+
+function pluginError (path: string, reason: string, cause?: unknown): BrokerError {
+  return new BrokerError('PLUGIN', `Error: unable to load auth_plugin "${path}": ${reason}.`, { cause })
+}
+
+function checkResult (name: string, r: unknown): AuthResult {
+  if (RESULTS.has(r)) return r as AuthResult
+  throw new Error(`auth_plugin ${name} answered ${JSON.stringify(r)}; expected 'allow', 'deny' or 'defer'`)
+}
+
+export async function loadAuthPlugin (cfg: AuthPluginConfig, log: Logger): Promise<AuthProvider> {
+  let mod: Record<string, unknown>
+  try {
+    mod = await import(pathToFileURL(cfg.path).href) as Record<string, unknown>
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw pluginError(cfg.path, e.code === 'ERR_MODULE_NOT_FOUND' ? 'no such file' : e.message, err)
+  }
+  const factory = (typeof mod.default === 'function' ? mod.default : mod.createAuthProvider) as AuthPluginFactory | undefined
+  if (typeof factory !== 'function') throw pluginError(cfg.path, 'it exports neither a default function nor createAuthProvider')
+  let p: AuthProvider
+  try {
+    p = await factory(Object.freeze({ ...cfg.options }), log.child({ plugin: cfg.path }))
+  } catch (err) {
+    throw pluginError(cfg.path, `its factory failed: ${(err as Error).message}`, err)
+  }
+  if (!p || typeof p !== 'object') throw pluginError(cfg.path, 'its factory did not return an object')
+  for (const m of ['authenticate', 'authorize', 'authorizeReceive', 'reload', 'close'] as const) {
+    if (p[m] !== undefined && typeof p[m] !== 'function') throw pluginError(cfg.path, `${m} is not a function`)
+  }
+  if (!p.authenticate && !p.authorize && !p.authorizeReceive) throw pluginError(cfg.path, 'it implements none of authenticate, authorize, authorizeReceive')
+  return p
+}
+
+/** Several plugins as one provider: asked in order, allow/deny end it, defer asks the next. */
+function combine (list: AuthProvider[]): AuthProvider {
+  const name = list.map(p => p.name ?? 'auth_plugin').join(', ')
+  const out: AuthProvider = {
+    name,
+    reload: async () => { for (const p of list) await p.reload?.() },
+    close: async () => { for (const p of list) await p.close?.() }
+  }
+  const authn = list.filter(p => p.authenticate)
+  const authz = list.filter(p => p.authorize)
+  const recv = list.filter(p => p.authorizeReceive)
+  if (authn.length > 0) {
+    out.authenticate = async (req: AuthenticateRequest) => {
+      for (const p of authn) {
+        const r = checkResult(p.name, await p.authenticate!(req))
+        if (r !== 'defer') return r
+      }
+      return 'defer'
+    }
+  }
+  if (authz.length > 0) {
+    out.authorize = async (req: AuthorizeRequest) => {
+      for (const p of authz) {
+        const r = checkResult(p.name, await p.authorize!(req))
+        if (r !== 'defer') return r
+      }
+      return 'defer'
+    }
+  }
+  if (recv.length > 0) {
+    out.authorizeReceive = (req: ReceiveRequest) => {
+      for (const p of recv) {
+        const r = p.authorizeReceive!(req)
+        // a plugin that returns a promise here (it must be synchronous) is treated as deny, never as allow
+        if (r === 'allow' || r === 'deny') return r
+        if (r !== 'defer') return 'deny'
+      }
+      return 'defer'
+    }
+  }
+  return out
+}
+
+export const authPluginFactory: AuthProviderFactory = async (auth, log) => {
+  if (auth.plugins.length === 0) return undefined
+  const list: AuthProvider[] = []
+  for (const cfg of auth.plugins) list.push(await loadAuthPlugin(cfg, log))
+  return combine(list)
+}

@@ -1,0 +1,90 @@
+/**
+ * Failed-login throttling per client address, so a password cannot be guessed at line rate.
+ *
+ * After `freeFailures` failed logins from one address, each further attempt from that address waits for its own
+ * slot: attempts are checked no faster than one per `delay`, where the delay doubles with every failure (from
+ * `baseMs` up to `maxMs`). Opening many connections in parallel does not help: an attempt whose slot would be
+ * further away than `maxMs` is refused at once (CONNACK 5) without its password being checked. A success clears
+ * the address; an address quiet for `forgetMs` is forgotten. The table is bounded (`maxEntries`, oldest dropped).
+ */
+export interface ThrottleOptions {
+  freeFailures?: number
+  baseMs?: number
+  maxMs?: number
+  forgetMs?: number
+  maxEntries?: number
+  now?: () => number
+}
+
+interface Entry {
+  failures: number
+  /** Earliest time the next attempt may be checked. */
+  nextAt: number
+  lastSeen: number
+}
+
+export type ThrottleVerdict = { wait: number } | { refuse: true }
+
+export class LoginThrottle {
+  private readonly entries = new Map<string, Entry>()
+  readonly freeFailures: number
+  readonly baseMs: number
+  readonly maxMs: number
+  private readonly forgetMs: number
+  private readonly maxEntries: number
+  private readonly now: () => number
+
+  constructor (opts: ThrottleOptions = {}) {
+    this.freeFailures = opts.freeFailures ?? 3
+    this.baseMs = opts.baseMs ?? 500
+    this.maxMs = opts.maxMs ?? 8_000
+    this.forgetMs = opts.forgetMs ?? 15 * 60_000
+    this.maxEntries = opts.maxEntries ?? 10_000
+    this.now = opts.now ?? Date.now
+  }
+
+  get size (): number { return this.entries.size }
+
+  /** Delay between checked attempts after `failures` failures (0 while under the free allowance). */
+  delayFor (failures: number): number {
+    if (failures < this.freeFailures) return 0
+    return Math.min(this.maxMs, this.baseMs * 2 ** (failures - this.freeFailures))
+  }
+
+  private live (addr: string, now: number): Entry | undefined {
+    const e = this.entries.get(addr)
+    if (e && now - e.lastSeen > this.forgetMs) { this.entries.delete(addr); return undefined }
+    return e
+  }
+
+  /** Called before checking credentials from `addr`: how long to wait first, or refuse outright. */
+  reserve (addr: string): ThrottleVerdict {
+    const now = this.now()
+    const e = this.live(addr, now)
+    if (!e) return { wait: 0 }
+    const delay = this.delayFor(e.failures)
+    if (delay === 0) return { wait: 0 }
+    const slot = Math.max(now, e.nextAt)
+    if (slot - now > this.maxMs) return { refuse: true }
+    e.nextAt = slot + delay
+    e.lastSeen = now
+    return { wait: slot - now }
+  }
+
+  failure (addr: string): void {
+    const now = this.now()
+    let e = this.live(addr, now)
+    if (!e) {
+      if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
+      e = { failures: 0, nextAt: now, lastSeen: now }
+      this.entries.set(addr, e)
+    }
+    e.failures++
+    e.lastSeen = now
+    e.nextAt = Math.max(e.nextAt, now + this.delayFor(e.failures))
+  }
+
+  success (addr: string): void {
+    this.entries.delete(addr)
+  }
+}

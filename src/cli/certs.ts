@@ -1,0 +1,186 @@
+/**
+ * `midge certs`: a private CA, server certificates for given host names and client certificates, so TLS and
+ * client-certificate listeners can be turned on in minutes. Keys come from node:crypto (RSA 2048); the X.509
+ * structures are built and signed with node-forge. Keys are written with mode 0600 and never overwritten.
+ *
+ *   midge certs ca     [--dir DIR] [--cn NAME] [--days N]
+ *   midge certs server --host NAME [--host NAME ...] [--dir DIR] [--name server] [--days N]
+ *   midge certs client CN [--dir DIR] [--days N]
+ */
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { join } from 'node:path'
+import forge from 'node-forge'
+import type { Command } from 'commander'
+import { BrokerError } from '../errors.js'
+
+const DAY = 86_400_000
+
+export interface Pem { cert: string, key: string }
+
+export interface CertOptions {
+  /** Validity in days from now (default: CA 3650, others 825). */
+  days?: number
+  /** Explicit validity window (tests: an expired certificate). Overrides `days`. */
+  notBefore?: Date
+  notAfter?: Date
+}
+
+function newKey (): { pem: string, forgeKey: forge.pki.rsa.PrivateKey, forgePub: forge.pki.rsa.PublicKey } {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' }
+  })
+  return {
+    pem: privateKey,
+    forgeKey: forge.pki.privateKeyFromPem(privateKey),
+    forgePub: forge.pki.publicKeyFromPem(publicKey) as forge.pki.rsa.PublicKey
+  }
+}
+
+function serial (): string {
+  const b = randomBytes(16)
+  b[0] = b[0]! & 0x7f // positive
+  return b.toString('hex')
+}
+
+function validity (cert: forge.pki.Certificate, o: CertOptions, defaultDays: number): void {
+  const now = Date.now()
+  cert.validity.notBefore = o.notBefore ?? new Date(now - 60_000) // a minute of clock skew
+  cert.validity.notAfter = o.notAfter ?? new Date(now + (o.days ?? defaultDays) * DAY)
+}
+
+export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
+  const k = newKey()
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = k.forgePub
+  cert.serialNumber = serial()
+  validity(cert, o, 3650)
+  const attrs = [{ name: 'commonName', value: cn }, { name: 'organizationName', value: 'Midge' }]
+  cert.setSubject(attrs)
+  cert.setIssuer(attrs)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+    { name: 'subjectKeyIdentifier' }
+  ])
+  cert.sign(k.forgeKey, forge.md.sha256.create())
+  return { cert: forge.pki.certificateToPem(cert), key: k.pem }
+}
+
+function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions): Pem {
+  const caCert = forge.pki.certificateFromPem(ca.cert)
+  const caKey = forge.pki.privateKeyFromPem(ca.key)
+  const k = newKey()
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = k.forgePub
+  cert.serialNumber = serial()
+  validity(cert, o, 825)
+  cert.setSubject([{ name: 'commonName', value: cn }])
+  cert.setIssuer(caCert.subject.attributes)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'subjectKeyIdentifier' },
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
+    ...exts
+  ])
+  cert.sign(caKey, forge.md.sha256.create())
+  return { cert: forge.pki.certificateToPem(cert), key: k.pem }
+}
+
+/** A server certificate for these host names and IP addresses (subjectAltName); CN = the first. */
+export function createServerCert (ca: Pem, hosts: string[], o: CertOptions = {}): Pem {
+  if (hosts.length === 0) throw new Error('a server certificate needs at least one host name')
+  const altNames = hosts.map(h => isIP(h) ? { type: 7, ip: h } : { type: 2, value: h })
+  return issue(ca, hosts[0]!, [
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true },
+    { name: 'subjectAltName', altNames }
+  ], o)
+}
+
+/** A client certificate; its CN is the username under use_identity_as_username. */
+export function createClientCert (ca: Pem, cn: string, o: CertOptions = {}): Pem {
+  return issue(ca, cn, [
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', clientAuth: true }
+  ], o)
+}
+
+// ---- files
+
+function usage (message: string): BrokerError {
+  return new BrokerError('USAGE', `Error: ${message}`)
+}
+
+/** Writes `<base>.crt` (0644) and `<base>.key` (0600); refuses to overwrite either. */
+export function writePem (dir: string, base: string, pem: Pem): { cert: string, key: string } {
+  mkdirSync(dir, { recursive: true })
+  const cert = join(dir, `${base}.crt`)
+  const key = join(dir, `${base}.key`)
+  for (const f of [cert, key]) if (existsSync(f)) throw usage(`${f} exists; remove it first (Midge never overwrites keys).`)
+  writeFileSync(key, pem.key, { mode: 0o600, flag: 'wx' })
+  writeFileSync(cert, pem.cert, { mode: 0o644, flag: 'wx' })
+  return { cert, key }
+}
+
+function readCa (dir: string): Pem {
+  try {
+    return { cert: readFileSync(join(dir, 'ca.crt'), 'utf8'), key: readFileSync(join(dir, 'ca.key'), 'utf8') }
+  } catch {
+    throw usage(`no CA in ${dir} (ca.crt and ca.key); create one with "midge certs ca --dir ${dir}".`)
+  }
+}
+
+function days (v: string | undefined): CertOptions {
+  if (v === undefined) return {}
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 36500) throw usage(`invalid --days value (${v}).`)
+  return { days: Number(v) }
+}
+
+function expiredWindow (): CertOptions {
+  const now = Date.now()
+  return { notBefore: new Date(now - 30 * DAY), notAfter: new Date(now - DAY) }
+}
+
+const say = (line: string): void => { process.stdout.write(`${line}\n`) }
+
+export function registerCerts (program: Command): void {
+  const certs = program.command('certs')
+    .description('create a private CA, server and client certificates for TLS listeners')
+  certs.command('ca')
+    .description('create ca.crt and ca.key (keep ca.key secret; give ca.crt to clients as --cafile)')
+    .option('--dir <dir>', 'output directory', '.')
+    .option('--cn <name>', 'CA common name', 'Midge CA')
+    .option('--days <n>', 'validity in days (default 3650)')
+    .action((o: { dir: string, cn: string, days?: string }) => {
+      const f = writePem(o.dir, 'ca', createCa(o.cn, days(o.days)))
+      say(`wrote ${f.cert} and ${f.key}`)
+    })
+  certs.command('server')
+    .description('create a server certificate signed by the CA in --dir, for these host names / IP addresses')
+    .requiredOption('--host <name>', 'host name or IP address clients connect to (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--dir <dir>', 'directory holding ca.crt and ca.key, and where the files go', '.')
+    .option('--name <base>', 'file base name', 'server')
+    .option('--days <n>', 'validity in days (default 825)')
+    .option('--expired', 'make a certificate that expired yesterday (for allow_expired_certificate test listeners)')
+    .action((o: { host: string[], dir: string, name: string, days?: string, expired?: boolean }) => {
+      const opts = o.expired ? expiredWindow() : days(o.days)
+      const f = writePem(o.dir, o.name, createServerCert(readCa(o.dir), o.host, opts))
+      say(`wrote ${f.cert} and ${f.key} for ${o.host.join(', ')}`)
+      say(`listener 8883\ncafile ${join(o.dir, 'ca.crt')}\ncertfile ${f.cert}\nkeyfile ${f.key}`)
+    })
+  certs.command('client')
+    .description('create a client certificate with this common name (the username under use_identity_as_username)')
+    .argument('<cn>', 'common name')
+    .option('--dir <dir>', 'directory holding ca.crt and ca.key, and where the files go', '.')
+    .option('--name <base>', 'file base name (default: the common name)')
+    .option('--days <n>', 'validity in days (default 825)')
+    .action((cn: string, o: { dir: string, name?: string, days?: string }) => {
+      const base = o.name ?? cn.replace(/[^A-Za-z0-9._-]/g, '_')
+      const f = writePem(o.dir, base, createClientCert(readCa(o.dir), cn, days(o.days)))
+      say(`wrote ${f.cert} and ${f.key}`)
+    })
+}
