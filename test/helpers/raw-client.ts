@@ -3,15 +3,19 @@ import net from 'node:net'
 import { once } from 'node:events'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 
+/** A received packet with its fields readable in tests (the union type would need a cast per field). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyPacket = Packet & Record<string, any>
+
 export class RawClient {
-  readonly packets: Packet[] = []
-  private waiters: Array<{ pred: (p: Packet) => boolean, resolve: (p: Packet) => void }> = []
+  readonly packets: AnyPacket[] = []
+  private waiters: Array<{ pred: (p: AnyPacket) => boolean, resolve: (p: AnyPacket) => void }> = []
   private readonly parser = mqttPacket.parser({ protocolVersion: 4 })
   readonly closed: Promise<void>
   readonly received: Buffer[] = []
 
   private constructor (readonly socket: net.Socket) {
-    this.parser.on('packet', (p: Packet) => {
+    this.parser.on('packet', (p: AnyPacket) => {
       const i = this.waiters.findIndex(w => w.pred(p))
       if (i >= 0) { const [w] = this.waiters.splice(i, 1); w!.resolve(p) } else this.packets.push(p)
     })
@@ -35,8 +39,8 @@ export class RawClient {
   }
 
   /** Next packet matching `cmd` (or any), waiting for it if needed. */
-  next (cmd?: string, timeoutMs = 5000): Promise<Packet> {
-    const pred = (p: Packet) => cmd === undefined || p.cmd === cmd
+  next (cmd?: string, timeoutMs = 5000): Promise<AnyPacket> {
+    const pred = (p: AnyPacket) => cmd === undefined || p.cmd === cmd
     const i = this.packets.findIndex(pred)
     if (i >= 0) return Promise.resolve(this.packets.splice(i, 1)[0]!)
     return new Promise((resolve, reject) => {
@@ -45,7 +49,7 @@ export class RawClient {
     })
   }
 
-  async connectMqtt (opts: Record<string, unknown> = {}): Promise<Packet> {
+  async connectMqtt (opts: Record<string, unknown> = {}): Promise<AnyPacket> {
     this.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'raw', keepalive: 60, ...opts })
     return this.next('connack')
   }

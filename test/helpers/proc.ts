@@ -1,0 +1,20 @@
+import { spawn, type SpawnOptions } from 'node:child_process'
+
+export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+
+/** Runs a command to completion (with a hard timeout), capturing output. */
+export function run (cmd: string, args: string[], opts: SpawnOptions & { input?: string, timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { ...opts, stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''; let stderr = ''
+    child.stdout!.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+    const t = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 15_000)
+    child.on('error', err => { clearTimeout(t); reject(err) })
+    child.on('close', (code, signal) => { clearTimeout(t); resolve({ code, signal, stdout, stderr }) })
+    child.stdin!.end(opts.input ?? '')
+  })
+}
+
+/** Debian's python3 (with python3-paho-mqtt), not a pyenv shim. */
+export const PYTHON = '/usr/bin/python3'
