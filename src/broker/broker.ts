@@ -5,7 +5,7 @@
  */
 import { writeFileSync, rmSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import { Aedes, type Client } from 'aedes'
 import type { Config, ListenerConfig } from '../config/schema.js'
@@ -18,6 +18,12 @@ import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { TopicEmitter } from './emitter.js'
+import { BrokerStats, storeOf } from '../sys/stats.js'
+import { wrapForward } from '../sys/forward.js'
+import { wireStats, trackConnection } from '../sys/wire.js'
+import { SysPublisher } from '../sys/sys-publisher.js'
+import { createMetrics } from '../sys/metrics.js'
+import { registerObservabilityRoutes } from '../http/observability.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -42,6 +48,9 @@ export class Broker {
   private readonly contexts = new WeakMap<Duplex, ConnectionContext>()
   private readonly listeners: Listener[] = []
   private closing: Promise<void> | undefined
+  /** $SYS and /metrics counters (src/sys/, issue 5). */
+  readonly stats = new BrokerStats()
+  private sys: SysPublisher | undefined
   aedes!: Aedes
   hooks!: Hooks
   auth!: AuthChain
@@ -64,7 +73,7 @@ export class Broker {
     const { config, log } = this
     this.persistence = await createPersistence(config.persistence, log)
     this.auth = await AuthChain.create(config, log)
-    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts })
+    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
     this.aedes = await Aedes.createBroker({
       persistence: this.persistence.aedes,
@@ -74,10 +83,20 @@ export class Broker {
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
       maxClientsIdLength: 23,
-      ...aedesHooks
+      ...aedesHooks,
+      // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
+      authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
     })
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
+    wireStats(this.aedes, this.stats, c => this.contexts.get(c.conn as Duplex)?.listener.id)
+    this.sys = new SysPublisher({ aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval })
+    this.sys.start()
+    registerObservabilityRoutes(this.router, {
+      metrics: createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }),
+      store: () => this.aedes ? storeOf(this.aedes) : undefined,
+      closing: () => this.closing !== undefined
+    })
 
     for (const lc of config.listeners) {
       const listener = listenerFactories[lc.transport](lc, {
@@ -123,10 +142,12 @@ export class Broker {
     this.connections.set(lc.id, count + 1)
     stream.once('close', () => this.connections.set(lc.id, (this.connections.get(lc.id) ?? 1) - 1))
     this.contexts.set(stream, ctx)
+    trackConnection(this.stats, lc.id, stream, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
     installPacketGuard(stream, {
       maxRemainingLength: limit,
+      counter: this.stats.packetsIn,
       onViolation: (err: GuardError) => {
         log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
         if (err.reason === 'bad-protocol') stream.end(CONNACK_UNACCEPTABLE_PROTOCOL) // [MQTT-3.1.2-2]
@@ -185,6 +206,7 @@ export class Broker {
     const deadline = new Promise<void>(resolve => setTimeout(resolve, timeoutMs).unref())
     const steps = async (): Promise<void> => {
       await Promise.all(this.listeners.map(l => l.close().catch(() => {})))
+      await this.sys?.stop()
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
       await this.persistence?.close().catch((err: Error) => this.log.error({ err: err.message }, 'closing the store failed'))
       await this.auth?.close().catch(() => {})

@@ -24,6 +24,8 @@ const enum State { Type, Length, Body }
 export interface GuardOptions {
   /** Largest remaining length accepted, in bytes. */
   maxRemainingLength: number
+  /** Incremented once per packet header seen ($SYS/broker/messages/received, issue 5). */
+  counter?: { count: number }
   onViolation: (err: GuardError) => void
 }
 
@@ -37,6 +39,7 @@ export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
   let skip = 0
   let dead = false
   const origRead = stream.read.bind(stream)
+  const counter = opts.counter
 
   const scan = (buf: Buffer): GuardError | undefined => {
     if (first && buf.length > 0 && buf[0] === 0x10) {
@@ -77,6 +80,7 @@ export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
       if (length > opts.maxRemainingLength) {
         return new GuardError(`packet of ${length} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large')
       }
+      if (counter) counter.count++
       if (length === 0) state = State.Type
       else { state = State.Body; skip = length }
     }

@@ -6,8 +6,8 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { resolve, join, dirname } from 'node:path'
 import {
-  type Config, type ListenerConfig, type AuthConfig, type LogType, type LogDest,
-  defaultConfig, defaultListener, defaultAuth, LOG_TYPES, MQTT_DEFAULT_PORT
+  type Config, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
+  defaultConfig, defaultListener, defaultAuth, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
 
 export interface ConfEntry {
@@ -153,6 +153,12 @@ function tls (l: ListenerConfig) {
   return l.tls
 }
 
+function csr (l: ListenerConfig, e: ConfEntry): CsrSigningConfig {
+  const h = (l.http ??= {})
+  h.csr ??= defaultCsrSigning(`${e.file}:${e.line}`)
+  return h.csr
+}
+
 const IGNORED: Record<string, string> = {
   user: 'Midge does not change user; run it as the user it should run as (systemd DynamicUser, Docker USER).',
   autosave_interval: 'Midge writes every change through to its store; there is nothing to autosave.',
@@ -283,6 +289,22 @@ const OPTIONS: Record<string, OptionSpec> = {
   retain_available: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.limits.retainAvailable = v } },
   connect_timeout: { scope: 'global', apply (e, s) { const n = int(e, s.p, 1, 3600); if (n !== undefined) s.cfg.limits.connectTimeoutMs = n * 1000 } },
   sys_interval: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.sysInterval = n } },
+  // ---- HTTP on websockets listeners (Midge extensions, issue 5; src/http/)
+  http_metrics: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) (l!.http ??= {}).metrics = v } },
+  http_csr_signing: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { const c = csr(l!, e); c.enabled = v; c.source = `${e.file}:${e.line}` } } },
+  http_csr_cafile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).cafile = resolve(v) } },
+  http_csr_keyfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).keyfile = resolve(v) } },
+  http_csr_days: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 3650); if (n !== undefined) csr(l!, e).days = n } },
+  http_csr_rate_limit: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 100000); if (n !== undefined) csr(l!, e).ratePerHour = n } },
+  deny_bare_wildcard_subscription: {
+    scope: 'listener',
+    apply (e, s, l) {
+      const v = one(e, s.p)
+      if (v === 'anonymous' || v === 'all') l!.denyBareWildcard = v
+      else if (v === 'none') delete l!.denyBareWildcard
+      else if (v !== undefined) s.p.error(e, `Invalid deny_bare_wildcard_subscription value (${v}).`)
+    }
+  },
   // ---- logging and housekeeping
   log_dest: {
     scope: 'global',
@@ -394,6 +416,13 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
       p.error(undefined, `Listener at ${l.source}: require_certificate needs cafile or capath.`)
     }
     if (!secure) delete l.tls
+    const csrCfg = l.http?.csr
+    if (csrCfg && !csrCfg.enabled) delete l.http!.csr
+    else if (csrCfg) {
+      // issue 5: the CSR page needs an HTTP-serving listener and the CA that signs
+      if (l.protocol !== 'websockets') p.error(undefined, `http_csr_signing needs a websockets listener (${csrCfg.source}).`)
+      if (!csrCfg.cafile || !csrCfg.keyfile) p.error(undefined, `http_csr_signing needs http_csr_cafile and http_csr_keyfile (${csrCfg.source}).`)
+    }
     l.transport = l.protocol === 'websockets' ? (secure ? 'wss' : 'ws') : (secure ? 'tls' : 'tcp')
     if (!cfg.perListenerSettings) l.auth = structuredClone(cfg.auth)
     const base = `${l.transport}:${l.port}`

@@ -55,6 +55,34 @@ export interface ListenerConfig {
   auth: AuthConfig
   /** Where the listener was declared, for error messages. */
   source: string
+  /** Plain HTTP on this listener (websockets listeners): /metrics, /healthz, the CSR page (issue 5). */
+  http?: HttpListenerConfig
+  /** Midge extension (`deny_bare_wildcard_subscription`): refuse SUBSCRIBE to the bare `#` filter (issue 5). */
+  denyBareWildcard?: 'anonymous' | 'all'
+}
+
+/** The CSR signing page (`http_csr_*` options): signs client certificates with this CA, as test.mosquitto.org does. */
+export interface CsrSigningConfig {
+  /** `http_csr_signing true`; the other http_csr_* options alone do nothing. */
+  enabled: boolean
+  cafile: string
+  keyfile: string
+  /** Validity of the certificates it signs, in days. */
+  days: number
+  /** Certificates signed per remote address per hour. */
+  ratePerHour: number
+  /** Where `http_csr_signing` was set, for error messages. */
+  source: string
+}
+
+export function defaultCsrSigning (source: string): CsrSigningConfig {
+  return { enabled: false, cafile: '', keyfile: '', days: 90, ratePerHour: 10, source }
+}
+
+export interface HttpListenerConfig {
+  /** `http_metrics false` hides /metrics on this listener. */
+  metrics?: boolean
+  csr?: CsrSigningConfig
 }
 
 export interface PersistenceConfig {

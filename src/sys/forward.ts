@@ -1,0 +1,55 @@
+/**
+ * Wraps aedes' `authorizeForward` (called once per message delivered to a client) to count publishes sent,
+ * and to keep `$` topics where MQTT says they belong:
+ *  - aedes publishes its own cluster bookkeeping as `$SYS/<broker id>/heartbeat|birth|new/clients|...`; Midge
+ *    keeps mosquitto's `$SYS/broker/...` tree only, so those never reach clients (aedes itself still sees them);
+ *  - aedes delivers retained `$`-topics to a subscriber of `#` or `+/...` on SUBSCRIBE (its live path filters
+ *    them, its retained path does not): a `$` topic is only delivered when one of the client's own filters that
+ *    starts with `$` matches it [MQTT-4.7.2-1]. test/integration/10-sys.test.ts shows both.
+ * The added cost for ordinary topics is one char code comparison and two additions.
+ */
+import type { AedesPublishPacket, Client } from 'aedes'
+import type { BrokerStats } from './stats.js'
+
+export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+
+const DOLLAR = 36
+const MIDGE_SYS = '$SYS/broker/'
+
+/** MQTT topic filter match (no `$` special case: callers only pass filters that start with `$`). */
+export function topicMatches (filter: string, topic: string): boolean {
+  if (filter === topic) return true
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i]
+    if (level === '#') return true
+    if (i >= t.length) return false
+    if (level !== '+' && level !== t[i]) return false
+  }
+  return f.length === t.length
+}
+
+function dollarSubscribed (client: Client, topic: string): boolean {
+  const subs = (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions
+  for (const filter in subs) {
+    if (filter.charCodeAt(0) === DOLLAR && topicMatches(filter, topic)) return true
+  }
+  return false
+}
+
+export function wrapForward (inner: ForwardHook | undefined, stats: BrokerStats): ForwardHook {
+  return function authorizeForward (client, packet) {
+    const topic = packet.topic
+    if (topic.charCodeAt(0) === DOLLAR) {
+      if (topic.startsWith('$SYS/') && !topic.startsWith(MIDGE_SYS)) return null
+      if (!dollarSubscribed(client, topic)) return null
+    }
+    const out = inner ? inner(client, packet) : packet
+    if (out) {
+      stats.publishSent++
+      stats.publishBytesSent += out.payload.length
+    }
+    return out
+  }
+}

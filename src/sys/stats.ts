@@ -1,0 +1,160 @@
+/**
+ * Broker statistics behind `$SYS/broker/...` and `GET /metrics`. The hot path only ever does integer
+ * increments on this object; everything else (bytes on the wire, connected clients, retained messages,
+ * subscriptions, heap) is read from existing state when a snapshot is taken (every sys_interval, or per scrape).
+ */
+import type { Socket } from 'node:net'
+import type { Aedes, Client } from 'aedes'
+
+/** Per-listener counters (Prometheus labels: `listener`). */
+export interface ListenerStats {
+  /** Sockets accepted since start (MQTT and WebSocket upgrades; plain HTTP requests are not counted). */
+  sockets: number
+  /** CONNACKs with a non-zero return code, by code. */
+  refused: Map<number, number>
+}
+
+/** The subset of aedes-persistence that snapshots (and /healthz) use. */
+export interface StoreView {
+  storeRetained (packet: { cmd: 'publish', topic: string, payload: Buffer, qos: 0, retain: true, dup: false }): Promise<void>
+  createRetainedStream (pattern: string): AsyncIterable<{ payload: Buffer }>
+  countOffline? (): Promise<{ subsCount: number, clientsCount: number }>
+}
+
+export interface Snapshot {
+  uptimeSeconds: number
+  clientsConnected: number
+  clientsDisconnected: number
+  clientsTotal: number
+  clientsMaximum: number
+  clientsExpired: number
+  messagesReceived: number
+  messagesSent: number
+  publishReceived: number
+  publishSent: number
+  publishDropped: number
+  publishBytesReceived: number
+  publishBytesSent: number
+  bytesReceived: number
+  bytesSent: number
+  connections: number
+  sockets: number
+  retainedCount: number
+  retainedBytes: number
+  subscriptions: number
+  heapCurrent: number
+  heapMaximum: number
+}
+
+/** The store aedes actually uses (aedes keeps it as `broker.persistence`; its types do not say so). */
+export function storeOf (aedes: Aedes): StoreView {
+  return (aedes as unknown as { persistence: StoreView }).persistence
+}
+
+export class BrokerStats {
+  readonly startedAt = Date.now()
+  /** MQTT packets received from clients (every type), counted by the packet guard as headers go by. */
+  readonly packetsIn = { count: 0 }
+  /** MQTT packets written to clients (every type). */
+  packetsOut = 0
+  publishReceived = 0
+  publishBytesReceived = 0
+  publishSent = 0
+  publishBytesSent = 0
+  /** Publishes acknowledged but not routed (ACL denied, reserved topics). */
+  publishDropped = 0
+  /** Successful MQTT CONNECTs. */
+  connections = 0
+  /** Sockets accepted (MQTT over TCP/TLS, WebSocket upgrades). */
+  sockets = 0
+  clientsMaximum = 0
+  /** Persistent sessions removed by persistent_client_expiration (incremented by that feature). */
+  clientsExpired = 0
+  heapMaximum = 0
+  readonly listeners = new Map<string, ListenerStats>()
+  /** Raw sockets of live connections: their byte counters are read at snapshot time. */
+  private readonly live = new Set<Socket>()
+  private closedBytesRead = 0
+  private closedBytesWritten = 0
+
+  listener (id: string): ListenerStats {
+    let l = this.listeners.get(id)
+    if (!l) { l = { sockets: 0, refused: new Map() }; this.listeners.set(id, l) }
+    return l
+  }
+
+  /** A connection was accepted: `raw` is the TCP/TLS socket (for WebSocket, the upgraded request's socket). */
+  trackSocket (listenerId: string, raw: Socket): void {
+    this.sockets++
+    this.listener(listenerId).sockets++
+    if (this.live.has(raw)) return
+    this.live.add(raw)
+    raw.once('close', () => {
+      this.live.delete(raw)
+      this.closedBytesRead += raw.bytesRead
+      this.closedBytesWritten += raw.bytesWritten
+    })
+  }
+
+  refused (listenerId: string, returnCode: number): void {
+    const m = this.listener(listenerId).refused
+    m.set(returnCode, (m.get(returnCode) ?? 0) + 1)
+  }
+
+  bytes (): { received: number, sent: number } {
+    let received = this.closedBytesRead
+    let sent = this.closedBytesWritten
+    for (const s of this.live) { received += s.bytesRead; sent += s.bytesWritten }
+    return { received, sent }
+  }
+
+  async snapshot (aedes: Aedes): Promise<Snapshot> {
+    const persistence = storeOf(aedes)
+    const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
+    let subscriptions = 0
+    let persistentLive = 0
+    for (const id in clients) {
+      const c = clients[id]!
+      const n = Object.keys((c as unknown as { subscriptions: object }).subscriptions).length
+      subscriptions += n
+      if (!c.clean && n > 0) persistentLive++
+    }
+    let retainedCount = 0
+    let retainedBytes = 0
+    for await (const p of persistence.createRetainedStream('#')) {
+      retainedCount++
+      retainedBytes += p.payload.length
+    }
+    const offline = persistence.countOffline ? await persistence.countOffline() : { clientsCount: 0, subsCount: 0 }
+    const connected = aedes.connectedClients
+    const disconnected = Math.max(0, offline.clientsCount - persistentLive)
+    const heap = process.memoryUsage().heapUsed
+    if (heap > this.heapMaximum) this.heapMaximum = heap
+    if (connected > this.clientsMaximum) this.clientsMaximum = connected
+    const b = this.bytes()
+    return {
+      uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
+      clientsConnected: connected,
+      clientsDisconnected: disconnected,
+      clientsTotal: connected + disconnected,
+      clientsMaximum: this.clientsMaximum,
+      clientsExpired: this.clientsExpired,
+      messagesReceived: this.packetsIn.count,
+      messagesSent: this.packetsOut,
+      publishReceived: this.publishReceived,
+      publishSent: this.publishSent,
+      publishDropped: this.publishDropped,
+      publishBytesReceived: this.publishBytesReceived,
+      publishBytesSent: this.publishBytesSent,
+      bytesReceived: b.received,
+      bytesSent: b.sent,
+      connections: this.connections,
+      sockets: this.sockets,
+      retainedCount,
+      retainedBytes,
+      subscriptions,
+      heapCurrent: heap,
+      heapMaximum: this.heapMaximum
+    }
+  }
+}
