@@ -10,6 +10,7 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import { checkConnect } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
+import { topicTooLong, type SubscriptionCounter } from './limits.js'
 
 /** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
 export const DROP_TOPIC = '$MIDGE/dropped'
@@ -32,6 +33,8 @@ export interface HookDeps {
   contexts: WeakMap<Duplex, ConnectionContext>
   /** Counts publishes dropped by policy (for $SYS publish/messages/dropped). */
   onDropped?: (reason: string, client: Client | null, topic: string) => void
+  /** max_subscriptions_per_client bookkeeping (limits.ts); released by the broker on 'unsubscribe'. */
+  subscriptions?: SubscriptionCounter
 }
 
 type AuthError = Error & { returnCode: number }
@@ -70,6 +73,11 @@ export function createHooks (deps: HookDeps): Hooks {
     preConnect (client, packet, cb) {
       const ctx = contexts.get(client.conn as Duplex)
       if (!ctx) { cb(new Error('connection without context'), false); return }
+      // max_topic_length covers the will topic: the connection closes before anything is stored (issue 9)
+      if (packet.will && topicTooLong(packet.will.topic, limits.maxTopicLength)) {
+        cb(new Error(`will topic exceeds max_topic_length ${limits.maxTopicLength}`), false)
+        return
+      }
       clientInfo.set(client, {
         ctx,
         username: packet.username,
@@ -111,6 +119,11 @@ export function createHooks (deps: HookDeps): Hooks {
 
     authorizePublish (client, packet, cb) {
       if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
+      // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH (issue 9)
+      if (topicTooLong(packet.topic, limits.maxTopicLength)) {
+        cb(new Error(`topic exceeds max_topic_length ${limits.maxTopicLength}`))
+        return
+      }
       if (limits.messageSizeLimit > 0 && packet.payload.length > limits.messageSizeLimit) {
         cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
         return
@@ -137,12 +150,23 @@ export function createHooks (deps: HookDeps): Hooks {
 
     authorizeSubscribe (client, sub, cb) {
       if (sub.topic.startsWith(MIDGE_PREFIX)) { cb(null, null); return }
+      // an over-long filter closes the connection, as an over-long PUBLISH topic does (issue 9)
+      if (topicTooLong(sub.topic, limits.maxTopicLength)) {
+        cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))
+        return
+      }
       const info = clientInfo.get(client)
       if (!info) { cb(null, sub); return }
       auth.authorize({
         clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
       }).then(ok => {
         if (!ok) log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
+        // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit (issue 9)
+        if (ok && deps.subscriptions && !deps.subscriptions.reserve(client, sub.topic)) {
+          log.info({ clientId: client.id, topic: sub.topic }, `subscription refused: max_subscriptions_per_client (${limits.maxSubscriptionsPerClient}) reached`)
+          cb(null, null)
+          return
+        }
         cb(null, ok ? sub : null)
       }, (err: Error) => cb(err))
     }

@@ -17,6 +17,7 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
+import { ConnectionRateLimiter, SubscriptionCounter } from './limits.js'
 import { TopicEmitter } from './emitter.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wrapForward } from '../sys/forward.js'
@@ -47,6 +48,8 @@ export class Broker {
   readonly connections = new Map<string, number>()
   private readonly contexts = new WeakMap<Duplex, ConnectionContext>()
   private readonly listeners: Listener[] = []
+  private rateLimiter!: ConnectionRateLimiter
+  private subscriptionCounter!: SubscriptionCounter
   private closing: Promise<void> | undefined
   /** $SYS and /metrics counters (src/sys/, issue 5). */
   readonly stats = new BrokerStats()
@@ -73,7 +76,9 @@ export class Broker {
     const { config, log } = this
     this.persistence = await createPersistence(config.persistence, log)
     this.auth = await AuthChain.create(config, log)
-    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, onDropped: () => { this.stats.publishDropped++ } })
+    this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
+    this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
+    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
     this.aedes = await Aedes.createBroker({
       persistence: this.persistence.aedes,
@@ -134,6 +139,13 @@ export class Broker {
     const lc = ctx.listener
     const count = this.connections.get(lc.id) ?? 0
     if (this.closing) { stream.destroy(); return }
+    // max_connection_rate: per source address, before any MQTT work; only the first refusal per second is logged (issue 9)
+    const rate = this.rateLimiter.admit(ctx.remoteAddress)
+    if (!rate.ok) {
+      if (rate.first) log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connection_rate (${config.limits.maxConnectionRate}/s) exceeded by ${ctx.remoteAddress ?? '?'}.`)
+      stream.destroy()
+      return
+    }
     if (lc.maxConnections >= 0 && count >= lc.maxConnections) {
       log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connections (${lc.maxConnections}) reached.`)
       stream.destroy()
@@ -160,6 +172,18 @@ export class Broker {
 
   private wireLogging (): void {
     const { log, config } = this
+    this.aedes.on('unsubscribe', (topics: string[], c: Client) => this.subscriptionCounter.release(c, topics))
+    // aedes bug: for a persistent session it stores every filter of a SUBSCRIBE, refused ones (SUBACK 0x80)
+    // included, and restores them on reconnect, where a refused filter can take a granted one's slot under
+    // max_subscriptions_per_client. Remove them again (test: 20-limits "is not restored with a persistent session").
+    this.aedes.on('subscribe', (subs: Array<{ topic: string, qos: number }>, c: Client) => {
+      if (c.clean) return
+      const held = (c as unknown as { subscriptions: Record<string, unknown> }).subscriptions
+      const refused = subs.filter(s => s.qos === 128 && held[s.topic] === undefined).map(s => s.topic)
+      if (refused.length === 0) return
+      const store = (this.aedes as unknown as { persistence: { removeSubscriptions (c: Client, topics: string[]): Promise<unknown> } }).persistence
+      store.removeSubscriptions(c, refused).catch((err: Error) => log.warn({ clientId: c.id, err: err.message }, 'could not remove refused subscriptions from the store'))
+    })
     const conn = config.log.connectionMessages
     const info = (c: Client) => this.hooks.clientInfo.get(c)
     this.aedes.on('client', (c: Client) => {

@@ -288,6 +288,9 @@ const OPTIONS: Record<string, OptionSpec> = {
   max_queued_bytes: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e15); if (n !== undefined) s.cfg.limits.maxQueuedBytes = n } },
   retain_available: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.limits.retainAvailable = v } },
   connect_timeout: { scope: 'global', apply (e, s) { const n = int(e, s.p, 1, 3600); if (n !== undefined) s.cfg.limits.connectTimeoutMs = n * 1000 } },
+  max_connection_rate: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e6); if (n !== undefined) s.cfg.limits.maxConnectionRate = n } },
+  max_topic_length: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxTopicLength = n } },
+  max_subscriptions_per_client: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e9); if (n !== undefined) s.cfg.limits.maxSubscriptionsPerClient = n } },
   sys_interval: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.sysInterval = n } },
   // ---- HTTP on websockets listeners (Midge extensions, issue 5; src/http/)
   http_metrics: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) (l!.http ??= {}).metrics = v } },

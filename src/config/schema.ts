@@ -107,6 +107,12 @@ export interface LimitsConfig {
   retainAvailable: boolean
   /** Close a connection that has not sent CONNECT within this many milliseconds. */
   connectTimeoutMs: number
+  /** New connections accepted per second from one source address; 0 = no limit (issue 9). */
+  maxConnectionRate: number
+  /** Longest topic or topic filter, in bytes; 0 = the MQTT maximum (65535) (issue 9). */
+  maxTopicLength: number
+  /** Distinct topic filters one client may hold; 0 = no limit (issue 9). */
+  maxSubscriptionsPerClient: number
 }
 
 export interface LogConfig {
@@ -166,7 +172,10 @@ export function defaultConfig (): Config {
       maxQueuedMessages: 1000,
       maxQueuedBytes: 0,
       retainAvailable: true,
-      connectTimeoutMs: 10_000
+      connectTimeoutMs: 10_000,
+      maxConnectionRate: 0,
+      maxTopicLength: 4096,
+      maxSubscriptionsPerClient: 1000
     },
     sysInterval: 10,
     log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },
