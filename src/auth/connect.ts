@@ -45,10 +45,17 @@ export async function checkConnect (deps: ConnectCheckDeps, req: ConnectCheckReq
     if ('refuse' in v) return { ok: false, returnCode: 5, reason: 'too many failed logins from this address; refused without checking' }
     if (v.wait > 0) await sleep(v.wait)
   }
-  const d = await deps.auth.authenticate({ clientId: req.clientId, username: req.username, password: req.password, conn: req.ctx })
+  let d: ConnectDecision
+  try {
+    d = await deps.auth.authenticate({ clientId: req.clientId, username: req.username, password: req.password, conn: req.ctx })
+  } catch (err) {
+    if (throttled) deps.throttle!.release(addr)
+    throw err
+  }
   if (throttled) {
     if (d.ok) deps.throttle!.success(addr)
     else if (d.returnCode === 5) deps.throttle!.failure(addr)
+    else deps.throttle!.release(addr)
   }
   return d
 }

@@ -3,7 +3,7 @@
  *
  * After `freeFailures` failed logins from one address, each further attempt from that address waits for its own
  * slot: attempts are checked no faster than one per `delay`, where the delay doubles with every failure (from
- * `baseMs` up to `maxMs`). Opening many connections in parallel does not help: an attempt whose slot would be
+ * `baseMs` up to `maxMs`), attempts still waiting counting as failures. Opening many connections in parallel does not help: an attempt whose slot would be
  * further away than `maxMs` is refused at once (CONNACK 5) without its password being checked. A success clears
  * the address; an address quiet for `forgetMs` is forgotten. The table is bounded (`maxEntries`, oldest dropped).
  */
@@ -18,6 +18,8 @@ export interface ThrottleOptions {
 
 interface Entry {
   failures: number
+  /** Attempts holding a slot whose check has not finished: counted as failures when spacing the next slot. */
+  pending: number
   /** Earliest time the next attempt may be checked. */
   nextAt: number
   lastSeen: number
@@ -62,13 +64,20 @@ export class LoginThrottle {
     const now = this.now()
     const e = this.live(addr, now)
     if (!e) return { wait: 0 }
-    const delay = this.delayFor(e.failures)
+    const delay = this.delayFor(e.failures + e.pending)
     if (delay === 0) return { wait: 0 }
     const slot = Math.max(now, e.nextAt)
     if (slot - now > this.maxMs) return { refuse: true }
     e.nextAt = slot + delay
+    e.pending++
     e.lastSeen = now
     return { wait: slot - now }
+  }
+
+  /** The check of an attempt that held no slot or ended without an answer (provider error). */
+  release (addr: string): void {
+    const e = this.entries.get(addr)
+    if (e && e.pending > 0) e.pending--
   }
 
   failure (addr: string): void {
@@ -76,9 +85,10 @@ export class LoginThrottle {
     let e = this.live(addr, now)
     if (!e) {
       if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
-      e = { failures: 0, nextAt: now, lastSeen: now }
+      e = { failures: 0, pending: 0, nextAt: now, lastSeen: now }
       this.entries.set(addr, e)
     }
+    if (e.pending > 0) e.pending--
     e.failures++
     e.lastSeen = now
     e.nextAt = Math.max(e.nextAt, now + this.delayFor(e.failures))
