@@ -41,7 +41,7 @@ test('npm start answers MQTT on 1883 and MQTT over WebSocket on 8080, then stops
   await tcp.endAsync(); await ws.endAsync()
   // SIGTERM to the process group (npm and the node process it started), as a terminal's Ctrl-C or systemd would
   process.kill(-proc.pid!, 'SIGTERM')
-  await once(proc, 'exit')
+  await once(proc, 'close') // every process holding the output pipes (npm, sh, node) has exited
   expect(out).toContain('SIGTERM received, shutting down.')
   expect(out).toContain('Midge stopped.')
 })
