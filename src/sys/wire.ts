@@ -28,15 +28,50 @@ export function wireStats (aedes: Aedes, stats: BrokerStats, listenerOf: Listene
 }
 
 /**
- * Counts one accepted connection: its raw socket's bytes (for WebSocket: the upgraded request's socket), and the
- * MQTT packets written to it. aedes writes every packet through mqtt-packet's writeToStream, which corks the
- * stream once per packet: counting cork() calls counts packets without touching their bytes.
+ * Counts one accepted connection: its raw socket's bytes (for WebSocket, the upgraded request's socket), and the
+ * MQTT packets written to it. aedes writes each packet field by field (mqtt-packet's writeToStream), so a small
+ * scanner reads only the fixed headers (type byte + remaining length) of the outgoing bytes and skips bodies by
+ * arithmetic, like the packet guard does for incoming bytes; the chunks are neither copied nor changed.
  */
 export function trackConnection (stats: BrokerStats, listenerId: string, stream: Duplex, raw: Socket): void {
   stats.trackSocket(listenerId, raw)
-  const cork = stream.cork
-  stream.cork = function countedCork (this: Duplex) {
-    stats.packetsOut++
-    cork.call(this)
+  const write = stream.write
+  // 0 = expecting a type byte, 1 = in the remaining length, 2 = in a body
+  let state = 0
+  let length = 0
+  let multiplier = 1
+  let skip = 0
+  const scan = (chunk: Buffer): void => {
+    let i = 0
+    const n = chunk.length
+    while (i < n) {
+      if (state === 2) {
+        const step = Math.min(skip, n - i)
+        i += step
+        skip -= step
+        if (skip === 0) state = 0
+        continue
+      }
+      const byte = chunk[i++]!
+      if (state === 0) { state = 1; length = 0; multiplier = 1; continue }
+      length += (byte & 0x7f) * multiplier
+      multiplier *= 128
+      if ((byte & 0x80) !== 0) continue
+      stats.packetsOut++
+      if (length === 0) state = 0
+      else { state = 2; skip = length }
+    }
   }
+  stream.write = function countedWrite (this: Duplex, chunk: unknown, ...rest: unknown[]): boolean {
+    if (typeof chunk === 'string') {
+      // strings (topics) are inside a body: only their length matters
+      const len = Buffer.byteLength(chunk)
+      if (state === 2 && len < skip) skip -= len
+      else scan(Buffer.from(chunk))
+    } else if (chunk instanceof Uint8Array) {
+      if (state === 2 && chunk.length < skip) skip -= chunk.length
+      else scan(chunk as Buffer)
+    }
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+  } as Duplex['write']
 }
