@@ -157,6 +157,13 @@ export function createHooks (deps: HookDeps): Hooks {
       }
       const info = clientInfo.get(client)
       if (!info) { cb(null, sub); return }
+      // deny_bare_wildcard_subscription (Midge extension, issue 5): test.mosquitto.org refuses `#` to anonymous clients
+      const bare = info.ctx.listener.denyBareWildcard
+      if (bare !== undefined && sub.topic === '#' && (bare === 'all' || info.username === undefined)) {
+        log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused: deny_bare_wildcard_subscription')
+        cb(null, null)
+        return
+      }
       auth.authorize({
         clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
       }).then(ok => {
