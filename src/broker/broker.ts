@@ -25,6 +25,7 @@ import { wireStats, trackConnection } from '../sys/wire.js'
 import { SysPublisher } from '../sys/sys-publisher.js'
 import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
+import { registerCsrRoutes } from '../http/csr.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -102,6 +103,7 @@ export class Broker {
       store: () => this.aedes ? storeOf(this.aedes) : undefined,
       closing: () => this.closing !== undefined
     })
+    registerCsrRoutes(this.router, config, log)
 
     for (const lc of config.listeners) {
       const listener = listenerFactories[lc.transport](lc, {

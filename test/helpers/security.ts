@@ -108,3 +108,13 @@ export async function subackCodes (c: MqttClient, subs: Record<string, { qos: 0 
   }
 }
 
+
+/** The next message on an MQTT.js client (events.once does not type-check against MqttClient). */
+export function nextMessage (c: MqttClient): Promise<[string, Buffer, { qos: number, retain: boolean }]> {
+  return new Promise(resolve => c.once('message', (topic, payload, packet) => resolve([topic, payload, packet])))
+}
+
+/** The next 'error' of an MQTT.js client. */
+export function nextError (c: MqttClient): Promise<Error> {
+  return new Promise(resolve => c.once('error', err => resolve(err)))
+}

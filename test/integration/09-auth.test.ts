@@ -4,7 +4,6 @@
  * Child-process tests need `npm run build` first.
  */
 import { test, expect, beforeAll, afterAll } from 'vitest'
-import { once } from 'node:events'
 import { createHmac } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
@@ -13,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes } from '../helpers/security.js'
+import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage } from '../helpers/security.js'
 import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
@@ -169,7 +168,7 @@ test('auth_plugin: config/auth-plugin-example.js authenticates device tokens and
   const s1 = await mqtt.connectAsync(b.url(), { clientId: 's1', username: 'sensor-1', password: token('sensor-1'), reconnectPeriod: 0 })
   onTestFinished(() => s1.endAsync())
   expect(await subackCodes(s1, { 'devices/sensor-1/#': { qos: 1 }, 'devices/sensor-2/#': { qos: 1 } })).toEqual([1, 0x80])
-  const got = once(s1, 'message')
+  const got = nextMessage(s1)
   await s1.publishAsync('devices/sensor-2/cmd', 'not mine', { qos: 1 }) // acked and dropped
   await s1.publishAsync('devices/sensor-1/cmd', 'mine', { qos: 1 })
   const [topic, payload] = await got
@@ -208,7 +207,7 @@ test('SIGHUP reloads the password file without dropping connections; a broken fi
   expect(await connack(port, { username: 'new', password: 'new-password' })).toEqual(CONNACK(0))
   expect(await connack(port, { username: 'old', password: 'old-password' })).toEqual(CONNACK(5))
   // the connection made with the old credentials stays up
-  const echo = once(live, 'message')
+  const echo = nextMessage(live)
   await live.subscribeAsync('still/here')
   await live.publishAsync('still/here', 'yes')
   expect((await echo)[1].toString()).toBe('yes')

@@ -1,0 +1,221 @@
+/**
+ * TLS and secure WebSocket with certificates made at test time (test/helpers/certs.ts): mosquitto_pub/sub and
+ * paho with and without client certificates, MQTT.js over WSS, use_identity_as_username / use_subject_as_username
+ * with an ACL, and start-up errors for bad TLS configuration (child process: `npm run build` first).
+ */
+import { test, expect, beforeAll, afterAll } from 'vitest'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import tls from 'node:tls'
+import mqtt from 'mqtt'
+import mqttPacket from 'mqtt-packet'
+import { startTestBroker } from '../helpers/start-broker.js'
+import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
+import { midge, runCmd, spawnMidge, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
+
+let certs: TestCerts
+beforeAll(() => { certs = makeTestCerts() })
+afterAll(() => certs.remove())
+
+const tlsConf = (extra = '') => `listener 0 127.0.0.1\ncafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n${extra}`
+
+/** mosquitto_sub for one message; resolves `ready` once its SUBACK arrived (-d output). */
+function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<Done> } {
+  // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, and the SUBACK line is the readiness signal
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''; let stderr = ''
+  let onReady: () => void = () => {}
+  let onFail: (e: Error) => void = () => {}
+  const ready = new Promise<void>((resolve, reject) => { onReady = resolve; onFail = reject })
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; if (stdout.includes('received SUBACK')) onReady() })
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+  const done = new Promise<Done>(resolve => child.on('close', (code, signal) => {
+    onFail(new Error(`mosquitto_sub exited before SUBACK: ${stdout}${stderr}`))
+    resolve({ code, signal, stdout, stderr })
+  }))
+  return { ready, done }
+}
+
+const lastLine = (s: string) => s.trim().split('\n').filter(l => !l.startsWith('Client ') && l !== '').at(-1)
+
+test('mosquitto_pub/sub over TLS, server certificate only (--cafile)', async ({ onTestFinished }) => {
+  const b = await startTestBroker(tlsConf('allow_anonymous true\n'))
+  onTestFinished(() => b.close())
+  const common = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'tls/test']
+  const sub = mosquittoSub(common)
+  await sub.ready
+  const pub = await runCmd('mosquitto_pub', [...common, '-m', 'over tls', '-q', '1'])
+  expect([pub.code, pub.stderr]).toEqual([0, ''])
+  const r = await sub.done
+  expect([r.code, lastLine(r.stdout)]).toEqual([0, 'over tls'])
+})
+
+test('require_certificate: mosquitto clients with a CA-signed client certificate connect; without one, or from another CA, they do not', async ({ onTestFinished }) => {
+  const b = await startTestBroker(tlsConf('require_certificate true\nallow_anonymous true\n'))
+  onTestFinished(() => b.close())
+  const base = ['-h', '127.0.0.1', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'cert/test']
+  const sub = mosquittoSub([...base, '--cert', certs.alice.cert, '--key', certs.alice.key])
+  await sub.ready
+  const pub = await runCmd('mosquitto_pub', [...base, '--cert', certs.bob.cert, '--key', certs.bob.key, '-m', 'with cert', '-q', '1'])
+  expect([pub.code, pub.stderr]).toEqual([0, ''])
+  expect(lastLine((await sub.done).stdout)).toBe('with cert')
+  const none = await runCmd('mosquitto_pub', [...base, '-m', 'x'])
+  expect(none.code).not.toBe(0)
+  const rogue = await runCmd('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key, '-m', 'x'])
+  expect(rogue.code).not.toBe(0)
+})
+
+test('paho (Debian python3-paho-mqtt) over TLS with tls_set, with and without a client certificate', async ({ onTestFinished }) => {
+  const open = await startTestBroker(tlsConf('allow_anonymous true\n'))
+  onTestFinished(() => open.close())
+  const strict = await startTestBroker(tlsConf('require_certificate true\nallow_anonymous true\n'))
+  onTestFinished(() => strict.close())
+  const script = `
+import sys, paho.mqtt.client as mqtt
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3] or None, sys.argv[4] or None
+got = []
+c = mqtt.Client(client_id="paho-tls", protocol=mqtt.MQTTv311)
+c.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+c.on_connect = lambda c, u, f, rc: (print("connack", rc), c.subscribe("paho/tls", 1))
+c.on_subscribe = lambda c, u, mid, q: c.publish("paho/tls", "hello from paho", 1)
+def on_message(c, u, m):
+    print(m.topic, m.payload.decode(), m.qos); c.disconnect()
+c.on_message = on_message
+c.connect("localhost", port, 30)
+c.loop_forever(timeout=5)
+`
+  const py = (port: number, cert = '', key = '') => runCmd(PYTHON, ['-c', script, String(port), certs.ca, cert, key], { timeoutMs: 15_000 })
+  const a = await py(open.port('tls'))
+  expect([a.code, a.stdout]).toEqual([0, 'connack 0\npaho/tls hello from paho 1\n'])
+  const b = await py(strict.port('tls'), certs.alice.cert, certs.alice.key)
+  expect([b.code, b.stdout]).toEqual([0, 'connack 0\npaho/tls hello from paho 1\n'])
+  const c = await py(strict.port('tls'))
+  expect(c.code).not.toBe(0) // handshake refused: no client certificate
+  expect(c.stderr).toMatch(/SSL|certificate|Connection reset|EOF/i)
+})
+
+test('MQTT.js over secure WebSocket (protocol websockets + certfile), with and without a client certificate', async ({ onTestFinished }) => {
+  const b = await startTestBroker(`${tlsConf('allow_anonymous true\nprotocol websockets\n')}`)
+  onTestFinished(() => b.close())
+  expect(b.url('wss')).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/mqtt$/)
+  const url = b.url('wss').replace('127.0.0.1', 'localhost')
+  const c = await mqtt.connectAsync(url, { clientId: 'wss1', ca: readFileSync(certs.ca), reconnectPeriod: 0 })
+  onTestFinished(() => c.endAsync())
+  const got = nextMessage(c)
+  await c.subscribeAsync('wss/t', { qos: 1 })
+  await c.publishAsync('wss/t', 'secure ws', { qos: 1 })
+  const [topic, payload, packet] = await got
+  expect([topic, payload.toString(), packet.qos]).toEqual(['wss/t', 'secure ws', 1])
+
+  const strict = await startTestBroker(`${tlsConf('require_certificate true\nuse_identity_as_username true\nprotocol websockets\n')}`)
+  onTestFinished(() => strict.close())
+  const surl = strict.url('wss').replace('127.0.0.1', 'localhost')
+  const d = await mqtt.connectAsync(surl, { clientId: 'wss2', ca: readFileSync(certs.ca), cert: readFileSync(certs.alice.cert), key: readFileSync(certs.alice.key), reconnectPeriod: 0 })
+  onTestFinished(() => d.endAsync())
+  expect(d.connected).toBe(true)
+  const refused = mqtt.connect(surl, { clientId: 'wss3', ca: readFileSync(certs.ca), reconnectPeriod: 0, connectTimeout: 5000 })
+  onTestFinished(() => { refused.end(true) })
+  const err = await nextError(refused)
+  expect(err.message).toMatch(/socket hang up|ECONNRESET|certificate|alert|closed/i)
+})
+
+test('use_identity_as_username: the certificate CN is the username for the ACL; CONNECT credentials and password_file are ignored', async ({ onTestFinished }) => {
+  const acl = join(certs.dir, 'identity.acl')
+  writeFileSync(acl, 'user alice\ntopic readwrite alice/#\nuser bob\ntopic read alice/#\n')
+  const pw = join(certs.dir, 'unused.pw')
+  writeFileSync(pw, '')
+  const b = await startTestBroker(tlsConf(`require_certificate true\nuse_identity_as_username true\npassword_file ${pw}\nacl_file ${acl}\n`))
+  onTestFinished(() => b.close())
+  const opts = (who: 'alice' | 'bob') => ({ clientId: `${who}-dev`, ca: readFileSync(certs.ca), cert: readFileSync(certs[who].cert), key: readFileSync(certs[who].key), reconnectPeriod: 0 })
+  const url = `mqtts://localhost:${b.port('tls')}`
+  const bob = await mqtt.connectAsync(url, { ...opts('bob'), username: 'alice', password: 'ignored' }) // still bob
+  onTestFinished(() => bob.endAsync())
+  const alice = await mqtt.connectAsync(url, opts('alice'))
+  onTestFinished(() => alice.endAsync())
+  const got: string[] = []
+  bob.on('message', t => got.push(t))
+  await bob.subscribeAsync('#', { qos: 1 })
+  const end = new Promise<void>(resolve => bob.on('message', t => { if (t === 'alice/end') resolve() }))
+  await bob.publishAsync('alice/from-bob', 'x', { qos: 1 }) // bob may only read: dropped
+  await alice.publishAsync('alice/temp', 'x', { qos: 1 })
+  await alice.publishAsync('bob/temp', 'x', { qos: 1 }) // not alice's: dropped
+  await alice.publishAsync('alice/end', 'x', { qos: 1 })
+  await end
+  expect(got).toEqual(['alice/temp', 'alice/end'])
+})
+
+test('use_subject_as_username: the RFC 2253 subject is the username', async ({ onTestFinished }) => {
+  const acl = join(certs.dir, 'subject.acl')
+  writeFileSync(acl, 'user CN=alice\ntopic readwrite subj/#\n')
+  const b = await startTestBroker(tlsConf(`require_certificate true\nuse_subject_as_username true\nacl_file ${acl}\n`))
+  onTestFinished(() => b.close())
+  const c = await mqtt.connectAsync(`mqtts://localhost:${b.port('tls')}`, { clientId: 'subj', ca: readFileSync(certs.ca), cert: readFileSync(certs.alice.cert), key: readFileSync(certs.alice.key), reconnectPeriod: 0 })
+  onTestFinished(() => c.endAsync())
+  expect(await subackCodes(c, { 'subj/#': { qos: 1 } })).toEqual([1])
+  const got = nextMessage(c)
+  await c.publishAsync('other', 'dropped', { qos: 1 })
+  await c.publishAsync('subj/a', 'kept', { qos: 1 })
+  expect((await got)[0]).toBe('subj/a')
+})
+
+test('use_identity_as_username without require_certificate: a client without a certificate gets CONNACK 4', async ({ onTestFinished }) => {
+  const b = await startTestBroker(tlsConf('use_identity_as_username true\n'))
+  onTestFinished(() => b.close())
+  const sock = tls.connect({ host: '127.0.0.1', port: b.port('tls'), ca: readFileSync(certs.ca), servername: 'localhost' })
+  onTestFinished(() => { sock.destroy() })
+  await once(sock, 'secureConnect')
+  sock.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'n', keepalive: 60, username: 'alice', password: Buffer.from('pw') }))
+  const [data] = await once(sock, 'data') as [Buffer]
+  expect(data.subarray(0, 4)).toEqual(Buffer.from([0x20, 2, 0, 4]))
+})
+
+test('allow_expired_certificate true: an expired server certificate is served (with a warning); clients that check see it expired', async ({ onTestFinished }) => {
+  const b = await startTestBroker(`listener 0 127.0.0.1\ncertfile ${certs.expired.cert}\nkeyfile ${certs.expired.key}\nallow_expired_certificate true\nallow_anonymous true\n`)
+  onTestFinished(() => b.close())
+  const checked = await runCmd('mosquitto_pub', ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 't', '-m', 'x'])
+  expect(checked.code).not.toBe(0)
+  expect(checked.stderr).toMatch(/A TLS error occurred/)
+  // what the client sees: node's TLS check names the reason
+  const strict = mqtt.connect(`mqtts://localhost:${b.port('tls')}`, { clientId: 'exp0', ca: readFileSync(certs.ca), reconnectPeriod: 0 })
+  onTestFinished(() => { strict.end(true) })
+  const err = await nextError(strict)
+  expect(err.message).toBe('certificate has expired')
+  const c = await mqtt.connectAsync(`mqtts://localhost:${b.port('tls')}`, { clientId: 'exp', rejectUnauthorized: false, reconnectPeriod: 0 })
+  expect(c.connected).toBe(true)
+  await c.endAsync()
+})
+
+test.each([
+  ['a missing certfile', (c: TestCerts) => `certfile ${join(c.dir, 'nope.crt')}\nkeyfile ${c.server.key}\n`,
+    (c: TestCerts) => `Error: unable to load certfile "${join(c.dir, 'nope.crt')}" for tls listener on port 0 (test.conf:1): no such file.`],
+  ['a key that does not match the certificate', (c: TestCerts) => `certfile ${c.server.cert}\nkeyfile ${c.alice.key}\n`,
+    (c: TestCerts) => `Error: keyfile "${c.alice.key}" does not match certfile "${c.server.cert}" (key values mismatch) for tls listener on port 0 (test.conf:1).`],
+  ['an expired certificate', (c: TestCerts) => `certfile ${c.expired.cert}\nkeyfile ${c.expired.key}\n`,
+    (c: TestCerts) => new RegExp(`^Error: certfile "${c.expired.cert}" expired on \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(renew it, or set allow_expired_certificate true on a test listener\\) for tls listener on port 0 \\(test.conf:1\\)\\.$`)],
+  ['a certfile that is not a certificate', (c: TestCerts) => `certfile ${c.server.key}\nkeyfile ${c.server.key}\n`,
+    (c: TestCerts) => new RegExp(`^Error: certfile "${c.server.key}" is not a PEM certificate`)]
+])('in-process start-up fails with one readable line for %s', async (_name, conf, message) => {
+  const err = await startTestBroker(`listener 0 127.0.0.1\n${conf(certs)}`).then(b => { void b.close(); return undefined }, (e: Error & { exitCode?: number }) => e)
+  expect(err).toBeDefined()
+  expect(err!.exitCode).toBe(1)
+  const m = message(certs)
+  if (typeof m === 'string') expect(err!.message).toBe(m)
+  else expect(err!.message).toMatch(m)
+})
+
+test('the daemon exits 1 with one line for a bad certificate, and starts with allow_expired_certificate', async () => {
+  const conf = join(certs.dir, 'expired.conf')
+  writeFileSync(conf, `listener 0 127.0.0.1\ncertfile ${certs.expired.cert}\nkeyfile ${certs.expired.key}\n`)
+  const r = await midge(['-c', conf])
+  expect(r.code).toBe(1)
+  const errLines = r.stderr.trim().split('\n').filter(l => !l.startsWith('{'))
+  expect(errLines).toHaveLength(1)
+  expect(errLines[0]).toMatch(new RegExp(`^Error: certfile "${certs.expired.cert}" expired on .* for tls listener on port 0 \\(${conf}:1\\)\\.$`))
+  writeFileSync(conf, `listener 0 127.0.0.1\ncertfile ${certs.expired.cert}\nkeyfile ${certs.expired.key}\nallow_expired_certificate true\n`)
+  const d = await spawnMidge(conf)
+  try {
+    expect(d.output()).toContain('serving it anyway (allow_expired_certificate true)')
+  } finally { await d.stop() }
+})
