@@ -1,0 +1,219 @@
+/**
+ * `npm run bench`: runs every scenario against Midge (built), bare aedes and mosquitto (when installed), in
+ * alternating order, prints the medians and the Midge/mosquitto ratio, and writes everything as JSON to
+ * bench-results/<timestamp>.json (issue 8).
+ *
+ *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--out FILE]
+ */
+import { parseArgs } from 'node:util'
+import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs'
+import { tmpdir, cpus, loadavg, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, MIDGE_MAIN, type BrokerName } from './brokers.js'
+import { allScenarios, FULL, QUICK, lastLines, type Measurement, type Scenario, type Timing } from './scenarios.js'
+
+interface RunRecord {
+  broker: BrokerName
+  run: number
+  ok: boolean
+  error?: string
+  startMs?: number
+  rssStartKiB?: number
+  m?: Measurement
+}
+
+interface ScenarioResult {
+  name: string
+  description: string
+  unit: string
+  better: 'higher' | 'lower'
+  runs: RunRecord[]
+  median: Partial<Record<BrokerName, number>>
+  /** (max - min) / median of the primary metric, per broker. */
+  spread: Partial<Record<BrokerName, number>>
+  brokerCpuPct: Partial<Record<BrokerName, number>>
+  genCpuPct: Partial<Record<BrokerName, number>>
+  failures: Partial<Record<BrokerName, number>>
+}
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    scenario: { type: 'string' },
+    brokers: { type: 'string' },
+    out: { type: 'string' },
+    list: { type: 'boolean', default: false }
+  }
+})
+
+const scenarios = allScenarios()
+if (values.list) {
+  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(20)} ${s.description}\n`)
+  process.exit(0)
+}
+const wanted = values.scenario?.split(',').map(s => s.trim()).filter(Boolean)
+// a name selects that scenario; a name ending with '*' selects every scenario starting with it
+const selected = wanted ? scenarios.filter(s => wanted.some(w => w.endsWith('*') ? s.name.startsWith(w.slice(0, -1)) : s.name === w)) : scenarios
+if (selected.length === 0) {
+  process.stderr.write(`Error: no scenario matches ${values.scenario ?? ''}; --list shows them.\n`)
+  process.exit(2)
+}
+if (!existsSync(MIDGE_MAIN)) {
+  process.stderr.write(`Error: ${MIDGE_MAIN} is missing: run "npm run build" first.\n`)
+  process.exit(2)
+}
+
+const mosqVersion = mosquittoVersion()
+let brokers: BrokerName[] = (values.brokers?.split(',').map(s => s.trim()) as BrokerName[] | undefined) ?? ['midge', 'aedes', 'mosquitto']
+if (!mosqVersion && brokers.includes('mosquitto')) {
+  process.stderr.write('mosquitto is not installed: measuring Midge and bare aedes only (Debian: apt-get install mosquitto).\n')
+  brokers = brokers.filter(b => b !== 'mosquitto')
+}
+const timing: Timing = values.quick ? QUICK : FULL
+const runs = Number(values.runs ?? (values.quick ? 1 : 3))
+
+const certDir = mkdtempSync(join(tmpdir(), 'midge-bench-certs-'))
+const needsTls = selected.some(s => s.needs.tls)
+const certs = needsTls ? makeCerts(certDir) : undefined
+
+const median = (xs: number[]): number => {
+  const s = xs.filter(x => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return NaN
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunRecord> {
+  let broker
+  try {
+    broker = await startBroker(name, { persistence: s.needs.persistence, ws: s.needs.ws, tls: s.needs.tls ? certs : undefined })
+  } catch (err) {
+    return { broker: name, run, ok: false, error: (err as Error).message }
+  }
+  const rssStartKiB = rssKiBOf(broker.pid)
+  try {
+    const m = await s.run({ broker, timing, ca: certs?.ca })
+    return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, m }
+  } catch (err) {
+    const e = broker.exited()
+    const msg = e ? `${(err as Error).message}` : (err as Error).message
+    return { broker: name, run, ok: false, startMs: broker.startMs, rssStartKiB, error: e ? msg : `${msg}${broker.stderrTail() ? ` [stderr: ${lastLines(broker.stderrTail())}]` : ''}` }
+  } finally {
+    await broker.stop()
+  }
+}
+
+function fmt (x: number | undefined, unit = ''): string {
+  if (x === undefined || !Number.isFinite(x)) return '-'
+  if (unit === 'msg/s') return x >= 10_000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0)
+  if (Math.abs(x) >= 100) return x.toFixed(0)
+  if (Math.abs(x) >= 10) return x.toFixed(1)
+  return x.toFixed(2)
+}
+
+const pad = (s: string, n: number): string => s.length >= n ? s : s + ' '.repeat(n - s.length)
+const padL = (s: string, n: number): string => s.length >= n ? s : ' '.repeat(n - s.length) + s
+
+function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
+  const r: ScenarioResult = { name: s.name, description: s.description, unit: s.unit, better: s.better, runs: records, median: {}, spread: {}, brokerCpuPct: {}, genCpuPct: {}, failures: {} }
+  for (const b of brokers) {
+    const mine = records.filter(x => x.broker === b)
+    const ok = mine.filter(x => x.ok && x.m)
+    r.failures[b] = mine.length - ok.length
+    if (ok.length === 0) continue
+    const vals = ok.map(x => x.m!.value)
+    const med = median(vals)
+    r.median[b] = med
+    r.spread[b] = ok.length > 1 ? (Math.max(...vals) - Math.min(...vals)) / med : 0
+    r.brokerCpuPct[b] = median(ok.map(x => x.m!.brokerCpuPct ?? NaN))
+    r.genCpuPct[b] = median(ok.map(x => x.m!.genCpuPct ?? NaN))
+  }
+  return r
+}
+
+function printRow (r: ScenarioResult): void {
+  const cell = (b: BrokerName): string => {
+    if (!brokers.includes(b)) return 'n/a'
+    const v = r.median[b]
+    const f = r.failures[b] ?? 0
+    if (v === undefined) return f > 0 ? 'FAILED' : '-'
+    return fmt(v, r.unit) + (f > 0 ? `(${f}x!)` : '')
+  }
+  const ratio = (a?: number, b?: number): string => a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-'
+  const cpu = (b: BrokerName): string => {
+    const c = r.brokerCpuPct[b]
+    const g = r.genCpuPct[b]
+    return `${fmt(c)}/${fmt(g)}`
+  }
+  process.stdout.write([
+    pad(r.name, 20), pad(r.unit, 9),
+    padL(cell('midge'), 10), padL(cell('aedes'), 10), padL(cell('mosquitto'), 10),
+    padL(ratio(r.median.midge, r.median.mosquitto), 8), padL(ratio(r.median.midge, r.median.aedes), 8),
+    padL(`±${fmt(100 * (r.spread.midge ?? NaN))}%`, 7),
+    '  ' + brokers.map(b => pad(cpu(b), 10)).join(' ')
+  ].join(' ') + '\n')
+}
+
+function header (): void {
+  process.stdout.write([
+    pad('scenario', 20), pad('unit', 9), padL('midge', 10), padL('aedes', 10), padL('mosquitto', 10),
+    padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7),
+    '  ' + brokers.map(b => pad(`cpu% ${b}`, 10)).join(' ')
+  ].join(' ') + '\n')
+  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window)\n')
+}
+
+const startedAt = new Date()
+process.stdout.write(`midge bench: ${selected.length} scenario(s) x ${brokers.join(', ')} x ${runs} run(s), ${values.quick ? 'quick' : 'full'} timing; node ${process.version}; mosquitto ${mosqVersion ?? 'not installed'}; ${cpus().length} CPU(s) ${cpus()[0]?.model ?? ''}; load ${loadavg().map(x => x.toFixed(2)).join(' ')}\n`)
+const results: ScenarioResult[] = []
+try {
+  let headerShown = false
+  for (const s of selected) {
+    const records: RunRecord[] = []
+    for (let run = 0; run < runs; run++) {
+      // alternate the order so that drift in the machine's load does not favour one broker
+      const order = run % 2 === 0 ? brokers : [...brokers].reverse()
+      for (const b of order) {
+        const rec = await runOne(s, b, run)
+        records.push(rec)
+        if (!rec.ok) process.stderr.write(`  ${s.name} ${b} run ${run + 1}: ${rec.error ?? 'failed'}\n`)
+      }
+    }
+    const r = summarise(s, records)
+    results.push(r)
+    if (!headerShown) { header(); headerShown = true }
+    printRow(r)
+  }
+} finally {
+  rmSync(certDir, { recursive: true, force: true })
+}
+
+// start-up time and idle RSS of every broker, from every run of every scenario
+const starts: Partial<Record<BrokerName, { startMs: number, rssStartKiB: number }>> = {}
+for (const b of brokers) {
+  const recs = results.flatMap(r => r.runs).filter(x => x.broker === b && x.startMs !== undefined)
+  if (recs.length) starts[b] = { startMs: median(recs.map(x => x.startMs!)), rssStartKiB: median(recs.map(x => x.rssStartKiB!)) }
+}
+process.stdout.write('\nstart-up (spawn until the port accepts) and RSS right after start, medians over all runs:\n')
+for (const b of brokers) {
+  const s = starts[b]
+  if (s) process.stdout.write(`  ${pad(b, 10)} ${fmt(s.startMs)} ms  ${fmt(s.rssStartKiB / 1024)} MiB\n`)
+}
+
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+mkdirSync('bench-results', { recursive: true })
+const out = values.out ?? join('bench-results', `${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
+writeFileSync(out, JSON.stringify({
+  startedAt: startedAt.toISOString(),
+  finishedAt: new Date().toISOString(),
+  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, totalMemMiB: Math.round(totalmem() / 2 ** 20), loadavgAtEnd: loadavg() },
+  versions: { node: process.version, midge: version, mosquitto: mosqVersion },
+  timing,
+  runs,
+  brokers,
+  startup: starts,
+  results
+}, null, 2) + '\n')
+process.stdout.write(`\nwrote ${out}\n`)

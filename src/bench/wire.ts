@@ -1,0 +1,117 @@
+/**
+ * Just enough MQTT 3.1.1 encoding and a streaming scanner for the load generator. Hand-written rather than
+ * mqtt-packet or MQTT.js so that a generator process costs a few integer operations per message and the broker,
+ * not the generator, is the bottleneck (issue 8).
+ */
+
+export const PUBLISH = 3
+export const PUBACK = 4
+export const PUBREC = 5
+export const PUBREL = 6
+export const PUBCOMP = 7
+export const SUBACK = 9
+export const CONNACK = 2
+export const PINGRESP = 13
+
+function remainingLength (n: number): number[] {
+  const out: number[] = []
+  do {
+    let b = n % 128
+    n = Math.floor(n / 128)
+    if (n > 0) b |= 0x80
+    out.push(b)
+  } while (n > 0)
+  return out
+}
+
+function str (s: string): Buffer {
+  const b = Buffer.from(s, 'utf8')
+  const len = Buffer.alloc(2)
+  len.writeUInt16BE(b.length)
+  return Buffer.concat([len, b])
+}
+
+function packet (type: number, flags: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([(type << 4) | flags, ...remainingLength(body.length)]), body])
+}
+
+export function connect (clientId: string, opts: { clean?: boolean, keepalive?: number } = {}): Buffer {
+  const flags = (opts.clean ?? true) ? 0x02 : 0
+  const ka = Buffer.alloc(2)
+  ka.writeUInt16BE(opts.keepalive ?? 0)
+  return packet(1, 0, Buffer.concat([str('MQTT'), Buffer.from([4, flags]), ka, str(clientId)]))
+}
+
+export function subscribe (messageId: number, filters: Array<{ topic: string, qos: number }>): Buffer {
+  const id = Buffer.alloc(2)
+  id.writeUInt16BE(messageId)
+  return packet(8, 2, Buffer.concat([id, ...filters.map(f => Buffer.concat([str(f.topic), Buffer.from([f.qos])]))]))
+}
+
+export function pingreq (): Buffer {
+  return Buffer.from([0xc0, 0])
+}
+
+export function disconnect (): Buffer {
+  return Buffer.from([0xe0, 0])
+}
+
+export function ack (type: number, messageId: number): Buffer {
+  return Buffer.from([(type << 4) | (type === PUBREL ? 2 : 0), 2, messageId >> 8, messageId & 0xff])
+}
+
+/** A PUBLISH with a message id slot at `idOffset` (when qos > 0) and the payload at `payloadOffset`. */
+export interface PublishTemplate {
+  buf: Buffer
+  idOffset: number
+  payloadOffset: number
+}
+
+export function publishTemplate (topic: string, payload: Buffer, qos: number, retain = false): PublishTemplate {
+  const t = str(topic)
+  const id = qos > 0 ? Buffer.alloc(2) : Buffer.alloc(0)
+  const body = Buffer.concat([t, id, payload])
+  const header = Buffer.from([(PUBLISH << 4) | (qos << 1) | (retain ? 1 : 0), ...remainingLength(body.length)])
+  const buf = Buffer.concat([header, body])
+  return { buf, idOffset: header.length + t.length, payloadOffset: header.length + t.length + id.length }
+}
+
+export type PacketHandler = (type: number, flags: number, buf: Buffer, bodyStart: number, bodyEnd: number) => void
+
+/**
+ * Splits a byte stream into packets and calls `onPacket` with the fixed header's type and flags and the body's
+ * bounds inside `buf` (valid only during the call). Keeps at most one partial packet between chunks.
+ */
+export class Scanner {
+  private rest: Buffer | undefined
+
+  constructor (private readonly onPacket: PacketHandler) {}
+
+  push (chunk: Buffer): void {
+    let buf = chunk
+    if (this.rest !== undefined) {
+      buf = Buffer.concat([this.rest, chunk])
+      this.rest = undefined
+    }
+    const n = buf.length
+    let i = 0
+    while (i < n) {
+      if (i + 2 > n) break
+      const first = buf[i]!
+      let len = 0
+      let mul = 1
+      let j = i + 1
+      let complete = false
+      while (j < n && j < i + 5) {
+        const b = buf[j++]!
+        len += (b & 0x7f) * mul
+        mul *= 128
+        if ((b & 0x80) === 0) { complete = true; break }
+      }
+      if (!complete || j + len > n) break
+      this.onPacket(first >> 4, first & 0x0f, buf, j, j + len)
+      i = j + len
+    }
+    if (i < n) this.rest = buf.subarray(i)
+  }
+}
