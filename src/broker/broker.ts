@@ -19,6 +19,7 @@ import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter } from './limits.js'
 import { TopicEmitter } from './emitter.js'
+import { coalesceWrites } from './write-coalescer.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wrapForward } from '../sys/forward.js'
 import { wireStats, trackConnection } from '../sys/wire.js'
@@ -169,6 +170,7 @@ export class Broker {
       }
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
+    coalesceWrites(stream) // one writev per connection per event-loop turn, not one per message (issue 8)
     this.aedes.handle(stream, req)
   }
 
