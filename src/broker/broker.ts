@@ -13,6 +13,8 @@ import type { Logger } from '../logging/logger.js'
 import { BrokerError } from '../errors.js'
 import { AuthChain } from '../auth/chain.js'
 import { createPersistence, type PersistenceBackend } from '../persistence/index.js'
+import { Durability } from '../persistence/durability.js'
+import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
@@ -60,6 +62,8 @@ export class Broker {
   hooks!: Hooks
   auth!: AuthChain
   persistence!: PersistenceBackend
+  /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts, issue 3). */
+  durability!: Durability
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -77,13 +81,16 @@ export class Broker {
   private async startInternal (): Promise<void> {
     const { config, log } = this
     this.persistence = await createPersistence(config.persistence, log)
+    this.durability = new Durability(this.persistence, config, log)
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
-    this.aedes = await Aedes.createBroker({
-      persistence: this.persistence.aedes,
+    this.aedes = await this.storeStep(() => Aedes.createBroker({
+      // a store that sorts queues across restarts, queue limits (issue 3)
+      ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
+      persistence: this.durability.persistence,
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
       mq: new TopicEmitter() as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
@@ -91,11 +98,16 @@ export class Broker {
       drainTimeout: 30_000,
       maxClientsIdLength: 23,
       ...aedesHooks,
+      // QoS 1: journalled before PUBACK, entry removed once stored (issue 3, src/persistence/journal.ts)
+      authorizePublish: this.durability.authorizePublish(aedesHooks.authorizePublish),
+      published: this.durability.published,
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
       authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
-    })
+    }))
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
+    // replays the QoS 1 journal into the queues before anyone can connect (issue 3)
+    await this.storeStep(() => this.durability.attach(this.aedes))
     wireStats(this.aedes, this.stats, c => this.contexts.get(c.conn as Duplex)?.listener.id)
     this.sys = new SysPublisher({ aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval })
     this.sys.start()
@@ -125,6 +137,17 @@ export class Broker {
       } catch (err) {
         throw new BrokerError('PID_FILE', `Error: unable to write pid file ${config.pidFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}.`, { cause: err })
       }
+    }
+  }
+
+  /** A start-up step that reads the store: LevelDB corruption found while reading becomes STORE_CORRUPT (issue 3). */
+  private async storeStep<T> (step: () => Promise<T>): Promise<T> {
+    try {
+      return await step()
+    } catch (err) {
+      const corrupt = isCorruption(err)
+      if (corrupt !== undefined) throw corruptStoreError(storePath(this.config.persistence.location, this.config.persistence.file), corrupt, err)
+      throw err
     }
   }
 
@@ -171,7 +194,8 @@ export class Broker {
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
     coalesceWrites(stream) // one writev per connection per event-loop turn, not one per message (issue 8)
-    this.aedes.handle(stream, req)
+    // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts, issue 3)
+    this.durability.installClient(this.aedes.handle(stream, req) as unknown as Client)
   }
 
   private wireLogging (): void {
@@ -236,6 +260,7 @@ export class Broker {
       await Promise.all(this.listeners.map(l => l.close().catch(() => {})))
       await this.sys?.stop()
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
+      await this.durability?.close().catch(() => {})
       await this.persistence?.close().catch((err: Error) => this.log.error({ err: err.message }, 'closing the store failed'))
       await this.auth?.close().catch(() => {})
     }

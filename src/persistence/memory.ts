@@ -7,6 +7,7 @@ export const memoryBackend: PersistenceFactory = async () => {
   return {
     name: 'memory',
     aedes: p,
+    sync: false,
     close: async () => { await (p as { destroy?: () => Promise<void> }).destroy?.() }
   }
 }

@@ -1,11 +1,22 @@
+import type { ClassicLevel } from 'classic-level'
 import type { PersistenceConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 
 /** Wraps (does not reinvent) an aedes-persistence instance plus what Midge needs around it. */
 export interface PersistenceBackend {
   readonly name: string
-  /** The object handed to aedes as `persistence`. */
+  /** The object handed to aedes as `persistence` (before Midge's wrappers, see durability.ts). */
   readonly aedes: unknown
+  /** The LevelDB handle, for the LevelDB backend only: Midge's own keys (journal, last-seen) live beside aedes'. */
+  readonly db?: ClassicLevel<string, Buffer>
+  /**
+   * A broker id that sorts after the ids of every earlier start on this store (LevelDB only). aedes keys a
+   * client's offline queue by `brokerId:counter`; with its default random UUID, messages queued before and after a
+   * restart come back in random order.
+   */
+  readonly brokerId?: string
+  /** fsync writes that precede an acknowledgement (`persistence_sync true`). */
+  readonly sync: boolean
   /** Releases the store (and its lock). Safe to call twice. */
   close (): Promise<void>
 }

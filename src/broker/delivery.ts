@@ -1,0 +1,116 @@
+/**
+ * Live delivery to one client, wrapped around aedes' per-client `deliverQoS` / `deliver0` (issue 3). Installed on
+ * every aedes Client right after `aedes.handle()` creates it, before it has parsed a byte.
+ *
+ * 1. aedes' duplicate filter drops messages. It keeps, per client and per broker id, the highest `brokerCounter`
+ *    delivered and drops anything lower (lib/client.js `dedupe`). Counters are assigned when `broker.publish` starts,
+ *    but messages reach subscribers when their store writes end: a retained message (one LevelDB write) overtaken by a
+ *    plain one is then dropped for every subscriber matching both. Measured on bare aedes 1.2.0 with
+ *    aedes-persistence-level: 200 QoS 0 publishes alternating retained / not retained, a `#` subscriber gets 100.
+ *    Midge keeps aedes' purpose (one copy per client when several of its subscriptions match) with an exact filter:
+ *    the last `brokerId:counter` keys delivered to this client.
+ *
+ * 2. Slow consumers. aedes holds the emitter's callback until the subscriber's socket drains, and reads the
+ *    publisher's next chunk only when every subscriber of the last one is done: a subscriber that stops reading
+ *    stalls its publishers (and so everyone they publish to) until `drainTimeout` closes it. Midge releases the
+ *    callback at once and bounds what waits for the socket instead: beyond `max_inflight_messages +
+ *    max_queued_messages` messages (or `max_queued_bytes` buffered), messages to that client are dropped, counted
+ *    (`stats.droppedSlowConsumer`) and logged once per episode. For a persistent session a dropped QoS 1/2 message
+ *    stays in its stored queue and is sent when the client reconnects; `drainTimeout` still closes a client that
+ *    reads nothing for 30 s.
+ *
+ * 3. A message the store refused for this client (its queue full, see persistence/limits.ts) is not delivered:
+ *    aedes would fail to find it in the store and close the connection.
+ */
+import type { Client } from 'aedes'
+import type { Logger } from '../logging/logger.js'
+import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
+
+type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) => void
+interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number }
+
+interface AedesClientInternals {
+  id: string | null
+  clean: boolean
+  closed: boolean
+  conn: { writableLength?: number }
+  deliverQoS: Deliver
+  deliver0: Deliver
+  duplicates: Record<string, number>
+}
+
+export interface DeliveryOptions {
+  /** Messages waiting for one client's socket before new ones are dropped; 0 = no limit. */
+  maxPending: number
+  /** Bytes buffered for one client's socket before new messages are dropped; 0 = no limit. */
+  maxPendingBytes: number
+  stats: PersistenceStats
+  accounting?: QueueAccounting
+  log: Logger
+}
+
+/** How many delivered `brokerId:counter` keys a client remembers for the duplicate filter. */
+const SEEN_LIMIT = 1024
+
+export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
+  const client = aedesClient as unknown as AedesClientInternals
+  const origQoS = client.deliverQoS
+  const orig0 = client.deliver0
+  let current: DeliverPacket | undefined
+  const seen = new Set<string>()
+  let pending = 0
+  let dropping = false
+
+  // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
+  // then `duplicates[id] = counter` records. The packet being delivered is `current`.
+  client.duplicates = new Proxy(Object.create(null) as Record<string, number>, {
+    get (_t, id) {
+      if (current === undefined || typeof id !== 'string') return 0
+      return seen.has(`${id}:${current.brokerCounter}`) ? Number.POSITIVE_INFINITY : 0
+    },
+    set (_t, id) {
+      if (current === undefined || typeof id !== 'string') return true
+      if (seen.size >= SEEN_LIMIT) seen.delete(seen.values().next().value as string)
+      seen.add(`${id}:${current.brokerCounter}`)
+      return true
+    },
+    deleteProperty () { return true }
+  })
+
+  const released = (): void => {
+    pending--
+    if (dropping && pending === 0) dropping = false
+  }
+
+  const wrap = (orig: Deliver): Deliver => function deliver (packet, cb) {
+    if (client.closed) { orig(packet, cb); return }
+    if (packet.qos > 0 && !client.clean && client.id !== null && opts.accounting?.wasRefused(client.id, { brokerId: packet.brokerId ?? undefined, brokerCounter: packet.brokerCounter })) {
+      setImmediate(cb)
+      return
+    }
+    const full = (opts.maxPending > 0 && pending >= opts.maxPending) ||
+      (opts.maxPendingBytes > 0 && (client.conn.writableLength ?? 0) >= opts.maxPendingBytes)
+    if (full) {
+      opts.stats.droppedSlowConsumer++
+      if (!dropping) {
+        dropping = true
+        opts.log.warn({ clientId: client.id, topic: packet.topic, pending },
+          `Outgoing messages are being dropped for client ${client.id ?? '?'}: it is not reading (max_inflight_messages + max_queued_messages reached).`)
+      }
+      setImmediate(cb)
+      return
+    }
+    pending++
+    const prev = current
+    current = packet
+    try {
+      orig(packet, released)
+    } finally {
+      current = prev
+    }
+    // (2) the emitter (and so the publisher) does not wait for this subscriber's socket
+    setImmediate(cb)
+  }
+  client.deliverQoS = wrap(origQoS)
+  client.deliver0 = wrap(orig0)
+}

@@ -1,0 +1,174 @@
+/**
+ * Everything Midge adds around aedes' persistence to keep the promise of issue 3 (what was acknowledged survives a
+ * crash, a restart or a full queue), in one object the Broker wires in:
+ *   - `persistence`: the store aedes gets, with queue limits (limits.ts);
+ *   - `brokerId`: an id that sorts after every earlier start's (level.ts);
+ *   - `authorizePublish` / `published`: the QoS 1 journal (journal.ts);
+ *   - `attach(aedes)`: replays the journal and starts session expiry, before any listener opens;
+ *   - `installClient(client)`: the live-delivery wrapper (broker/delivery.ts).
+ */
+import type { Aedes, Client, PublishPacket } from 'aedes'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import { installDelivery } from '../broker/delivery.js'
+import type { PersistenceBackend } from './types.js'
+import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
+import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
+import { SessionExpiry } from './expiry.js'
+
+type Cb = (err?: Error | null) => void
+type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: Cb) => void
+interface SubLike { clientId: string, qos: number }
+interface AedesPersistenceLike {
+  subscriptionsByTopic (topic: string): Promise<SubLike[]>
+  createRetainedStream (pattern: string): AsyncIterable<{ brokerId?: string, brokerCounter?: number }>
+  cleanSubscriptions (client: { id: string }): Promise<void>
+}
+interface AedesInternals { id: string, counter: number, clients: Record<string, unknown> }
+
+/** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
+function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?: string, brokerCounter?: number }): boolean {
+  const ia = a.brokerId ?? ''
+  const ib = b.brokerId ?? ''
+  if (ia !== ib) return ia > ib
+  return (a.brokerCounter ?? 0) > (b.brokerCounter ?? 0)
+}
+
+export class Durability {
+  readonly stats: PersistenceStats = newStats()
+  readonly persistence: object
+  readonly accounting: QueueAccounting
+  readonly journal: PublishJournal | undefined
+  readonly expiry: SessionExpiry | undefined
+  private aedes: Aedes | undefined
+
+  constructor (readonly backend: PersistenceBackend, private readonly config: Config, private readonly log: Logger) {
+    const l = config.limits
+    this.accounting = new QueueAccounting({
+      maxMessages: l.maxQueuedMessages,
+      maxInflight: l.maxInflightMessages,
+      maxBytes: l.maxQueuedBytes
+    }, this.stats, log)
+    this.persistence = limitPersistence(backend.aedes as object, this.accounting)
+    if (backend.db) {
+      this.journal = new PublishJournal(backend.db, log)
+      if (config.persistence.clientExpirationMs > 0) {
+        this.expiry = new SessionExpiry({
+          db: backend.db,
+          persistence: this.persistence as AedesPersistenceLike,
+          isOnline: id => this.isOnline(id),
+          expirationMs: config.persistence.clientExpirationMs,
+          stats: this.stats,
+          accounting: this.accounting,
+          log
+        })
+      }
+    }
+    this.accounting.isOnline = id => this.isOnline(id)
+  }
+
+  get brokerId (): string | undefined { return this.backend.brokerId }
+
+  private isOnline (id: string): boolean {
+    const clients = (this.aedes as unknown as AedesInternals | undefined)?.clients
+    return clients !== undefined && clients[id] !== undefined
+  }
+
+  /**
+   * Wraps Midge's authorizePublish, which aedes awaits before it acknowledges (PUBACK) or stores (QoS 2) a publish:
+   *  - every allowed QoS 1/2 publish gets its aedes brokerId/brokerCounter here, in arrival order. aedes would assign
+   *    them when it starts publishing, after its own store writes, which LevelDB completes in any order: the offline
+   *    queue (sorted by counter) then swaps messages of one publisher (seen: b-216 before b-215 in 15-persist);
+   *  - a QoS 1 publish that must survive a crash is journalled before the PUBACK (journal.ts).
+   */
+  authorizePublish (inner: AuthorizePublish): AuthorizePublish {
+    const journal = this.journal
+    return (client, packet, cb) => {
+      inner(client, packet, (err) => {
+        const a = this.aedes as unknown as AedesInternals | undefined
+        if (err || client === null || packet.qos === 0 || a === undefined || packet.topic.startsWith('$')) { cb(err); return }
+        const p = packet as PublishPacket & { brokerId?: string, brokerCounter?: number }
+        p.brokerId = a.id
+        p.brokerCounter = ++a.counter
+        if (packet.qos !== 1 || journal === undefined) { cb(null); return }
+        this.needsJournal(packet).then(need => {
+          if (!need) { cb(null); return }
+          this.stats.journalled++
+          return journal.record(packet as unknown as JournalPacket).then(() => cb(null))
+        }).catch((e: Error) => cb(e))
+      })
+    }
+  }
+
+  /** Retained, or matching a persistent session's QoS 1/2 subscription: otherwise nothing of it outlives the process. */
+  private async needsJournal (packet: PublishPacket): Promise<boolean> {
+    if (packet.retain) return true
+    const subs = await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(packet.topic)
+    return subs.some(s => s.qos > 0)
+  }
+
+  /** aedes' `published` hook: runs after the retained store and the offline queues are written. */
+  readonly published = (packet: object, _client: Client | null, cb: Cb): void => {
+    this.journal?.complete(packet)
+    cb(null)
+  }
+
+  /** After `Aedes.createBroker`, before any listener: counts stored queues, replays the journal, starts expiry. */
+  async attach (aedes: Aedes): Promise<void> {
+    this.aedes = aedes
+    const db = this.backend.db
+    if (db) await this.accounting.load(db)
+    if (this.journal) await this.replay(aedes, this.journal)
+    if (this.expiry) {
+      const expiry = this.expiry
+      aedes.on('client', (c: Client) => { if (!c.clean) expiry.touch(c.id).catch(() => {}) })
+      aedes.on('clientDisconnect', (c: Client) => { if (!c.clean) expiry.touch(c.id).catch(() => {}) })
+      expiry.start()
+    }
+  }
+
+  private async replay (aedes: Aedes, journal: PublishJournal): Promise<void> {
+    const entries = await journal.pending()
+    if (entries.length === 0) return
+    this.log.warn({ count: entries.length }, `Replaying ${entries.length} acknowledged QoS 1 message(s) from the journal (the broker stopped before storing them).`)
+    const p = this.persistence as AedesPersistenceLike
+    for (const e of entries) {
+      const retain = e.retain && !(await this.retainedIsNewer(p, e))
+      await new Promise<void>((resolve, reject) => {
+        aedes.publish({
+          cmd: 'publish', topic: e.topic, payload: e.payload, qos: e.qos, retain, dup: false,
+          brokerId: e.brokerId, brokerCounter: e.brokerCounter
+        } as unknown as PublishPacket, (err?: Error) => err ? reject(err) : resolve())
+      })
+      journal.remove(e.key)
+      this.stats.replayed++
+    }
+    await journal.flush()
+  }
+
+  /** A retained message published after this journal entry is already stored for its topic: do not overwrite it. */
+  private async retainedIsNewer (p: AedesPersistenceLike, e: JournalEntry): Promise<boolean> {
+    for await (const r of p.createRetainedStream(e.topic)) {
+      if (newer(r, e)) return true
+    }
+    return false
+  }
+
+  /** Live-delivery wrapper for a new aedes client (see broker/delivery.ts). */
+  installClient (client: Client): void {
+    const l = this.config.limits
+    installDelivery(client, {
+      maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
+      maxPendingBytes: l.maxQueuedBytes,
+      stats: this.stats,
+      accounting: this.accounting,
+      log: this.log
+    })
+  }
+
+  /** Before the store closes: stop sweeping, write the last journal deletions. */
+  async close (): Promise<void> {
+    await this.expiry?.stop()
+    await this.journal?.flush()
+  }
+}

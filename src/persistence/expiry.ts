@@ -1,0 +1,98 @@
+/**
+ * `persistent_client_expiration` (issue 3): a persistent session (clean session 0) whose client has not been
+ * connected for that long is removed with its subscriptions, its queued messages and its QoS 2 state, as mosquitto
+ * does ("Expiring client <id> due to timeout."). LevelDB store only (the in-memory store ends with the process).
+ *
+ * The last time each persistent client was seen (connect and disconnect) is kept in the store under
+ * `midge-seen:<id>`, so a restart does not reset the clock. A session found in the store without that key (written
+ * before Midge tracked it) starts its clock at the first sweep. Sweeps run every `interval` (a tenth of the
+ * expiration, at most one hour); `sweep(now)` can be called directly (tests, `midge store` tooling).
+ */
+import type { ClassicLevel } from 'classic-level'
+import type { Logger } from '../logging/logger.js'
+import type { PersistenceStats, QueueAccounting } from './limits.js'
+
+const SEEN = 'midge-seen:'
+const SEEN_RANGE = { gte: SEEN, lt: 'midge-seen;' }
+/** aedes-persistence-level key families holding per-client state: `<family>:<encodeURIComponent(id)>:...` */
+const CLIENT_FAMILIES = ['subscriptions', 'outgoing', 'outgoing-id', 'incoming'] as const
+
+export interface ExpiryDeps {
+  db: ClassicLevel<string, Buffer>
+  /** The aedes persistence object (Midge's wrapper): `cleanSubscriptions` also updates its subscription trie. */
+  persistence: { cleanSubscriptions (client: { id: string }): Promise<void> }
+  isOnline (clientId: string): boolean
+  expirationMs: number
+  stats: PersistenceStats
+  accounting?: QueueAccounting
+  log: Logger
+}
+
+export class SessionExpiry {
+  private timer: NodeJS.Timeout | undefined
+  private sweeping: Promise<string[]> | undefined
+
+  constructor (private readonly deps: ExpiryDeps) {}
+
+  start (intervalMs = Math.min(Math.max(Math.floor(this.deps.expirationMs / 10), 1000), 3_600_000)): void {
+    if (this.deps.expirationMs <= 0) return
+    this.timer = setInterval(() => { this.sweep().catch((err: Error) => this.deps.log.error({ err: err.message }, 'session expiry sweep failed')) }, intervalMs)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    await this.sweeping?.catch(() => {})
+  }
+
+  /** A persistent client connected or disconnected now. */
+  touch (clientId: string, now = Date.now()): Promise<void> {
+    return this.deps.db.put(`${SEEN}${encodeURIComponent(clientId)}`, Buffer.from(String(now)))
+  }
+
+  /** Removes every persistent session last seen more than the expiration before `now`; resolves with their ids. */
+  sweep (now = Date.now()): Promise<string[]> {
+    this.sweeping ??= this.sweepOnce(now).finally(() => { this.sweeping = undefined })
+    return this.sweeping
+  }
+
+  private async sweepOnce (now: number): Promise<string[]> {
+    const { db, expirationMs, log } = this.deps
+    if (expirationMs <= 0) return []
+    const seen = new Map<string, number>()
+    for await (const [k, v] of db.iterator(SEEN_RANGE)) seen.set(k.slice(SEEN.length), Number(v.toString()))
+    const sessions = new Set<string>()
+    for (const family of CLIENT_FAMILIES) {
+      for await (const k of db.keys({ gte: `${family}:`, lt: `${family};` })) {
+        const start = family.length + 1
+        const end = k.indexOf(':', start)
+        sessions.add(end < 0 ? k.slice(start) : k.slice(start, end))
+      }
+    }
+    for (const enc of seen.keys()) sessions.add(enc)
+    const expired: string[] = []
+    for (const enc of sessions) {
+      const id = decodeURIComponent(enc)
+      if (this.deps.isOnline(id)) continue
+      const last = seen.get(enc)
+      if (last === undefined) { await this.touch(id, now); continue }
+      if (now - last <= expirationMs) continue
+      await this.remove(id)
+      expired.push(id)
+      this.deps.stats.expiredClients++
+      log.info({ clientId: id }, `Expiring client ${id} due to timeout.`)
+    }
+    return expired
+  }
+
+  private async remove (id: string): Promise<void> {
+    const { db, persistence } = this.deps
+    const enc = encodeURIComponent(id)
+    await persistence.cleanSubscriptions({ id })
+    for (const family of CLIENT_FAMILIES) await db.clear({ gte: `${family}:${enc}:`, lt: `${family}:${enc};` })
+    await db.del(`will:${enc}`)
+    await db.del(`${SEEN}${enc}`)
+    this.deps.accounting?.forget(id)
+  }
+}

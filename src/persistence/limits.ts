@@ -1,0 +1,191 @@
+/**
+ * `max_queued_messages` / `max_queued_bytes` for the messages stored for persistent sessions (issue 3).
+ *
+ * aedes-persistence has no cap: a persistent session that never comes back grows its offline queue without limit.
+ * Midge wraps the persistence object aedes is given (a Proxy delegating to aedes-persistence, nothing patched) and
+ * counts, per client id, the QoS 1/2 messages queued for it (`outgoingEnqueue(Combi)` adds, `outgoingClearMessageId`
+ * removes when PUBACK/PUBCOMP arrives). Beyond `max_queued_messages` messages for an offline client, as mosquitto
+ * 2.0.11 (checked: 30 QoS 1 publishes to an offline session with `max_queued_messages 10`, it receives m1..m10), or
+ * `max_queued_messages + max_inflight_messages` for a connected one (its in-flight messages are stored too), or
+ * `max_queued_bytes`), a new message is not queued for that client: the drop is counted in `stats.droppedQueueFull`
+ * and logged once per client until its queue has room again, as mosquitto does ("Outgoing messages are being
+ * dropped for client ...").
+ */
+import type { ClassicLevel } from 'classic-level'
+import type { Logger } from '../logging/logger.js'
+
+export interface PersistenceStats {
+  /** Messages not queued for a client because its queue was full (max_queued_messages / max_queued_bytes). */
+  droppedQueueFull: number
+  /** Live deliveries dropped because the subscriber did not read (slow consumer). */
+  droppedSlowConsumer: number
+  /** Persistent sessions removed by persistent_client_expiration. */
+  expiredClients: number
+  /** QoS 1 publishes journalled before their PUBACK. */
+  journalled: number
+  /** Journal entries published again at start-up. */
+  replayed: number
+}
+
+export function newStats (): PersistenceStats {
+  return { droppedQueueFull: 0, droppedSlowConsumer: 0, expiredClients: 0, journalled: 0, replayed: 0 }
+}
+
+export interface QueueLimits {
+  /** Messages queued per client (`max_queued_messages`); 0 = no limit. */
+  maxMessages: number
+  /** Added to maxMessages while the client is connected: its in-flight messages are in the store too. */
+  maxInflight: number
+  /** Payload bytes per client; 0 = no limit. */
+  maxBytes: number
+}
+
+interface Sub { clientId: string, qos?: number }
+interface StoredPacket { payload?: Buffer | Uint8Array }
+type StoredPacketId = { brokerId?: string, brokerCounter?: number }
+interface Queue { count: number, bytes: number, warned: boolean }
+
+type AnyFn = (...args: unknown[]) => unknown
+
+/** `outgoing:<encodeURIComponent(clientId)>:<brokerId>:<counter>` (aedes-persistence-level). */
+const OUTGOING_RANGE = { gte: 'outgoing:', lt: 'outgoing;' }
+
+export class QueueAccounting {
+  private readonly queues = new Map<string, Queue>()
+  /** Messages refused for clients that are online, by `brokerId:counter`: their live delivery must be skipped too. */
+  private readonly refused = new Map<string, Set<string>>()
+  /** Set by the broker: is a client with this id connected? */
+  isOnline: (clientId: string) => boolean = () => false
+
+  constructor (private readonly limits: QueueLimits, private readonly stats: PersistenceStats, private readonly log: Logger) {}
+
+  /** Counts what the store already holds (LevelDB: the queues of the previous run). */
+  async load (db: ClassicLevel<string, Buffer>): Promise<void> {
+    for await (const [key, value] of db.iterator({ ...OUTGOING_RANGE })) {
+      const enc = key.slice('outgoing:'.length, key.indexOf(':', 'outgoing:'.length))
+      // the payload is inside the msgpack value: its size is close enough to the value's for a byte budget
+      this.add(decodeURIComponent(enc), value.length)
+    }
+  }
+
+  queued (clientId: string): { count: number, bytes: number } {
+    const q = this.queues.get(clientId)
+    return { count: q?.count ?? 0, bytes: q?.bytes ?? 0 }
+  }
+
+  forget (clientId: string): void {
+    this.queues.delete(clientId)
+    this.refused.delete(clientId)
+  }
+
+  /**
+   * True (once) if the store refused this message for this client. aedes would then fail the live delivery to it
+   * (`outgoingUpdate`: no such packet) and close the connection; delivery.ts skips it instead.
+   */
+  wasRefused (clientId: string, packet: { brokerId?: string, brokerCounter?: number }): boolean {
+    const set = this.refused.get(clientId)
+    if (set === undefined) return false
+    const hit = set.delete(`${packet.brokerId}:${packet.brokerCounter}`)
+    if (set.size === 0) this.refused.delete(clientId)
+    return hit
+  }
+
+  /** True if one more message of `bytes` fits; counts and logs the drop otherwise. */
+  admit (clientId: string, bytes: number, topic: string, packet?: { brokerId?: string, brokerCounter?: number }): boolean {
+    const q = this.queues.get(clientId)
+    if (q === undefined) return true
+    const { maxBytes } = this.limits
+    const maxMessages = this.limits.maxMessages > 0 ? this.limits.maxMessages + (this.isOnline(clientId) ? this.limits.maxInflight : 0) : 0
+    const full = (maxMessages > 0 && q.count >= maxMessages) || (maxBytes > 0 && q.bytes + bytes > maxBytes)
+    if (!full) return true
+    this.stats.droppedQueueFull++
+    if (packet && this.isOnline(clientId)) {
+      let set = this.refused.get(clientId)
+      if (set === undefined) { set = new Set(); this.refused.set(clientId, set) }
+      if (set.size < 100_000) set.add(`${packet.brokerId}:${packet.brokerCounter}`)
+    }
+    if (!q.warned) {
+      q.warned = true
+      this.log.warn({ clientId, topic, queued: q.count, queuedBytes: q.bytes },
+        `Outgoing messages are being dropped for client ${clientId}: its queue is full (max_queued_messages ${maxMessages}, max_queued_bytes ${maxBytes}).`)
+    }
+    return false
+  }
+
+  add (clientId: string, bytes: number): void {
+    let q = this.queues.get(clientId)
+    if (q === undefined) { q = { count: 0, bytes: 0, warned: false }; this.queues.set(clientId, q) }
+    q.count++
+    q.bytes += bytes
+  }
+
+  remove (clientId: string, bytes: number): void {
+    const q = this.queues.get(clientId)
+    if (q === undefined) return
+    q.count = Math.max(0, q.count - 1)
+    q.bytes = Math.max(0, q.bytes - bytes)
+    // log again the next time it fills up
+    if (q.warned && (this.limits.maxMessages === 0 || q.count < this.limits.maxMessages)) q.warned = false
+    if (q.count === 0) this.queues.delete(clientId)
+  }
+}
+
+function payloadBytes (p: StoredPacket | undefined): number {
+  return p?.payload?.length ?? 0
+}
+
+/**
+ * The persistence object aedes gets: every method delegates to `inner` (bound to it: aedes-persistence-level keeps
+ * its state in private fields), except the queue ones, which enforce the limits.
+ */
+export function limitPersistence (inner: object, acct: QueueAccounting): object {
+  const call = (name: string, ...args: unknown[]): Promise<unknown> => (Reflect.get(inner, name) as AnyFn).apply(inner, args) as Promise<unknown>
+  const chains = new Map<string, Promise<unknown>>()
+  const overrides: Record<string, AnyFn> = {
+    /**
+     * One at a time per client. aedes writes a packet (a message to a persistent session, a PUBREL) once its
+     * `outgoingUpdate` resolves, and LevelDB completes concurrent updates in any order: PUBRELs then leave in another
+     * order than their PUBRECs came [MQTT-4.6.0-3], and live messages in another order than published. Seen in
+     * 15-persist: MQTT.js (which hands a QoS 2 message over on PUBREL) got b-91 before b-90.
+     */
+    outgoingUpdate (client: unknown, packet: unknown) {
+      const id = (client as { id: string }).id
+      const prev = chains.get(id) ?? Promise.resolve()
+      const next = prev.then(() => call('outgoingUpdate', client, packet))
+      const settled = next.then(() => {}, () => {})
+      chains.set(id, settled)
+      void settled.then(() => { if (chains.get(id) === settled) chains.delete(id) })
+      return next
+    },
+    async outgoingEnqueue (sub: unknown, packet: unknown) {
+      const s = sub as Sub
+      const bytes = payloadBytes(packet as StoredPacket)
+      if (!acct.admit(s.clientId, bytes, (packet as { topic: string }).topic, packet as StoredPacketId)) return
+      acct.add(s.clientId, bytes)
+      await call('outgoingEnqueue', s, packet)
+    },
+    async outgoingEnqueueCombi (subs: unknown, packet: unknown) {
+      const list = (subs ?? []) as Sub[]
+      if (list.length === 0) return await call('outgoingEnqueueCombi', list, packet)
+      const bytes = payloadBytes(packet as StoredPacket)
+      const topic = (packet as { topic: string }).topic
+      const admitted = list.filter(s => acct.admit(s.clientId, bytes, topic, packet as StoredPacketId))
+      for (const s of admitted) acct.add(s.clientId, bytes)
+      if (admitted.length === 0) return
+      await call('outgoingEnqueueCombi', admitted, packet)
+    },
+    async outgoingClearMessageId (client: unknown, packet: unknown) {
+      const removed = await call('outgoingClearMessageId', client, packet) as StoredPacket | undefined
+      if (removed) acct.remove((client as { id: string }).id, payloadBytes(removed))
+      return removed
+    }
+  }
+  return new Proxy(inner, {
+    get (target, prop) {
+      if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) return overrides[prop]
+      // receiver = target: getters of aedes-persistence-level read private fields
+      const v = Reflect.get(target, prop) as unknown
+      return typeof v === 'function' ? (v as AnyFn).bind(target) : v
+    }
+  })
+}

@@ -1,0 +1,130 @@
+/**
+ * Durability (issue 3): what Midge acknowledged survives SIGKILL and a graceful restart. The broker is a real child
+ * process (`node dist/main.js`; run `npm run build` first) restarted on the same persistence_location.
+ */
+import { test, expect } from 'vitest'
+import { once, type EventEmitter } from 'node:events'
+import mqtt, { type MqttClient, type IPublishPacket, type IConnackPacket } from 'mqtt'
+import { tempDir } from '../helpers/start-broker.js'
+import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
+
+const CONF = `listener 0 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {dir}/data
+log_type all
+`
+
+interface Got { topic: string, payload: string, qos: number, dup: boolean, retain: boolean }
+
+async function connect (url: string, opts: mqtt.IClientOptions): Promise<MqttClient> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...opts })
+  const [connack] = await Promise.race([
+    once(c as unknown as EventEmitter, 'connect') as Promise<[IConnackPacket]>,
+    once(c as unknown as EventEmitter, 'error').then(([err]) => { throw err as Error })
+  ])
+  sessionPresent.set(c, connack.sessionPresent)
+  return c
+}
+const sessionPresent = new WeakMap<MqttClient, boolean>()
+
+function collect (c: MqttClient): Got[] {
+  const got: Got[] = []
+  c.on('message', (topic, payload, p: IPublishPacket) => got.push({ topic, payload: payload.toString(), qos: p.qos, dup: p.dup, retain: p.retain }))
+  return got
+}
+
+/** Resolves when `pred` holds for the messages received so far (checked on every message). */
+function until (c: MqttClient, got: Got[], pred: (g: Got[]) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  if (pred(got)) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { c.off('message', on); reject(new Error(`timed out waiting for ${what}: got ${got.length} messages`)) }, timeoutMs)
+    const on = (): void => { if (pred(got)) { clearTimeout(t); c.off('message', on); resolve() } }
+    c.on('message', on)
+  })
+}
+
+const N1 = 300
+const N2 = 300
+
+/** Queues N1 QoS 1 + N2 QoS 2 messages and two retained ones for the offline persistent session `keeper`. */
+async function fillWhileOffline (m: MidgeProcess): Promise<void> {
+  const keeper = await connect(m.url(), { clientId: 'keeper', clean: false })
+  const granted = await keeper.subscribeAsync('q/#', { qos: 2 })
+  expect(granted.map(g => g.qos)).toEqual([2])
+  await keeper.endAsync()
+
+  const pub = await connect(m.url(), { clientId: 'pub', clean: true })
+  const twos: Array<Promise<unknown>> = []
+  for (let i = 0; i < N2; i++) twos.push(pub.publishAsync('q/two', `b-${i}`, { qos: 2 }))
+  twos.push(pub.publishAsync('r/two', 'kept-2', { qos: 2, retain: true }))
+  await Promise.all(twos)
+  // then a burst of QoS 1: aedes sends each PUBACK before it stores the message, so the last PUBACKs leave while
+  // the store writes are still queued; the kill lands in that window (without the journal this loses messages)
+  const ones: Array<Promise<unknown>> = []
+  for (let i = 0; i < N1; i++) ones.push(pub.publishAsync('q/one', `a-${i}`, { qos: 1 }))
+  ones.push(pub.publishAsync('r/one', 'kept-1', { qos: 1, retain: true }))
+  // every PUBACK / PUBCOMP is in: from here on, all of it is Midge's promise
+  await Promise.all(ones)
+  pub.end(true)
+}
+
+async function checkRestored (m: MidgeProcess): Promise<void> {
+  const keeper = await connect(m.url(), { clientId: 'keeper', clean: false })
+  const got = collect(keeper)
+  try {
+    // the session came back
+    expect(sessionPresent.get(keeper)).toBe(true)
+    const distinct = (t: string) => new Set(got.filter(g => g.topic === t).map(g => g.payload)).size
+    await until(keeper, got, g => distinct('q/one') >= N1 && g.filter(x => x.topic === 'q/two').length >= N2, `${N1} + ${N2} queued messages`)
+
+    // the subscription still routes new messages; `end` arrives after everything queued before it
+    const pub = await connect(m.url(), { clientId: 'pub2', clean: true })
+    await pub.publishAsync('q/two', 'end', { qos: 2 })
+    await until(keeper, got, g => g.some(x => x.payload === 'end'), 'the new message')
+
+    // QoS 1: every payload, in order (duplicates allowed, flagged DUP)
+    const ones = got.filter(g => g.topic === 'q/one')
+    const firsts: string[] = []
+    const seen = new Set<string>()
+    for (const g of ones) {
+      if (seen.has(g.payload)) continue
+      seen.add(g.payload)
+      firsts.push(g.payload)
+    }
+    expect(firsts).toEqual(Array.from({ length: N1 }, (_, i) => `a-${i}`))
+    // QoS 2: exactly once, in order
+    const twos = got.filter(g => g.topic === 'q/two').map(g => g.payload)
+    expect(twos).toEqual([...Array.from({ length: N2 }, (_, i) => `b-${i}`), 'end'])
+    expect(got.every(g => g.qos === (g.topic === 'q/one' ? 1 : 2))).toBe(true)
+
+    // retained messages are all there
+    const late = await connect(m.url(), { clientId: 'late', clean: true })
+    const lateGot = collect(late)
+    await late.subscribeAsync('r/#', { qos: 2 })
+    await until(late, lateGot, g => g.length >= 2, 'two retained messages')
+    expect(lateGot.map(g => [g.topic, g.payload, g.retain]).sort()).toEqual([['r/one', 'kept-1', true], ['r/two', 'kept-2', true]])
+    await late.endAsync()
+    await pub.endAsync()
+  } finally {
+    await keeper.endAsync(true)
+  }
+}
+
+for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+  test(`QoS 1/2 messages queued for an offline session, retained messages and subscriptions survive ${signal}`, async ({ onTestFinished }) => {
+    const { dir, remove } = await tempDir('midge-persist-')
+    onTestFinished(remove)
+    const conf = await writeConf(dir, CONF)
+    const first = await spawnMidge(conf, dir)
+    onTestFinished(async () => { await first.kill('SIGKILL') })
+    await fillWhileOffline(first)
+    const { code, signal: sig } = await first.kill(signal)
+    if (signal === 'SIGKILL') expect(sig).toBe('SIGKILL')
+    else expect(code).toBe(0)
+
+    const second = await spawnMidge(conf, dir)
+    onTestFinished(async () => { await second.kill('SIGKILL') })
+    await checkRestored(second)
+  }, 90_000)
+}
