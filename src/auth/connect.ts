@@ -59,3 +59,23 @@ export async function checkConnect (deps: ConnectCheckDeps, req: ConnectCheckReq
   }
   return d
 }
+
+interface WillHolder { id: string, _will?: { topic: string, qos: 0 | 1 | 2, retain: boolean } }
+
+/**
+ * A will the ACL does not let this client publish is dropped at CONNECT. aedes checks a will when it fires, but
+ * a will persisted before a crash fires on restart with no client (aedes `_clearWills` passes client null), when
+ * the username is no longer known: so it must never be stored. Uses aedes' private `client._will` (set before
+ * authenticate, stored after it): see test 09-acl "a will on a denied topic".
+ */
+export async function screenWill (auth: AuthChain, log: Logger, client: unknown, username: string | undefined, ctx: ConnectionContext): Promise<void> {
+  const c = client as WillHolder
+  const will = c._will
+  if (!will) return
+  const reserved = will.topic.startsWith('$SYS/') || will.topic.startsWith('$MIDGE')
+  const ok = !reserved && await auth.authorize({ clientId: c.id, username, conn: ctx, action: 'publish', topic: will.topic, qos: will.qos, retain: will.retain })
+  if (!ok) {
+    c._will = undefined
+    log.info({ clientId: c.id, topic: will.topic }, 'will dropped: not authorised')
+  }
+}

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
-import { checkConnect } from '../auth/connect.js'
+import { checkConnect, screenWill } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, type SubscriptionCounter } from './limits.js'
 
@@ -106,7 +106,11 @@ export function createHooks (deps: HookDeps): Hooks {
         .then(d => {
           if (d.ok) {
             if (d.username !== undefined) info.username = d.username
-            cb(null, true)
+            // a will this client may not publish is never stored (auth/connect.ts)
+            screenWill(auth, log, client, info.username, info.ctx).then(() => cb(null, true), (err: Error) => {
+              log.error({ clientId: client.id, err: err.message }, 'will authorisation failed with an error')
+              cb(authError(3, 'authentication error'), false)
+            })
             return
           }
           log.info({ clientId: client.id, listener: info.ctx.listener.id, remoteAddress: info.ctx.remoteAddress, username, reason: d.reason }, 'connection refused')

@@ -118,6 +118,42 @@ test.each([
   expect(ref).toEqual(expected)
 })
 
+test('retained messages are filtered by read access when a subscription is made (same as mosquitto)', async () => {
+  for (const url of [mb.url(), mosqUrl]) {
+    const w = await client(url, BOB)
+    for (const t of ['home/alice/secret', 'home/alice/lamp', 'home/alice/zz']) await w.publishAsync(t, t, { qos: 1, retain: true })
+    await w.endAsync()
+    const r = await client(url, ALICE)
+    const got = collectUntil(r, 'home/alice/zz')
+    await r.subscribeAsync('home/alice/#', { qos: 1 })
+    const topics = await got
+    await r.endAsync()
+    // clear the retained messages for the next run
+    const c = await client(url, BOB)
+    for (const t of ['home/alice/secret', 'home/alice/lamp', 'home/alice/zz']) await c.publishAsync(t, '', { qos: 1, retain: true })
+    await c.endAsync()
+    expect(topics.sort()).toEqual(['home/alice/lamp', 'home/alice/zz'])
+  }
+})
+
+test('a will on a topic the client may not publish to is never delivered (same as mosquitto)', async () => {
+  for (const url of [mb.url(), mosqUrl]) {
+    const r = await client(url, BOB)
+    await r.subscribeAsync('#', { qos: 1 })
+    const got = collectUntil(r, 'home/alice/will-ok')
+    const denied = mqtt.connect(url, { ...ALICE, clientId: 'will-denied', reconnectPeriod: 0, will: { topic: 'public/will', payload: Buffer.from('x'), qos: 1, retain: false } })
+    const allowed = mqtt.connect(url, { ...ALICE, clientId: 'will-ok', reconnectPeriod: 0, will: { topic: 'home/alice/will-ok', payload: Buffer.from('x'), qos: 1, retain: false } })
+    await Promise.all([new Promise(resolve => denied.once('connect', resolve)), new Promise(resolve => allowed.once('connect', resolve))])
+    // drop both connections without DISCONNECT: the wills fire, the denied one first
+    ;(denied.stream as unknown as { destroy: () => void }).destroy()
+    await new Promise(resolve => denied.once('close', resolve))
+    ;(allowed.stream as unknown as { destroy: () => void }).destroy()
+    expect(await got).toEqual(['home/alice/will-ok'])
+    denied.end(true); allowed.end(true)
+    await r.endAsync()
+  }
+})
+
 test('SUBACK 0x80 for a filter that falls under a deny rule; filters that cross it are granted', async ({ onTestFinished }) => {
   const a = await client(mb.url(), ALICE)
   onTestFinished(() => a.endAsync())
