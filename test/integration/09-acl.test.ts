@@ -146,7 +146,7 @@ test('a will on a topic the client may not publish to is never delivered (same a
     await Promise.all([new Promise(resolve => denied.once('connect', resolve)), new Promise(resolve => allowed.once('connect', resolve))])
     // drop both connections without DISCONNECT: the wills fire, the denied one first
     ;(denied.stream as unknown as { destroy: () => void }).destroy()
-    await new Promise(resolve => denied.once('close', resolve))
+    await new Promise<void>(resolve => denied.once('close', () => resolve()))
     ;(allowed.stream as unknown as { destroy: () => void }).destroy()
     expect(await got).toEqual(['home/alice/will-ok'])
     denied.end(true); allowed.end(true)
