@@ -6,7 +6,7 @@
 import { test, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import tls from 'node:tls'
 import mqtt from 'mqtt'
@@ -218,4 +218,29 @@ test('the daemon exits 1 with one line for a bad certificate, and starts with al
   try {
     expect(d.output()).toContain('serving it anyway (allow_expired_certificate true)')
   } finally { await d.stop() }
+})
+
+test('`midge certs` makes a CA, a server certificate and a client certificate that mosquitto clients accept; keys 0600, never overwritten', async ({ onTestFinished }) => {
+  const d = join(certs.dir, 'cli')
+  const ca = await midge(['certs', 'ca', '--dir', d])
+  expect([ca.code, ca.stdout]).toEqual([0, `wrote ${join(d, 'ca.crt')} and ${join(d, 'ca.key')}\n`])
+  const srv = await midge(['certs', 'server', '--dir', d, '--host', 'localhost', '--host', '127.0.0.1'])
+  expect(srv.code).toBe(0)
+  expect(srv.stdout).toContain(`certfile ${join(d, 'server.crt')}\nkeyfile ${join(d, 'server.key')}`)
+  expect((await midge(['certs', 'client', 'dev-1', '--dir', d])).code).toBe(0)
+  for (const k of ['ca.key', 'server.key', 'dev-1.key']) expect(statSync(join(d, k)).mode & 0o777).toBe(0o600)
+  const again = await midge(['certs', 'ca', '--dir', d])
+  expect(again.code).toBe(2)
+  expect(again.stderr.trim()).toBe(`Error: ${join(d, 'ca.crt')} exists; remove it first (Midge never overwrites keys).`)
+
+  const acl = join(d, 'acl')
+  writeFileSync(acl, 'user dev-1\ntopic readwrite dev/#\n')
+  const b = await startTestBroker(`listener 0 127.0.0.1\ncafile ${join(d, 'ca.crt')}\ncertfile ${join(d, 'server.crt')}\nkeyfile ${join(d, 'server.key')}\nrequire_certificate true\nuse_identity_as_username true\nacl_file ${acl}\n`)
+  onTestFinished(() => b.close())
+  const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', join(d, 'ca.crt'), '--cert', join(d, 'dev-1.crt'), '--key', join(d, 'dev-1.key')]
+  const sub = mosquittoSub([...base, '-t', 'dev/#'])
+  await sub.ready
+  expect((await runCmd('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
+  expect((await runCmd('mosquitto_pub', [...base, '-t', 'dev/1', '-m', 'from dev-1', '-q', '1'])).code).toBe(0)
+  expect(lastLine((await sub.done).stdout)).toBe('from dev-1')
 })
