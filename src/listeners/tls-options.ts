@@ -38,7 +38,8 @@ function checkCertAndKey (cfg: ListenerConfig, certPem: Buffer, keyPem: Buffer, 
   let key: KeyObject
   try { key = createPrivateKey(keyPem) } catch (err) {
     const msg = (err as Error).message
-    const why = /passphrase|encrypted/i.test(msg) ? 'it is encrypted; Midge needs an unencrypted key (chmod 600)' : msg
+    const encrypted = keyPem.includes('ENCRYPTED') || /passphrase|encrypted/i.test(msg)
+    const why = encrypted ? 'it is encrypted; Midge needs an unencrypted key (protect it with chmod 600)' : msg
     throw tlsError(cfg, `keyfile "${t.keyfile}" is not a usable private key: ${why}`, err)
   }
   if (!cert.checkPrivateKey(key)) {

@@ -9,6 +9,7 @@ import { once } from 'node:events'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import tls from 'node:tls'
+import { createPrivateKey } from 'node:crypto'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
@@ -36,6 +37,13 @@ function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<Do
     resolve({ code, signal, stdout, stderr })
   }))
   return { ready, done }
+}
+
+function encryptedKey (c: TestCerts): string {
+  const f = join(c.dir, 'encrypted.key')
+  const pem = createPrivateKey(readFileSync(c.server.key)).export({ format: 'pem', type: 'pkcs8', cipher: 'aes-256-cbc', passphrase: 'pw' })
+  writeFileSync(f, pem, { mode: 0o600 })
+  return f
 }
 
 const lastLine = (s: string) => s.trim().split('\n').filter(l => !l.startsWith('Client ') && l !== '').at(-1)
@@ -194,6 +202,8 @@ test.each([
     (c: TestCerts) => `Error: keyfile "${c.alice.key}" does not match certfile "${c.server.cert}" (key values mismatch) for tls listener on port 0 (test.conf:1).`],
   ['an expired certificate', (c: TestCerts) => `certfile ${c.expired.cert}\nkeyfile ${c.expired.key}\n`,
     (c: TestCerts) => new RegExp(`^Error: certfile "${c.expired.cert}" expired on \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(renew it, or set allow_expired_certificate true on a test listener\\) for tls listener on port 0 \\(test.conf:1\\)\\.$`)],
+  ['an encrypted key', (c: TestCerts) => `certfile ${c.server.cert}\nkeyfile ${encryptedKey(c)}\n`,
+    (c: TestCerts) => `Error: keyfile "${join(c.dir, 'encrypted.key')}" is not a usable private key: it is encrypted; Midge needs an unencrypted key (protect it with chmod 600) for tls listener on port 0 (test.conf:1).`],
   ['a certfile that is not a certificate', (c: TestCerts) => `certfile ${c.server.key}\nkeyfile ${c.server.key}\n`,
     (c: TestCerts) => new RegExp(`^Error: certfile "${c.server.key}" is not a PEM certificate`)]
 ])('in-process start-up fails with one readable line for %s', async (_name, conf, message) => {
