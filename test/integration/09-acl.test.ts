@@ -218,7 +218,7 @@ test('reload: new rules apply to existing connections and subscriptions; a broke
 
 test('SIGHUP to the daemon reloads the ACL for a live subscriber (child process)', async ({ onTestFinished }) => {
   const f = join(dir, 'hup.acl')
-  writeFileSync(f, 'pattern read old/#\npattern write #\n')
+  writeFileSync(f, 'pattern read old/#\npattern write old/#\npattern write new/#\n')
   const conf = join(dir, 'hup.conf')
   writeFileSync(conf, `listener 0 127.0.0.1\nallow_anonymous true\nacl_file ${f}\n`)
   const d = await spawnMidge(conf)
@@ -232,7 +232,11 @@ test('SIGHUP to the daemon reloads the ACL for a live subscriber (child process)
   let got = collectUntil(r, 'old/end')
   for (const t of ['new/1', 'old/1', 'old/end']) await w.publishAsync(t, t, { qos: 1 })
   expect(await got).toEqual(['old/1', 'old/end'])
-  writeFileSync(f, 'pattern read new/#\npattern write #\n')
+  // a denied publish is acked (publishAsync resolves on PUBACK) and logged with the reason
+  const logged = d.waitFor(/"clientId":"w","topic":"other\/1","reason":"not authorised","msg":"publish dropped"/)
+  await w.publishAsync('other/1', 'x', { qos: 1 })
+  await logged
+  writeFileSync(f, 'pattern read new/#\npattern write old/#\npattern write new/#\n')
   const reloaded = d.waitFor(/auth provider reloaded/)
   d.proc.kill('SIGHUP')
   await reloaded
