@@ -65,7 +65,7 @@ export function secureContextOptions (cfg: ListenerConfig, log?: Logger): tls.Tl
   if (t.cafile) ca.push(readPem(t.cafile, 'cafile', cfg))
   if (t.capath) {
     let names: string[]
-    try { names = readdirSync(t.capath).filter(n => /\.(pem|crt)$/.test(n)) } catch (err) {
+    try { names = readdirSync(t.capath).filter(n => /\.(pem|crt)$/.test(n) || /^[0-9a-f]{8}\.\d+$/.test(n)) } catch (err) {
       throw new BrokerError('TLS', `Error: unable to read capath "${t.capath}" (${cfg.source}).`, { cause: err })
     }
     for (const n of names) ca.push(readPem(join(t.capath, n), 'capath certificate', cfg))

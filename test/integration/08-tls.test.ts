@@ -6,7 +6,7 @@
 import { test, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import tls from 'node:tls'
 import { createPrivateKey } from 'node:crypto'
@@ -253,4 +253,17 @@ test('`midge certs` makes a CA, a server certificate and a client certificate th
   expect((await runCmd('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
   expect((await runCmd('mosquitto_pub', [...base, '-t', 'dev/1', '-m', 'from dev-1', '-q', '1'])).code).toBe(0)
   expect(lastLine((await sub.done).stdout)).toBe('from dev-1')
+})
+
+test('capath: a directory of CA certificates (*.crt, as mosquitto documents) verifies client certificates', async ({ onTestFinished }) => {
+  const capath = join(certs.dir, 'capath')
+  mkdirSync(capath)
+  copyFileSync(certs.ca, join(capath, 'midge-test-ca.crt'))
+  const b = await startTestBroker(`listener 0 127.0.0.1\ncapath ${capath}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\nrequire_certificate true\nallow_anonymous true\n`)
+  onTestFinished(() => b.close())
+  const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'capath/t', '-m', 'x']
+  const ok = await runCmd('mosquitto_pub', [...base, '--cert', certs.alice.cert, '--key', certs.alice.key])
+  expect([ok.code, ok.stderr]).toEqual([0, ''])
+  const rogue = await runCmd('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key])
+  expect(rogue.code).not.toBe(0)
 })
