@@ -22,6 +22,7 @@ import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter } from './limits.js'
 import { TopicEmitter } from './emitter.js'
 import { coalesceWrites } from './write-coalescer.js'
+import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wrapForward } from '../sys/forward.js'
 import { wireStats, trackConnection } from '../sys/wire.js'
@@ -90,7 +91,7 @@ export class Broker {
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits (issue 3)
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
-      persistence: this.durability.persistence,
+      persistence: persistenceFastPaths(this.durability.persistence), // cheap QoS 2 lookups (issue 8)
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
       mq: new TopicEmitter() as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
