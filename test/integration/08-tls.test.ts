@@ -267,3 +267,19 @@ test('capath: a directory of CA certificates (*.crt, as mosquitto documents) ver
   const rogue = await runCmd('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key])
   expect(rogue.code).not.toBe(0)
 })
+
+test('tls_version tlsv1.3 refuses a TLS 1.2 client; the default accepts it', async ({ onTestFinished }) => {
+  const strict = await startTestBroker(tlsConf('tls_version tlsv1.3\nallow_anonymous true\n'))
+  onTestFinished(() => strict.close())
+  const open = await startTestBroker(tlsConf('allow_anonymous true\n'))
+  onTestFinished(() => open.close())
+  // node's client, capped at a version (mosquitto_pub --tls-version does not cap: it still offers TLS 1.3)
+  const hello = (port: number, maxVersion: tls.SecureVersion) => new Promise<string>(resolve => {
+    const s = tls.connect({ host: '127.0.0.1', servername: 'localhost', port, ca: readFileSync(certs.ca), maxVersion })
+    s.once('secureConnect', () => { resolve(s.getProtocol() ?? '?'); s.destroy() })
+    s.once('error', err => resolve(err.message))
+  })
+  expect(await hello(strict.port('tls'), 'TLSv1.2')).toMatch(/alert protocol version/)
+  expect(await hello(strict.port('tls'), 'TLSv1.3')).toBe('TLSv1.3')
+  expect(await hello(open.port('tls'), 'TLSv1.2')).toBe('TLSv1.2')
+})

@@ -175,6 +175,31 @@ test('auth_plugin: config/auth-plugin-example.js authenticates device tokens and
   expect([topic, payload.toString()]).toEqual(['devices/sensor-1/cmd', 'mine'])
 })
 
+test('auth_plugin reload (SIGHUP path): the example plugin rereads its secret; old tokens stop working', async ({ onTestFinished }) => {
+  const secretFile = join(dir, 'rotating-secret')
+  writeFileSync(secretFile, 'first-secret-0123456789\n')
+  const token = (secret: string, u: string) => createHmac('sha256', secret).update(u).digest('hex')
+  const b = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${join(ROOT, 'config/auth-plugin-example.js')}\nauth_opt_secret_file ${secretFile}\n`)
+  onTestFinished(() => b.close())
+  expect(await connack(b.port(), { username: 'd', password: token('first-secret-0123456789', 'd') })).toEqual(CONNACK(0))
+  writeFileSync(secretFile, 'second-secret-0123456789\n')
+  await b.broker.reload()
+  expect(await connack(b.port(), { username: 'd', password: token('first-secret-0123456789', 'd') })).toEqual(CONNACK(5))
+  expect(await connack(b.port(), { username: 'd', password: token('second-secret-0123456789', 'd') })).toEqual(CONNACK(0))
+  writeFileSync(secretFile, 'short\n') // refused by the plugin's reload: the second secret stays
+  await b.broker.reload()
+  expect(await connack(b.port(), { username: 'd', password: token('second-secret-0123456789', 'd') })).toEqual(CONNACK(0))
+})
+
+test('a plugin that answers something other than allow/deny/defer, or throws, gives CONNACK 3 (server unavailable)', async ({ onTestFinished }) => {
+  const p = join(dir, 'odd-plugin.mjs')
+  writeFileSync(p, `export default () => ({ name: 'odd', async authenticate ({ username }) { if (username === 'boom') throw new Error('backend down'); return 'yes' } })\n`)
+  const b = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${p}\n`)
+  onTestFinished(() => b.close())
+  expect(await connack(b.port(), { username: 'u', password: 'p' })).toEqual(CONNACK(3))
+  expect(await connack(b.port(), { username: 'boom', password: 'p' })).toEqual(CONNACK(3))
+})
+
 test('auth_plugin errors stop start-up with one line naming the plugin', async () => {
   const bad = join(dir, 'bad-plugin.mjs')
   writeFileSync(bad, 'export default function () { throw new Error("no secret configured") }\n')

@@ -1,0 +1,209 @@
+/**
+ * The CSR signing page of test.mosquitto.org, on websockets listeners that set `http_csr_signing true`:
+ *   GET  /ssl/        a form (paste a CSR made with `openssl req`), with the commands to make one
+ *   GET  /ssl/ca.crt  the CA certificate (clients verify the broker with it; it signs the client certificates)
+ *   POST /ssl/csr     body: the PEM CSR, raw or as the form's `csr` field -> the signed certificate (PEM)
+ * Off unless configured; signings are limited per remote address (`http_csr_rate_limit` per hour). Only RSA keys
+ * are accepted (node-forge signs RSA only), as in test.mosquitto.org's own instructions (`openssl genrsa`).
+ */
+import { readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import forge from 'node-forge'
+import type { Config, CsrSigningConfig, ListenerConfig } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import { BrokerError } from '../errors.js'
+import type { HttpRouter } from './router.js'
+
+/** Largest request body accepted (a 4096-bit RSA CSR is under 2 KiB). */
+const MAX_BODY = 16 * 1024
+const HOUR = 3_600_000
+/** Subject attributes copied from the CSR; anything else is dropped. */
+const SUBJECT_FIELDS = new Set(['CN', 'O', 'OU', 'C', 'ST', 'L', 'E'])
+/** Addresses remembered by the rate limiter before the oldest are forgotten. */
+const MAX_TRACKED = 10_000
+
+export class CsrError extends Error {
+  constructor (readonly status: number, message: string) { super(message) }
+}
+
+/** A CA that signs client certificates for one listener's page. */
+export class CsrSigner {
+  readonly caPem: string
+  private readonly caCert: forge.pki.Certificate
+  private readonly caKey: forge.pki.rsa.PrivateKey
+  private readonly hits = new Map<string, number[]>()
+
+  constructor (readonly cfg: CsrSigningConfig, caPem: string, keyPem: string) {
+    this.caPem = caPem
+    this.caCert = forge.pki.certificateFromPem(caPem)
+    this.caKey = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey
+    const pub = this.caCert.publicKey as forge.pki.rsa.PublicKey
+    if (pub.n === undefined || pub.n.compareTo(this.caKey.n) !== 0) throw new Error('http_csr_keyfile is not the key of http_csr_cafile')
+  }
+
+  /** Reads and checks the CA files: a missing or unusable file is one readable line at start-up. */
+  static load (cfg: CsrSigningConfig): CsrSigner {
+    const read = (path: string, what: string): string => {
+      try {
+        return readFileSync(path, 'utf8')
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        throw new BrokerError('TLS', `Error: unable to load ${what} "${path}" (${cfg.source}): ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}.`, { cause: err })
+      }
+    }
+    const ca = read(cfg.cafile, 'http_csr_cafile')
+    const key = read(cfg.keyfile, 'http_csr_keyfile')
+    try {
+      return new CsrSigner(cfg, ca, key)
+    } catch (err) {
+      throw new BrokerError('TLS', `Error: cannot use the CSR signing CA (${cfg.source}): ${(err as Error).message} (an RSA CA made by "midge certs ca" works).`, { cause: err })
+    }
+  }
+
+  /** True when `address` may have another signing now (and counts it). */
+  admit (address: string, now = Date.now()): { ok: true } | { ok: false, retryAfterSeconds: number } {
+    const recent = (this.hits.get(address) ?? []).filter(t => now - t < HOUR)
+    if (recent.length >= this.cfg.ratePerHour) {
+      this.hits.set(address, recent)
+      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((recent[0]! + HOUR - now) / 1000)) }
+    }
+    recent.push(now)
+    this.hits.delete(address)
+    this.hits.set(address, recent)
+    if (this.hits.size > MAX_TRACKED) this.hits.delete(this.hits.keys().next().value!)
+    return { ok: true }
+  }
+
+  /** Signs a PEM CSR: a client certificate (extKeyUsage clientAuth) valid for `days`, subject copied from the CSR. */
+  sign (csrPem: string, now = new Date()): { pem: string, commonName: string, serial: string } {
+    let csr: forge.pki.CertificateSigningRequest
+    try {
+      csr = forge.pki.certificationRequestFromPem(csrPem)
+    } catch (err) {
+      const msg = (err as Error).message
+      if (/OID is not RSA/i.test(msg)) throw new CsrError(400, 'only RSA keys are supported: make the key with "openssl genrsa -out client.key 2048"')
+      throw new CsrError(400, 'not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----)')
+    }
+    if (!csr.verify()) throw new CsrError(400, 'the CSR\'s signature does not verify')
+    const pub = csr.publicKey as forge.pki.rsa.PublicKey | null
+    if (!pub || pub.n.bitLength() < 2048) throw new CsrError(400, 'the key is too short: use an RSA key of 2048 bits or more')
+    const attrs = csr.subject.attributes.filter(a => a.shortName !== undefined && SUBJECT_FIELDS.has(a.shortName))
+    const cn = attrs.find(a => a.shortName === 'CN')?.value
+    if (typeof cn !== 'string' || cn.length === 0 || cn.length > 64) throw new CsrError(400, 'the CSR needs a common name (CN) of 1 to 64 characters: openssl req -subj "/CN=yourname"')
+    const cert = forge.pki.createCertificate()
+    cert.publicKey = pub
+    // 16 random bytes, first bit clear: a positive serial (RFC 5280 4.1.2.2)
+    const serialBytes = randomBytes(16)
+    serialBytes[0] = serialBytes[0]! & 0x7f
+    cert.serialNumber = serialBytes.toString('hex')
+    cert.validity.notBefore = new Date(now.getTime() - 5 * 60_000)
+    cert.validity.notAfter = new Date(now.getTime() + this.cfg.days * 86_400_000)
+    cert.setSubject(attrs.map(a => ({ shortName: a.shortName, value: a.value as string })))
+    cert.setIssuer(this.caCert.subject.attributes)
+    cert.setExtensions([
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+      { name: 'extKeyUsage', clientAuth: true },
+      { name: 'subjectKeyIdentifier' },
+      { name: 'authorityKeyIdentifier', keyIdentifier: this.caCert.generateSubjectKeyIdentifier().getBytes() }
+    ])
+    cert.sign(this.caKey, forge.md.sha256.create())
+    return { pem: forge.pki.certificateToPem(cert), commonName: cn, serial: cert.serialNumber }
+  }
+}
+
+function readBody (req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0)
+    if (declared > MAX_BODY) { reject(new CsrError(413, `request body larger than ${MAX_BODY} bytes`)); return }
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size > MAX_BODY) { req.destroy(); reject(new CsrError(413, `request body larger than ${MAX_BODY} bytes`)); return }
+      chunks.push(c)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+/** The PEM CSR from a raw body (curl --data-binary @client.csr) or a form field `csr` (the page, curl -d/--data-urlencode). */
+export function csrFromBody (body: string, contentType: string | undefined): string {
+  const trimmed = body.trim()
+  if (trimmed.startsWith('-----BEGIN')) return trimmed
+  if ((contentType ?? '').startsWith('application/x-www-form-urlencoded')) {
+    const v = new URLSearchParams(body).get('csr')
+    if (v) return v.trim()
+  }
+  throw new CsrError(400, 'no CSR in the request: send the PEM text as the body, or as the form field "csr"')
+}
+
+function page (l: ListenerConfig, cfg: CsrSigningConfig): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Midge: client certificate</title>
+<style>body{font-family:system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}textarea{width:100%;height:14em;font-family:monospace}pre{background:#f4f4f4;padding:.6em;overflow-x:auto}</style>
+</head><body>
+<h1>Client certificate</h1>
+<p>Download the broker's CA certificate: <a href="ca.crt">ca.crt</a>. Clients use it to check the broker's
+TLS certificate (<code>--cafile ca.crt</code>).</p>
+<p>To get a client certificate (for the port that requires one), make a key and a certificate signing request:</p>
+<pre>openssl genrsa -out client.key 2048
+openssl req -new -key client.key -out client.csr -subj "/CN=yourname"</pre>
+<p>then paste <code>client.csr</code> here. You get <code>client.crt</code>, valid for ${cfg.days} days
+(at most ${cfg.ratePerHour} per hour from one address). Your key never leaves your machine.</p>
+<form method="post" action="csr"><textarea name="csr" placeholder="-----BEGIN CERTIFICATE REQUEST-----" required></textarea>
+<p><button type="submit">Sign</button></p></form>
+<p>Or from a shell: <code>curl --data-binary @client.csr -o client.crt ${l.transport === 'wss' ? 'https' : 'http'}://HOST:${l.port}/ssl/csr</code></p>
+</body></html>
+`
+}
+
+/** Loads the CA of every listener with `http_csr_signing true` and registers the page on those listeners. */
+export function registerCsrRoutes (router: HttpRouter, config: Config, log: Logger): void {
+  const signers = new Map<string, CsrSigner>()
+  for (const l of config.listeners) {
+    if (l.http?.csr?.enabled) signers.set(l.id, CsrSigner.load(l.http.csr))
+  }
+  if (signers.size === 0) return
+  const when = (l: ListenerConfig): boolean => signers.has(l.id)
+  const text = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void => {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(`${body}\n`)
+  }
+
+  const showPage = (req: IncomingMessage, res: ServerResponse, l: ListenerConfig): void => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') { text(res, 405, 'Method not allowed', { allow: 'GET' }); return }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'x-content-type-options': 'nosniff', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'" })
+    res.end(req.method === 'HEAD' ? undefined : page(l, signers.get(l.id)!.cfg))
+  }
+  router.add('/ssl', (_req, res) => { res.writeHead(301, { location: '/ssl/' }).end() }, when)
+  router.add('/ssl/', showPage, when)
+  router.add('/ssl/ca.crt', (req, res, l) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') { text(res, 405, 'Method not allowed', { allow: 'GET' }); return }
+    res.writeHead(200, { 'content-type': 'application/x-pem-file', 'content-disposition': 'attachment; filename="ca.crt"' })
+    res.end(req.method === 'HEAD' ? undefined : signers.get(l.id)!.caPem)
+  }, when)
+  router.add('/ssl/csr', async (req, res, l) => {
+    if (req.method !== 'POST') { text(res, 405, 'Method not allowed: POST the CSR', { allow: 'POST' }); return }
+    const signer = signers.get(l.id)!
+    const address = req.socket.remoteAddress ?? '?'
+    const admitted = signer.admit(address)
+    if (!admitted.ok) {
+      log.info({ listener: l.id, remoteAddress: address }, 'CSR refused: rate limit')
+      text(res, 429, `Too many certificates from ${address}: at most ${signer.cfg.ratePerHour} per hour. Try again in ${admitted.retryAfterSeconds} s.`, { 'retry-after': String(admitted.retryAfterSeconds) })
+      return
+    }
+    try {
+      const csr = csrFromBody(await readBody(req), req.headers['content-type'])
+      const signed = signer.sign(csr)
+      log.info({ listener: l.id, remoteAddress: address, commonName: signed.commonName, serial: signed.serial }, 'client certificate signed')
+      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'content-disposition': 'attachment; filename="client.crt"', 'cache-control': 'no-store' })
+      res.end(signed.pem)
+    } catch (err) {
+      if (!(err instanceof CsrError)) throw err
+      log.info({ listener: l.id, remoteAddress: address, reason: err.message }, 'CSR refused')
+      text(res, err.status, `Error: ${err.message}.`, err.status === 413 ? { connection: 'close' } : {})
+    }
+  }, when)
+}
