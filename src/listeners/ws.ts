@@ -2,7 +2,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
-import { WebSocketServer, createWebSocketStream } from 'ws'
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
 import type { ListenerFactory } from './types.js'
 import { closeServer, listenServer } from './bind.js'
 import { secureContextOptions, tlsPeerOf } from './tls-options.js'
@@ -11,6 +11,28 @@ import { secureContextOptions, tlsPeerOf } from './tls-options.js'
 const MQTT_PATHS = new Set(['/mqtt', '/'])
 /** Sub-protocols we speak: MQTT 3.1.1 (`mqtt`) and 3.1 (`mqttv3.1`). */
 const SUBPROTOCOLS = ['mqtt', 'mqttv3.1']
+
+/**
+ * Two fixes to ws' stream for MQTT (issue 5; 12-profile.test.ts shows the first):
+ *  - aedes destroys the connection right after writing a refusing CONNACK; ws' destroy() calls terminate(),
+ *    which destroys the socket and, on TLS, drops what is still being encrypted: a wss client got the CONNACK's
+ *    first byte and a close (1006). Here terminate() ends the socket after pending data instead, and destroys it
+ *    if that has not happened within a second;
+ *  - mqtt-packet writes a packet field by field, each write becoming its own WebSocket frame; it corks the
+ *    stream per packet, so a `_writev` sends the corked fields as one frame.
+ */
+function flushBeforeClose (ws: WebSocket, raw: Duplex, stream: Duplex): void {
+  ws.terminate = function flushingTerminate () {
+    if (raw.destroyed) return
+    raw.end()
+    setTimeout(() => raw.destroy(), 1000).unref()
+  }
+  const s = stream as Duplex & { _writev?: (chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void) => void }
+  s._writev = (chunks, cb) => {
+    if (ws.readyState !== ws.OPEN) { cb(new Error('WebSocket is not open')); return }
+    ws.send(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map(c => c.chunk)), { binary: true }, cb)
+  }
+}
 
 /** MQTT over WebSocket (`protocol websockets`), secure when the listener has certfile/keyfile. */
 export const wsListener: ListenerFactory = (cfg, deps) => {
@@ -40,6 +62,7 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
       const stream = createWebSocketStream(ws)
       // createWebSocketStream emits 'error' for bad frames; the broker sees it through aedes' conn 'error'
       const raw = req.socket
+      flushBeforeClose(ws, raw, stream)
       deps.log.debug({ listener: cfg.id, remoteAddress: raw.remoteAddress, protocol: ws.protocol }, 'websocket upgraded')
       deps.onConnection(stream, {
         listener: cfg,
