@@ -24,6 +24,8 @@ export interface ClientInfo {
   emptyClientId: boolean
   keepalive: number
   protocolVersion: number
+  /** When CONNECT arrived (ms since the epoch): "connected since" in the admin API (issue 6). */
+  connectedAt: number
 }
 
 export interface HookDeps {
@@ -83,7 +85,8 @@ export function createHooks (deps: HookDeps): Hooks {
         username: packet.username,
         emptyClientId: !packet.clientId,
         keepalive: packet.keepalive ?? 0,
-        protocolVersion: packet.protocolVersion ?? 4
+        protocolVersion: packet.protocolVersion ?? 4,
+        connectedAt: Date.now()
       })
       cb(null, true)
     },

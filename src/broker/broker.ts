@@ -30,6 +30,7 @@ import { SysPublisher } from '../sys/sys-publisher.js'
 import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
 import { registerCsrRoutes } from '../http/csr.js'
+import { registerAdminRoutes } from '../admin/index.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -118,6 +119,8 @@ export class Broker {
       closing: () => this.closing !== undefined
     })
     registerCsrRoutes(this.router, config, log)
+    // admin API and web console, only on listeners with admin_enabled true (issue 6)
+    registerAdminRoutes(this.router, this)
 
     for (const lc of config.listeners) {
       const listener = listenerFactories[lc.transport](lc, {

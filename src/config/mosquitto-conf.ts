@@ -299,6 +299,10 @@ const OPTIONS: Record<string, OptionSpec> = {
   http_csr_keyfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).keyfile = resolve(v) } },
   http_csr_days: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 3650); if (n !== undefined) csr(l!, e).days = n } },
   http_csr_rate_limit: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 100000); if (n !== undefined) csr(l!, e).ratePerHour = n } },
+  // ---- admin API and web console (Midge extensions, issue 6; src/admin/): off unless a listener enables it
+  admin_enabled: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { (l!.http ??= {}).admin = v; s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
+  admin_password_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.passwordFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
+  admin_token_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.tokenFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
   deny_bare_wildcard_subscription: {
     scope: 'listener',
     apply (e, s, l) {
@@ -400,6 +404,7 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
     if (!anonymousSet) { cfg.auth.allowAnonymous = true; l.auth.allowAnonymous = true }
   }
   finishListeners(cfg, p)
+  finishAdmin(cfg, p)
   cfg.warnings.push(...p.warnings)
   return cfg
 }
@@ -432,6 +437,30 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
     const n = (ids.get(base) ?? 0) + 1
     ids.set(base, n)
     l.id = n === 1 ? base : `${base}-${n}`
+  }
+}
+
+/**
+ * The admin API (issue 6): only on websockets listeners, only with a credential, never with the MQTT users'
+ * password file as the admin credential, and with a warning when it would be reachable without TLS.
+ */
+function finishAdmin (cfg: Config, p: ConfProblems): void {
+  const a = cfg.admin
+  const on = cfg.listeners.filter(l => l.http?.admin === true)
+  for (const l of cfg.listeners) {
+    if (l.http?.admin === true && l.protocol !== 'websockets') p.error(undefined, `admin_enabled needs a websockets listener (listener at ${l.source}).`)
+  }
+  if (on.length === 0) {
+    if (a.passwordFile || a.tokenFile) p.warn(undefined, `admin_password_file/admin_token_file given but no listener sets admin_enabled true: the admin API is off (${a.source ?? ''}).`)
+    return
+  }
+  if (!a.passwordFile && !a.tokenFile) p.error(undefined, `admin_enabled true needs admin_password_file or admin_token_file (${a.source ?? ''}).`)
+  const mqttFiles = [cfg.auth.passwordFile, ...cfg.listeners.map(l => l.auth.passwordFile)]
+  if (a.passwordFile && mqttFiles.includes(a.passwordFile)) p.error(undefined, `admin_password_file must not be a password_file of MQTT users: the admin credential is separate (${a.source ?? ''}).`)
+  if (a.tokenFile && a.tokenFile === a.passwordFile) p.error(undefined, `admin_token_file and admin_password_file must be different files (${a.source ?? ''}).`)
+  for (const l of on) {
+    const local = l.bindAddress === '127.0.0.1' || l.bindAddress === '::1' || l.bindAddress === 'localhost'
+    if (l.transport !== 'wss' && !local) p.warn(undefined, `The admin API on listener ${l.id} (${l.source}) is reachable without TLS: admin passwords and session cookies cross the network in clear text. Give it certfile/keyfile or bind it to 127.0.0.1.`)
   }
 }
 

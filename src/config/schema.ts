@@ -83,6 +83,18 @@ export interface HttpListenerConfig {
   /** `http_metrics false` hides /metrics on this listener. */
   metrics?: boolean
   csr?: CsrSigningConfig
+  /** `admin_enabled true`: the admin API and web console on this listener (issue 6, src/admin/). */
+  admin?: boolean
+}
+
+/** The admin API and console (issue 6): global credentials; each listener opts in with `admin_enabled true`. */
+export interface AdminConfig {
+  /** `admin_password_file`: mosquitto_passwd format; the console login and HTTP Basic. Never the MQTT password_file. */
+  passwordFile?: string
+  /** `admin_token_file`: API tokens, `NAME:read|write:SHA256HEX` per line (only hashes are stored). */
+  tokenFile?: string
+  /** Where the first `admin_*` option was set, for error messages. */
+  source?: string
 }
 
 export interface PersistenceConfig {
@@ -139,6 +151,8 @@ export interface Config {
   localOnly: boolean
   /** Warnings found while loading (ignored options and the like), logged once the logger exists. */
   warnings: string[]
+  /** Admin API and console credentials (issue 6). */
+  admin: AdminConfig
 }
 
 export const MQTT_DEFAULT_PORT = 1883
@@ -180,6 +194,7 @@ export function defaultConfig (): Config {
     sysInterval: 10,
     log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },
     localOnly: false,
+    admin: {},
     warnings: []
   }
 }
