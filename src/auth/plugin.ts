@@ -96,3 +96,9 @@ export const authPluginFactory: AuthProviderFactory = async (auth, log) => {
   for (const cfg of auth.plugins) list.push(await loadAuthPlugin(cfg, log))
   return combine(list)
 }
+
+/** JSON.stringify replacer for `midge check`: auth_opt values whose name suggests a secret are not printed. */
+export function redactAuthOptions (key: string, value: unknown): unknown {
+  if (typeof value === 'string' && /pass|secret|token|key|credential/i.test(key) && !/_file$|file$|path$/i.test(key)) return '[redacted]'
+  return value
+}

@@ -19,7 +19,7 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
-import { ConnectionRateLimiter, SubscriptionCounter } from './limits.js'
+import { ConnectionRateLimiter, SubscriptionCounter, capReadBatch } from './limits.js'
 import { TopicEmitter } from './emitter.js'
 import { coalesceWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
@@ -36,6 +36,11 @@ import { registerAdminRoutes } from '../admin/index.js'
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
 /** Fixed overhead a PUBLISH may carry beyond its payload: topic length + topic + packet id. */
 const PUBLISH_OVERHEAD = 2 + 65_535 + 2
+/**
+ * Packets aedes may take from one connection per read (limits.ts capReadBatch). Measured with 23-flood (200
+ * publishers): event-loop stalls of 6-12 s without a cap, under 1.5 s with 16; single-publisher throughput unchanged.
+ */
+const READ_BATCH_PACKETS = 16
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 
 export interface BoundListener {
@@ -187,6 +192,8 @@ export class Broker {
     trackConnection(this.stats, lc.id, stream, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
+    // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts, issue 9)
+    capReadBatch(stream, READ_BATCH_PACKETS)
     installPacketGuard(stream, {
       maxRemainingLength: limit,
       counter: this.stats.packetsIn,
@@ -230,10 +237,18 @@ export class Broker {
     this.aedes.on('keepaliveTimeout', (c: Client) => {
       log.info({ clientId: c.id }, `Client ${c.id} has exceeded timeout, disconnecting.`)
     })
+    // aedes emits clientError once per failed packet of a read batch: a flooding client whose batch of thousands of
+    // packets fails produced thousands of synchronous log lines and stalled the event loop for seconds (23-flood
+    // QoS 2). Log the first error of a connection only (issue 9).
+    const reported = new WeakSet<Client>()
     this.aedes.on('clientError', (c: Client, err: Error) => {
+      if (reported.has(c)) return
+      reported.add(c)
       log.info({ clientId: c.id, listener: info(c)?.ctx.listener.id, err: err.message }, `Client ${c.id} error: ${err.message}.`)
     })
     this.aedes.on('connectionError', (c: Client, err: Error) => {
+      if (reported.has(c)) return
+      reported.add(c)
       log.info({ clientId: c.id ?? undefined, err: err.message }, `Connection error: ${err.message}.`)
     })
     if (config.log.types.includes('subscribe')) {

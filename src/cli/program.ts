@@ -7,6 +7,7 @@ import { VERSION } from '../version.js'
 import { loadConfig } from '../config/load.js'
 import { runDaemon } from './run.js'
 import { registerSubcommands } from './subcommands.js'
+import { redactAuthOptions } from '../auth/plugin.js'
 
 function collectPort (value: string, prev: number[] = []): number[] {
   if (!/^\d+$/.test(value) || Number(value) > 65535) throw new Error(`Invalid port value (${value}).`)
@@ -34,7 +35,7 @@ export function buildProgram (): Command {
     .action((opts: { configFile?: string, port?: number[] }) => {
       const cfg = loadConfig({ configFile: opts.configFile, ports: opts.port })
       for (const w of cfg.warnings) process.stderr.write(`${w}\n`)
-      process.stdout.write(`${JSON.stringify(cfg, null, 2)}\n`)
+      process.stdout.write(`${JSON.stringify(cfg, redactAuthOptions, 2)}\n`)
       process.stdout.write('Configuration OK\n')
     })
 

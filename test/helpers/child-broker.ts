@@ -1,6 +1,7 @@
 /**
  * Runs the built daemon as a child process (`node dist/main.js -c FILE`), as a user would, with a test-only probe
  * preloaded (broker-probe.mjs) that reports memory after GC, event-loop delay and uncaught exceptions over IPC.
+ * MIDGE_CHILD_NODE_ARGS adds node flags (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a run).
  * Used by the hardening tests (issue 9), where the broker's own memory and crashes are what is measured.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -54,7 +55,7 @@ export async function startChildBroker (confText: string, opts: { nodeArgs?: str
   const dir = await mkdtemp(join(tmpdir(), 'midge-child-'))
   const confPath = join(dir, 'midge.conf')
   await writeFile(confPath, confText.replaceAll('{dir}', dir))
-  const proc = spawn(process.execPath, ['--expose-gc', '--import', PROBE, ...(opts.nodeArgs ?? []), DIST_MAIN, '-c', confPath], {
+  const proc = spawn(process.execPath, ['--expose-gc', '--import', PROBE, ...(opts.nodeArgs ?? []), ...(process.env.MIDGE_CHILD_NODE_ARGS?.split(' ').filter(Boolean) ?? []), DIST_MAIN, '-c', confPath], {
     cwd: dir,
     env: { ...process.env, MIDGE_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc']

@@ -247,3 +247,13 @@ test('SIGHUP reloads the password file without dropping connections; a broken fi
   expect(d.output()).not.toContain('new-password')
   expect(d.output()).not.toContain('old-password')
 })
+
+test('`midge check` does not print auth_opt values that look secret', async () => {
+  const conf = join(dir, 'check.conf')
+  writeFileSync(conf, 'listener 0 127.0.0.1\nauth_plugin /opt/p.js\nauth_opt_db_password hunter2\nauth_opt_secret_file /etc/s\nauth_opt_host db\n')
+  const r = await midge(['check', '-c', conf])
+  expect(r.code).toBe(0)
+  expect(r.stdout).not.toContain('hunter2')
+  const cfg = JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('}') + 1)) as { auth: { plugins: Array<{ options: Record<string, string> }> } }
+  expect(cfg.auth.plugins[0]!.options).toEqual({ db_password: '[redacted]', secret_file: '/etc/s', host: 'db' })
+})

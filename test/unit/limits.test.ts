@@ -41,3 +41,39 @@ test('topicTooLong counts UTF-8 bytes; 0 means no limit', () => {
   expect(topicTooLong('😀'.repeat(3), 8)).toBe(true)
   expect(topicTooLong('x'.repeat(70_000), 0)).toBe(false)
 })
+
+test('capReadBatch hands out at most N complete packets per read, cuts only between packets, and loses no byte', async () => {
+  const { capReadBatch } = await import('../../src/broker/limits.js')
+  const mqttPacket = (await import('mqtt-packet')).default
+  const packets: Buffer[] = []
+  for (let i = 0; i < 500; i++) {
+    const size = [0, 1, 10, 127, 128, 300, 16_383, 16_384, 20_000][i % 9]!
+    packets.push(i % 7 === 0
+      ? mqttPacket.generate({ cmd: 'pingreq' })
+      : mqttPacket.generate({ cmd: 'publish', topic: `t/${i}`, payload: Buffer.alloc(size, i & 0xff), qos: 0, retain: false, dup: false }))
+  }
+  const all = Buffer.concat(packets)
+  const bounds = new Set<number>([0])
+  let acc = 0
+  for (const p of packets) { acc += p.length; bounds.add(acc) }
+  for (const seed of [1, 2, 3, 4, 5]) {
+    // the socket delivers the bytes in chunks of random sizes (1 byte .. 40 KB), as TCP may
+    let rnd = seed
+    const next = () => { rnd = (rnd * 1103515245 + 12345) % 2 ** 31; return rnd }
+    const chunks: Buffer[] = []
+    for (let at = 0; at < all.length;) { const n = 1 + next() % (next() % 3 === 0 ? 5 : 40_000); chunks.push(all.subarray(at, at + n)); at += n }
+    const stream = { read: (_size?: number): unknown => chunks.shift() ?? null }
+    capReadBatch(stream, 8)
+    const out: Buffer[] = []
+    let pos = 0
+    for (let r = stream.read() as Buffer | null; r !== null; r = stream.read() as Buffer | null) {
+      out.push(r)
+      const start = pos
+      pos += r.length
+      // at most 8 packets start and end in one read (+1: the end of a packet begun in an earlier read)
+      expect([...bounds].filter(b => b > start && b <= pos).length).toBeLessThanOrEqual(8 + 1)
+    }
+    expect(Buffer.concat(out).equals(all)).toBe(true)
+    expect(out.length).toBeGreaterThan(packets.length / 8) // it did cut
+  }
+})
