@@ -86,7 +86,7 @@ test('SIGTERM and SIGINT: stop accepting, close clients, flush the store, exit 0
     expect(readFileSync(join(dir, 'midge.pid'), 'utf8').trim()).toBe(String(m.proc.pid))
     const c = await connect(m.url(), { clientId: `held-${signal}`, clean: false })
     await c.subscribeAsync('keep/#', { qos: 1 })
-    const closed = once(c, 'close')
+    const closed = new Promise<void>(resolve => c.once('close', () => resolve()))
     const t0 = Date.now()
     const exit = await m.kill(signal)
     expect(exit).toEqual({ code: 0, signal: null })
