@@ -89,6 +89,7 @@ export class Broker {
     const { config, log } = this
     this.persistence = await createPersistence(config.persistence, log)
     this.durability = new Durability(this.persistence, config, log)
+    this.stats.persistence = this.durability.stats // $SYS publish/messages/dropped, clients/expired (issue 5)
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)

@@ -61,7 +61,7 @@ export class BrokerStats {
   publishBytesReceived = 0
   publishSent = 0
   publishBytesSent = 0
-  /** Publishes acknowledged but not routed (ACL denied, reserved topics). */
+  /** Publishes acknowledged but not routed (ACL denied, reserved topics); queue drops come from `persistence`. */
   publishDropped = 0
   /** Successful MQTT CONNECTs. */
   connections = 0
@@ -71,6 +71,8 @@ export class BrokerStats {
   /** Persistent sessions removed by persistent_client_expiration (incremented by that feature). */
   clientsExpired = 0
   heapMaximum = 0
+  /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
+  persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly expiredClients: number }
   readonly listeners = new Map<string, ListenerStats>()
   /** Raw sockets of live connections: their byte counters are read at snapshot time. */
   private readonly live = new Set<Socket>()
@@ -138,12 +140,12 @@ export class BrokerStats {
       clientsDisconnected: disconnected,
       clientsTotal: connected + disconnected,
       clientsMaximum: this.clientsMaximum,
-      clientsExpired: this.clientsExpired,
+      clientsExpired: this.clientsExpired + (this.persistence?.expiredClients ?? 0),
       messagesReceived: this.packetsIn.count,
       messagesSent: this.packetsOut,
       publishReceived: this.publishReceived,
       publishSent: this.publishSent,
-      publishDropped: this.publishDropped,
+      publishDropped: this.publishDropped + (this.persistence ? this.persistence.droppedQueueFull + this.persistence.droppedSlowConsumer : 0),
       publishBytesReceived: this.publishBytesReceived,
       publishBytesSent: this.publishBytesSent,
       bytesReceived: b.received,
