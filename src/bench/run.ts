@@ -33,6 +33,8 @@ interface ScenarioResult {
   spread: Partial<Record<BrokerName, number>>
   brokerCpuPct: Partial<Record<BrokerName, number>>
   genCpuPct: Partial<Record<BrokerName, number>>
+  /** Broker CPU time per delivered message (throughput scenarios), microseconds. */
+  cpuUsPerMsg: Partial<Record<BrokerName, number>>
   failures: Partial<Record<BrokerName, number>>
 }
 
@@ -116,7 +118,7 @@ const pad = (s: string, n: number): string => s.length >= n ? s : s + ' '.repeat
 const padL = (s: string, n: number): string => s.length >= n ? s : ' '.repeat(n - s.length) + s
 
 function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
-  const r: ScenarioResult = { name: s.name, description: s.description, unit: s.unit, better: s.better, runs: records, median: {}, spread: {}, brokerCpuPct: {}, genCpuPct: {}, failures: {} }
+  const r: ScenarioResult = { name: s.name, description: s.description, unit: s.unit, better: s.better, runs: records, median: {}, spread: {}, brokerCpuPct: {}, genCpuPct: {}, cpuUsPerMsg: {}, failures: {} }
   for (const b of brokers) {
     const mine = records.filter(x => x.broker === b)
     const ok = mine.filter(x => x.ok && x.m)
@@ -128,6 +130,7 @@ function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
     r.spread[b] = ok.length > 1 ? (Math.max(...vals) - Math.min(...vals)) / med : 0
     r.brokerCpuPct[b] = median(ok.map(x => x.m!.brokerCpuPct ?? NaN))
     r.genCpuPct[b] = median(ok.map(x => x.m!.genCpuPct ?? NaN))
+    r.cpuUsPerMsg[b] = median(ok.map(x => x.m!.extra.brokerCpuUsPerMsg ?? NaN))
   }
   return r
 }
@@ -146,12 +149,14 @@ function printRow (r: ScenarioResult): void {
     const g = r.genCpuPct[b]
     return `${fmt(c)}/${fmt(g)}`
   }
+  const us = (b: BrokerName): string => fmt(r.cpuUsPerMsg[b])
   process.stdout.write([
     pad(r.name, 20), pad(r.unit, 9),
     padL(cell('midge'), 10), padL(cell('aedes'), 10), padL(cell('mosquitto'), 10),
     padL(ratio(r.median.midge, r.median.mosquitto), 8), padL(ratio(r.median.midge, r.median.aedes), 8),
     padL(`±${fmt(100 * (r.spread.midge ?? NaN))}%`, 7),
-    '  ' + brokers.map(b => pad(cpu(b), 10)).join(' ')
+    '  ' + brokers.map(b => pad(cpu(b), 10)).join(' '),
+    ' ' + brokers.map(b => padL(us(b), 5)).join(' ')
   ].join(' ') + '\n')
 }
 
@@ -159,9 +164,10 @@ function header (): void {
   process.stdout.write([
     pad('scenario', 20), pad('unit', 9), padL('midge', 10), padL('aedes', 10), padL('mosquitto', 10),
     padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7),
-    '  ' + brokers.map(b => pad(`cpu% ${b}`, 10)).join(' ')
+    '  ' + brokers.map(b => pad(`cpu% ${b.slice(0, 5)}`, 10)).join(' '),
+    ' ' + brokers.map(b => padL(`us/m ${b[0]!}`, 5)).join(' ')
   ].join(' ') + '\n')
-  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window)\n')
+  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message)\n')
 }
 
 const startedAt = new Date()

@@ -171,7 +171,8 @@ function throughput (name: string, description: string, plan: (ctx: ScenarioCont
       const lost = [...r.subs, ...r.pubs].reduce((s, d) => s + d.lost, 0)
       return {
         value: received / r.seconds,
-        extra: { publishedPerSec: sent / r.seconds, connectionsLost: lost },
+        // broker CPU per delivered message: less sensitive than msg/s to other load on a shared machine
+        extra: { publishedPerSec: sent / r.seconds, connectionsLost: lost, brokerCpuUsPerMsg: received > 0 ? r.brokerCpuPct * r.seconds * 10_000 / received : NaN },
         brokerCpuPct: r.brokerCpuPct,
         genCpuPct: r.genCpuPct
       }

@@ -11,12 +11,28 @@
  * written by the immediates of this turn (hundreds under load) leaves in one `writev`. When idle the cost is one
  * extra immediate per write burst, well under a millisecond of added latency. `write()` keeps its return value
  * (the buffered length still counts against the high-water mark), so aedes' backpressure and drain handling are
- * unchanged; `end()` and `destroy()` flush or discard corked data as usual.
+ * unchanged; `end()` and `destroy()` flush or discard corked data as usual. Over WebSocket the turn's packets go out
+ * as one binary frame.
  */
 import type { Duplex } from 'node:stream'
 
+type Chunk = { chunk: Buffer | string, encoding: BufferEncoding }
+type WithWrite = Duplex & {
+  _writev?: ((chunks: Chunk[], cb: (err?: Error | null) => void) => void) | null
+  _write: (chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void) => void
+}
+
 export function coalesceWrites (stream: Duplex): void {
   if (typeof stream.cork !== 'function') return
+  const s = stream as WithWrite
+  if (!s._writev && typeof s._write === 'function') {
+    // ws' createWebSocketStream has no _writev, so uncork would still hand the chunks to _write one by one, one
+    // WebSocket frame each. One frame may carry several MQTT packets [MQTT-6.0.0-2]: send the turn's packets as one.
+    s._writev = function writevAsOne (chunks, cb) {
+      const bufs = chunks.map(c => typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk)
+      s._write(bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs), 'buffer', cb)
+    }
+  }
   let corked = false
   const flush = (): void => {
     corked = false

@@ -91,3 +91,18 @@ test('a destroyed stream does not throw when the scheduled flush runs', async ()
   await immediate()
   expect(stream.destroyed).toBe(true)
 })
+
+test('a stream without writev (a WebSocket stream) gets the turn\'s packets as one chunk, one frame', async () => {
+  const frames: string[] = []
+  const stream = new Duplex({
+    read () {},
+    write (chunk: Buffer, _enc, cb) { frames.push(chunk.toString()); cb() }
+  })
+  coalesceWrites(stream)
+  await Promise.all(['p1', 'p2', 'p3'].map(t => aedesStyleWrite(stream, t)))
+  await immediate()
+  expect(frames).toEqual(['p1p2p3'])
+  stream.write('alone')
+  await immediate()
+  expect(frames).toEqual(['p1p2p3', 'alone'])
+})
