@@ -21,7 +21,7 @@ const COUNTERS: Array<[string, string, keyof Snapshot]> = [
   ['messages_sent', 'MQTT packets sent to clients, of every type ($SYS/broker/messages/sent).', 'messagesSent'],
   ['publish_messages_received', 'PUBLISH packets received from clients.', 'publishReceived'],
   ['publish_messages_sent', 'PUBLISH packets sent to clients.', 'publishSent'],
-  ['publish_messages_dropped', 'PUBLISH packets acknowledged but not delivered (ACL denied, reserved topic).', 'publishDropped'],
+  ['publish_messages_dropped', 'PUBLISH messages not delivered: publishes acknowledged but refused (ACL, reserved topic), and messages not queued for a client whose queue was full or who did not read (max_queued_messages, slow consumer).', 'publishDropped'],
   ['publish_bytes_received', 'Payload bytes of PUBLISH packets received.', 'publishBytesReceived'],
   ['publish_bytes_sent', 'Payload bytes of PUBLISH packets sent.', 'publishBytesSent'],
   ['bytes_received', 'Bytes received on MQTT connections (TCP, TLS and WebSocket sockets).', 'bytesReceived'],

@@ -166,3 +166,18 @@ test.concurrent('http_metrics false hides /metrics on that listener only; other 
   expect((await fetch(`${httpBase(b)}/healthz`)).status).toBe(200)
   expect((await fetch(`${httpBase(b)}/healthz`, { method: 'POST' })).status).toBe(405)
 })
+
+test.concurrent('publishes dropped by a full offline queue (max_queued_messages) are counted as dropped', async ({ onTestFinished }) => {
+  const b = await startTestBroker('sys_interval 0\nlistener 0 127.0.0.1\nprotocol websockets\nallow_anonymous true\nmax_queued_messages 2\n')
+  onTestFinished(() => b.close())
+  const url = b.url('ws')
+  const sub = await mqtt.connectAsync(url, { reconnectPeriod: 0, clientId: 'offline', clean: false })
+  await sub.subscribeAsync('q/#', { qos: 1 })
+  await sub.endAsync()
+  const pub = await mqtt.connectAsync(url, { reconnectPeriod: 0, clientId: 'filler' })
+  onTestFinished(async () => { await pub.endAsync(true) })
+  for (let i = 0; i < 5; i++) await pub.publishAsync(`q/${i}`, 'x', { qos: 1 })
+  const m = await scrape(b)
+  expect(m.get('midge_publish_messages_dropped_total')).toBe(3)
+  expect(m.get('midge_clients_disconnected')).toBe(1)
+})
