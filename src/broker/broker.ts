@@ -267,6 +267,16 @@ export class Broker {
   /** SIGHUP: reload password and ACL files without dropping connections. */
   async reload (): Promise<void> {
     await this.auth?.reload()
+    // TLS certificates too, as mosquitto does: renewals without a restart; broken new files keep the old ones
+    for (const l of this.listeners) {
+      if (!l.reloadTls) continue
+      try {
+        l.reloadTls()
+        this.log.info({ listener: l.config.id }, 'TLS certificate reloaded')
+      } catch (err) {
+        this.log.error({ listener: l.config.id, err: (err as Error).message }, 'TLS reload failed; keeping the current certificate')
+      }
+    }
   }
 
   close (timeoutMs = 4_000): Promise<void> {

@@ -20,6 +20,7 @@ export const tlsListener: ListenerFactory = (cfg, deps) => {
   return {
     config: cfg,
     listen: () => listenServer(server, cfg),
-    close: () => closeServer(server)
+    close: () => closeServer(server),
+    reloadTls: () => server.setSecureContext(secureContextOptions(cfg, deps.log))
   }
 }

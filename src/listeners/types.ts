@@ -34,6 +34,11 @@ export interface Listener {
   listen (): Promise<AddressInfo>
   /** Stops accepting; live sessions are the broker's job. */
   close (): Promise<void>
+  /**
+   * SIGHUP: reread certfile/keyfile/cafile for new connections (mosquitto does the same, so certificates can be
+   * renewed without a restart). Throws, keeping the current certificate, when the new files fail the start-up checks.
+   */
+  reloadTls? (): void
 }
 
 export type ListenerFactory = (cfg: ListenerConfig, deps: ListenerDeps) => Listener

@@ -75,6 +75,7 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
   server.on('clientError', (_err, socket) => { socket.destroy() })
   return {
     config: cfg,
+    ...(secure ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {}),
     listen: () => listenServer(server, cfg),
     close: async () => {
       await closeServer(server)

@@ -9,11 +9,12 @@ import { once } from 'node:events'
 import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import tls from 'node:tls'
-import { createPrivateKey } from 'node:crypto'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
+import { createServerCert } from '../../src/cli/certs.js'
 import { midge, runCmd, spawnMidge, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
 
 let certs: TestCerts
@@ -282,4 +283,40 @@ test('tls_version tlsv1.3 refuses a TLS 1.2 client; the default accepts it', asy
   expect(await hello(strict.port('tls'), 'TLSv1.2')).toMatch(/alert protocol version/)
   expect(await hello(strict.port('tls'), 'TLSv1.3')).toBe('TLSv1.3')
   expect(await hello(open.port('tls'), 'TLSv1.2')).toBe('TLSv1.2')
+})
+
+test('reload (SIGHUP) picks up a renewed certificate for new connections; live ones stay; a broken renewal keeps the current one', async ({ onTestFinished }) => {
+  const cert = join(certs.dir, 'live.crt')
+  const key = join(certs.dir, 'live.key')
+  copyFileSync(certs.server.cert, cert)
+  copyFileSync(certs.server.key, key)
+  const b = await startTestBroker(`listener 0 127.0.0.1\ncertfile ${cert}\nkeyfile ${key}\nallow_anonymous true\nlistener 0 127.0.0.1\nprotocol websockets\ncertfile ${cert}\nkeyfile ${key}\n`)
+  onTestFinished(() => b.close())
+  const serialOf = (port: number) => new Promise<string>((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', servername: 'localhost', port, ca: readFileSync(certs.ca) })
+    s.once('secureConnect', () => { resolve(s.getPeerCertificate().serialNumber); s.destroy() })
+    s.once('error', reject)
+  })
+  const first = new X509Certificate(readFileSync(certs.server.cert)).serialNumber
+  expect(await serialOf(b.port('tls'))).toBe(first)
+  const live = await mqtt.connectAsync(`mqtts://localhost:${b.port('tls')}`, { clientId: 'live', ca: readFileSync(certs.ca), reconnectPeriod: 0 })
+  onTestFinished(() => live.endAsync())
+
+  const ca = { cert: readFileSync(certs.ca, 'utf8'), key: readFileSync(join(certs.dir, 'ca.key'), 'utf8') }
+  const renewed = createServerCert(ca, ['localhost'])
+  writeFileSync(cert, renewed.cert)
+  writeFileSync(key, renewed.key)
+  await b.broker.reload()
+  const second = new X509Certificate(renewed.cert).serialNumber
+  expect(second).not.toBe(first)
+  expect(await serialOf(b.port('tls'))).toBe(second)
+  expect(await serialOf(b.port('wss'))).toBe(second)
+  const echo = nextMessage(live)
+  await live.subscribeAsync('still', { qos: 1 })
+  await live.publishAsync('still', 'up', { qos: 1 })
+  expect((await echo)[1].toString()).toBe('up')
+
+  writeFileSync(key, readFileSync(certs.alice.key)) // does not match: the renewed certificate stays in use
+  await b.broker.reload()
+  expect(await serialOf(b.port('tls'))).toBe(second)
 })
