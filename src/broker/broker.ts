@@ -165,7 +165,7 @@ export class Broker {
   url (transport: ListenerConfig['transport'] = 'tcp'): string {
     const b = this.bound.find(x => x.config.transport === transport)
     if (!b) throw new Error(`no ${transport} listener`)
-    const scheme = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' }[transport]
+    const scheme = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss', http: 'http', https: 'https' }[transport]
     const host = b.address.family === 'IPv6' ? `[${b.address.address === '::' ? '::1' : b.address.address}]` : (b.address.address === '0.0.0.0' ? '127.0.0.1' : b.address.address)
     return `${scheme}://${host}:${b.address.port}${transport === 'ws' || transport === 'wss' ? '/mqtt' : ''}`
   }

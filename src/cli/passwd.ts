@@ -114,11 +114,12 @@ export function upgradeFile (file: string, o: PasswdOptions = {}): number {
 
 /** Reads one line from stdin: without echo on a terminal (raw mode), plainly from a pipe. */
 async function readSecret (prompt: string, input: NodeJS.ReadStream = process.stdin): Promise<string> {
-  process.stderr.write(prompt)
   if (input.isTTY) {
+    // echo off before the prompt appears, so nothing typed after it is echoed
+    input.setRawMode(true)
+    process.stderr.write(prompt)
     return new Promise((resolve, reject) => {
       let buf = ''
-      input.setRawMode(true)
       input.resume()
       input.setEncoding('utf8')
       const done = (err?: Error): void => {
@@ -139,6 +140,7 @@ async function readSecret (prompt: string, input: NodeJS.ReadStream = process.st
       input.on('data', onData)
     })
   }
+  process.stderr.write(prompt)
   return pipedLine(input)
 }
 

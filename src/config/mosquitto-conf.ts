@@ -220,7 +220,7 @@ const OPTIONS: Record<string, OptionSpec> = {
     scope: 'listener',
     apply (e, s, l) {
       const v = one(e, s.p)
-      if (v === 'mqtt' || v === 'websockets') l!.protocol = v
+      if (v === 'mqtt' || v === 'websockets' || v === 'http') l!.protocol = v
       else if (v !== undefined) s.p.error(e, `Invalid protocol value (${v}).`)
     }
   },
@@ -428,10 +428,10 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
     if (csrCfg && !csrCfg.enabled) delete l.http!.csr
     else if (csrCfg) {
       // issue 5: the CSR page needs an HTTP-serving listener and the CA that signs
-      if (l.protocol !== 'websockets') p.error(undefined, `http_csr_signing needs a websockets listener (${csrCfg.source}).`)
+      if (l.protocol === 'mqtt') p.error(undefined, `http_csr_signing needs a websockets or http listener (${csrCfg.source}).`)
       if (!csrCfg.cafile || !csrCfg.keyfile) p.error(undefined, `http_csr_signing needs http_csr_cafile and http_csr_keyfile (${csrCfg.source}).`)
     }
-    l.transport = l.protocol === 'websockets' ? (secure ? 'wss' : 'ws') : (secure ? 'tls' : 'tcp')
+    l.transport = l.protocol === 'websockets' ? (secure ? 'wss' : 'ws') : l.protocol === 'http' ? (secure ? 'https' : 'http') : (secure ? 'tls' : 'tcp')
     if (!cfg.perListenerSettings) l.auth = structuredClone(cfg.auth)
     const base = `${l.transport}:${l.port}`
     const n = (ids.get(base) ?? 0) + 1

@@ -3,9 +3,10 @@
  * `defaultListener()`; the mosquitto.conf parser and the CLI layer only ever override them.
  */
 
-export type Protocol = 'mqtt' | 'websockets'
+/** `http` is a Midge extension: an HTTP-only listener (metrics, health, CSR page, admin API; issue 5). */
+export type Protocol = 'mqtt' | 'websockets' | 'http'
 /** As in mosquitto, TLS is a listener with `certfile`, not a protocol: protocol + TLS normalise to a transport. */
-export type Transport = 'tcp' | 'tls' | 'ws' | 'wss'
+export type Transport = 'tcp' | 'tls' | 'ws' | 'wss' | 'http' | 'https'
 
 export type LogType = 'error' | 'warning' | 'notice' | 'information' | 'debug' | 'subscribe' | 'unsubscribe' | 'websockets'
 export const LOG_TYPES: readonly LogType[] = ['error', 'warning', 'notice', 'information', 'debug', 'subscribe', 'unsubscribe', 'websockets']

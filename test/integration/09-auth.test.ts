@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage } from '../helpers/security.js'
+import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage, MAIN, PYTHON } from '../helpers/security.js'
 import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
@@ -99,6 +99,45 @@ test('`midge passwd` prompts twice without echo; a mismatch changes nothing; -D 
     expect(await connack(b.port(), { username: 'dave', password: 'typed-pw' })).toEqual(CONNACK(0))
     expect(await connack(b.port(), { username: 'plain', password: 'text-pw' })).toEqual(CONNACK(0))
     expect(await connack(b.port(), { username: 'first', password: 'one' })).toEqual(CONNACK(5))
+  } finally { await b.close() }
+})
+
+test('`midge passwd` on a terminal: no echo of either password (driven through a pty)', async () => {
+  const pw = join(dir, 'tty.pw')
+  // python's pty module gives the child a real terminal; everything the terminal shows is captured
+  const script = `
+import pty, os, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], sys.argv[2], 'passwd', '-c', sys.argv[3], 'ttyuser'])
+out = b''
+def pump(until=None, t=10.0):
+    global out
+    end = time.time() + t
+    while time.time() < end and (until is None or until not in out):
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if not r:
+            if until is None: return
+            continue
+        try:
+            d = os.read(fd, 1024)
+        except OSError:
+            return
+        if not d: return
+        out += d
+pump(b'Password: ')
+os.write(fd, b'tty-secret-1\\r')
+pump(b'Reenter password: ')
+os.write(fd, b'tty-secret-1\\r')
+pump()
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(repr(out) + ' ' + str(os.WEXITSTATUS(status)))
+`
+  const r = await runCmd(PYTHON, ['-c', script, process.execPath, MAIN, pw], { timeoutMs: 20_000 })
+  expect(r.stdout).toBe(String.raw`b'Password: \r\nReenter password: \r\n' 0`)
+  const b = await startTestBroker(`listener 0 127.0.0.1\npassword_file ${pw}\n`)
+  try {
+    expect(await connack(b.port(), { username: 'ttyuser', password: 'tty-secret-1' })).toEqual(CONNACK(0))
   } finally { await b.close() }
 })
 
