@@ -181,3 +181,26 @@ test.concurrent('publishes dropped by a full offline queue (max_queued_messages)
   expect(m.get('midge_publish_messages_dropped_total')).toBe(3)
   expect(m.get('midge_clients_disconnected')).toBe(1)
 })
+
+test.concurrent('protocol http: an HTTP-only listener serves /metrics and /healthz, and refuses MQTT and WebSocket', async ({ onTestFinished }) => {
+  const b = await startTestBroker('sys_interval 0\nlistener 0 127.0.0.1\nallow_anonymous true\nlistener 0 127.0.0.1\nprotocol http\n')
+  onTestFinished(() => b.close())
+  const http = b.broker.url('http')
+  expect(http).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+  const c = await mqtt.connectAsync(b.url('tcp'), { reconnectPeriod: 0, clientId: 'on-tcp' })
+  onTestFinished(async () => { await c.endAsync(true) })
+  const res = await fetch(`${http}/metrics`)
+  expect(res.status).toBe(200)
+  const m = parseMetrics(await res.text())
+  expect(m.get('midge_clients_connected')).toBe(1)
+  expect(m.get('midge_listener_connections{listener="http:0"}')).toBe(0)
+  expect(await (await fetch(`${http}/healthz`)).json()).toEqual({ status: 'ok' })
+  // an MQTT client gets an HTTP error and the connection closes
+  const raw = await RawClient.connect(b.broker.bound[1]!.address.port)
+  raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'lost', keepalive: 60 })
+  await raw.closed
+  expect(Buffer.concat(raw.received).toString('latin1')).toMatch(/^HTTP\/1\.1 400 Bad Request/)
+  const ws = new WebSocket(`${http.replace('http', 'ws')}/mqtt`, 'mqtt')
+  const [err] = await once(ws, 'error') as [Error]
+  expect(err.message).toBe('Unexpected server response: 404')
+})

@@ -1,0 +1,32 @@
+import http from 'node:http'
+import https from 'node:https'
+import type { ListenerFactory } from './types.js'
+import { closeServer, listenServer } from './bind.js'
+import { secureContextOptions } from './tls-options.js'
+
+/**
+ * `protocol http` (a Midge extension; mosquitto has no such value): plain HTTP only, for /metrics, /healthz, the
+ * CSR page and the admin API without MQTT on that port; HTTPS with certfile/keyfile. WebSocket upgrades are
+ * refused: MQTT over WebSocket is `protocol websockets`, which serves the same HTTP routes (issue 5).
+ */
+export const httpListener: ListenerFactory = (cfg, deps) => {
+  const onRequest: http.RequestListener = (req, res) => {
+    if (deps.http) { deps.http(req, res, cfg); return }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
+  }
+  const server = cfg.transport === 'https' ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+  })
+  // not HTTP (an MQTT client on the wrong port, say): one 400 and close, as node does by default
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+    else socket.destroy()
+  })
+  return {
+    config: cfg,
+    listen: () => listenServer(server, cfg),
+    close: () => closeServer(server),
+    ...(cfg.transport === 'https' ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {})
+  }
+}
