@@ -6,6 +6,7 @@
  *   midge certs ca     [--dir DIR] [--cn NAME] [--days N]
  *   midge certs server --host NAME [--host NAME ...] [--dir DIR] [--name server] [--days N]
  *   midge certs client CN [--dir DIR] [--days N]
+ *   midge certs sign CSR [--dir DIR] [--out FILE] [--days N]
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
@@ -70,12 +71,12 @@ export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
   return { cert: forge.pki.certificateToPem(cert), key: k.pem }
 }
 
-function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions): Pem {
+function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?: forge.pki.PublicKey): Pem {
   const caCert = forge.pki.certificateFromPem(ca.cert)
   const caKey = forge.pki.privateKeyFromPem(ca.key)
-  const k = newKey()
+  const k = publicKey ? undefined : newKey()
   const cert = forge.pki.createCertificate()
-  cert.publicKey = k.forgePub
+  cert.publicKey = publicKey ?? k!.forgePub
   cert.serialNumber = serial()
   validity(cert, o, 825)
   cert.setSubject([{ name: 'commonName', value: cn }])
@@ -87,7 +88,26 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions): Pem {
     ...exts
   ])
   cert.sign(caKey, forge.md.sha256.create())
-  return { cert: forge.pki.certificateToPem(cert), key: k.pem }
+  return { cert: forge.pki.certificateToPem(cert), key: k?.pem ?? '' }
+}
+
+/**
+ * Signs a client's certificate signing request (PEM) as a client certificate: the CSR's CN is kept (the username
+ * under use_identity_as_username), its signature must verify, and the key never leaves the client (as
+ * test.mosquitto.org's CSR form for port 8884). Only RSA CSRs (node-forge).
+ */
+export function signClientCsr (ca: Pem, csrPem: string, o: CertOptions = {}): string {
+  let csr: forge.pki.CertificateSigningRequest
+  try { csr = forge.pki.certificationRequestFromPem(csrPem) } catch (err) {
+    throw new Error(`not a PEM certificate signing request with an RSA key (${(err as Error).message})`)
+  }
+  if (!csr.verify()) throw new Error('the CSR signature does not verify')
+  const cn = csr.subject.getField('CN') as { value: string } | null
+  if (!cn?.value) throw new Error('the CSR has no common name (CN)')
+  return issue(ca, cn.value, [
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', clientAuth: true }
+  ], o, csr.publicKey!).cert
 }
 
 /** A server certificate for these host names and IP addresses (subjectAltName); CN = the first. */
@@ -182,5 +202,24 @@ export function registerCerts (program: Command): void {
       const base = o.name ?? cn.replace(/[^A-Za-z0-9._-]/g, '_')
       const f = writePem(o.dir, base, createClientCert(readCa(o.dir), cn, days(o.days)))
       say(`wrote ${f.cert} and ${f.key}`)
+    })
+  certs.command('sign')
+    .description('sign a client certificate signing request (the private key stays with the client)')
+    .argument('<csr>', 'CSR file (PEM), e.g. from: openssl req -new -newkey rsa:2048 -nodes -keyout dev.key -subj /CN=dev -out dev.csr')
+    .option('--dir <dir>', 'directory holding ca.crt and ca.key', '.')
+    .option('--out <file>', 'certificate file to write (default: the CSR name with .crt)')
+    .option('--days <n>', 'validity in days (default 825)')
+    .action((csrFile: string, o: { dir: string, out?: string, days?: string }) => {
+      let csr: string
+      try { csr = readFileSync(csrFile, 'utf8') } catch { throw usage(`cannot read ${csrFile}.`) }
+      let cert: string
+      try { cert = signClientCsr(readCa(o.dir), csr, days(o.days)) } catch (err) {
+        if (err instanceof BrokerError) throw err
+        throw usage(`${csrFile}: ${(err as Error).message}.`)
+      }
+      const out = o.out ?? `${csrFile.replace(/\.(csr|pem|req)$/, '')}.crt`
+      if (existsSync(out)) throw usage(`${out} exists; remove it first.`)
+      writeFileSync(out, cert, { mode: 0o644, flag: 'wx' })
+      say(`wrote ${out}`)
     })
 }

@@ -320,3 +320,26 @@ test('reload (SIGHUP) picks up a renewed certificate for new connections; live o
   await b.broker.reload()
   expect(await serialOf(b.port('tls'))).toBe(second)
 })
+
+test('`midge certs sign` signs a client CSR made with openssl (the key never leaves the client) and mosquitto_pub connects with it', async ({ onTestFinished }) => {
+  const d = join(certs.dir, 'csr')
+  mkdirSync(d)
+  const req = await runCmd('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'dev.key'), '-subj', '/CN=csr-dev', '-out', join(d, 'dev.csr')])
+  expect(req.code).toBe(0)
+  const signed = await midge(['certs', 'sign', join(d, 'dev.csr'), '--dir', certs.dir])
+  expect([signed.code, signed.stdout]).toEqual([0, `wrote ${join(d, 'dev.crt')}\n`])
+  expect(new X509Certificate(readFileSync(join(d, 'dev.crt'))).subject).toBe('CN=csr-dev')
+  const bad = await midge(['certs', 'sign', join(d, 'dev.key'), '--dir', certs.dir])
+  expect(bad.code).toBe(2)
+  expect(bad.stderr).toMatch(/^Error: .*dev\.key: not a PEM certificate signing request/)
+
+  const acl = join(d, 'acl')
+  writeFileSync(acl, 'user csr-dev\ntopic readwrite csr/#\n')
+  const b = await startTestBroker(tlsConf(`require_certificate true\nuse_identity_as_username true\nacl_file ${acl}\n`))
+  onTestFinished(() => b.close())
+  const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '--cert', join(d, 'dev.crt'), '--key', join(d, 'dev.key')]
+  const sub = mosquittoSub([...base, '-t', 'csr/#'])
+  await sub.ready
+  expect((await runCmd('mosquitto_pub', [...base, '-t', 'csr/1', '-m', 'signed', '-q', '1'])).code).toBe(0)
+  expect(lastLine((await sub.done).stdout)).toBe('signed')
+})
