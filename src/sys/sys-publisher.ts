@@ -25,6 +25,11 @@ const LOADS: Array<[string, keyof Snapshot]> = [
 ]
 const WINDOWS: Array<[string, number]> = [['1min', 60], ['5min', 300], ['15min', 900]]
 
+/** mosquitto sys_tree.c calc_load: the new average after `dt` seconds at `ratePerMinute`, over `window` seconds. */
+export function smoothLoad (old: number, ratePerMinute: number, dt: number, window: number): number {
+  return ratePerMinute + Math.exp(-dt / window) * (old - ratePerMinute)
+}
+
 /** Topic -> value for one snapshot (without the load averages). */
 export function sysValues (s: Snapshot): Array<[string, string]> {
   return [
@@ -117,7 +122,7 @@ export class SysPublisher {
     await Promise.all(pending)
   }
 
-  /** mosquitto sys_tree.c calc_load: new = rate + e^(-dt/window) * (old - rate), rate per minute. */
+  /** load/... for this interval: per-minute rates since the last one, smoothed as mosquitto does. */
   private loadValues (snap: Snapshot, now: number): Array<[string, string]> {
     const out: Array<[string, string]> = []
     const prev = this.previous
@@ -127,7 +132,7 @@ export class SysPublisher {
       for (const [label, window] of WINDOWS) {
         const key = `load/${name}/${label}`
         const old = this.loads.get(key) ?? 0
-        const value = prev ? rate + Math.exp(-dt / window) * (old - rate) : 0
+        const value = prev ? smoothLoad(old, rate, dt, window) : 0
         this.loads.set(key, value)
         out.push([key, value.toFixed(2)])
       }
