@@ -27,7 +27,8 @@ export interface AdminBroker {
   readonly bound: ReadonlyArray<{ config: ListenerConfig, address: { port: number } }>
   readonly config: Config
   readonly log: Logger
-  reload (): Promise<void>
+  /** The auth chain: reloaded after each change of the password or ACL file (not Broker.reload: no TLS reload). */
+  readonly auth: { reload (): Promise<void> }
   /** Queue accounting of issue 3, when present. */
   readonly durability?: { accounting?: { queued (clientId: string): { count: number, bytes: number } } }
 }
@@ -98,7 +99,7 @@ export class AdminApi {
     this.files = new AuthFiles({
       passwordFile: pick(l => l.auth.passwordFile, cfg.auth.passwordFile),
       aclFile: pick(l => l.auth.aclFile, cfg.auth.aclFile),
-      reload: () => broker.reload()
+      reload: () => broker.auth.reload()
     })
     this.defineRoutes()
   }

@@ -6,7 +6,7 @@
  *      blank lines and the order of everything it does not touch;
  *   2. parses the result with the same parser the broker uses and refuses to write a file it would reject;
  *   3. writes it atomically (temp file in the same directory, fsync, rename, same mode);
- *   4. calls the broker's reload, so the change applies to the next CONNECT and, for ACL rules, to the very
+ *   4. reloads the auth chain (as SIGHUP does for these files), so the change applies to the next CONNECT and, for ACL rules, to the very
  *      next message of existing subscriptions.
  * Changes are serialised: two requests never interleave their read-modify-write.
  *

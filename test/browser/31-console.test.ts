@@ -49,6 +49,11 @@ afterAll(async () => {
   console.log(`console screenshots: ${shots}`)
 })
 
+/** data-client of each row of the clients table, in order. */
+function clientRows (page: Page): Promise<unknown> {
+  return page.evaluate("Array.from(document.querySelectorAll('#clients-table tbody tr'), r => r.getAttribute('data-client'))")
+}
+
 async function shot (page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true })
 }
@@ -70,8 +75,8 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   await page.click('#login-submit')
   await page.waitForSelector('#tab-overview.active')
   // the session cookie is HttpOnly: the page's script cannot read it
-  expect(await page.evaluate(() => document.cookie)).toBe('')
-  await page.waitForFunction(() => document.getElementById('stat-connections')?.textContent === '0')
+  expect(await page.evaluate('document.cookie')).toBe('')
+  await page.waitForFunction("document.getElementById('stat-connections')?.textContent === '0'")
   await shot(page, '1-overview')
 
   // a user and an ACL rule, through the forms
@@ -88,7 +93,7 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   await page.fill('#acl-topic', 'chat/#')
   await page.click('#acl-add')
   await page.waitForSelector('#acl-table tbody tr[data-rule]')
-  expect(await page.$$eval('#acl-table tbody tr', rows => rows.map(r => Array.from(r.querySelectorAll('td')).slice(0, 4).map(td => td.textContent)))).toEqual([['topic', 'dana', 'readwrite', 'chat/#']])
+  expect(await page.evaluate("Array.from(document.querySelectorAll('#acl-table tbody tr'), r => Array.from(r.querySelectorAll('td')).slice(0, 4).map(td => td.textContent))")).toEqual([['topic', 'dana', 'readwrite', 'chat/#']])
   await shot(page, '2-acl')
 
   // the WebSocket panel, as dana, against Midge's own WebSocket listener (the default URL)
@@ -108,7 +113,7 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   const pub = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', port, '-u', 'dana', '-P', 'dana-pw', '-t', 'chat/room1', '-m', 'hello from mosquitto_pub', '-q', '1'])
   expect(pub.code).toBe(0)
   await page.waitForSelector('#ws-messages li.msg')
-  expect(await page.$$eval('#ws-messages li.msg', li => li.map(x => x.textContent))).toEqual(['chat/room1 hello from mosquitto_pub QoS 1'])
+  expect(await page.locator('#ws-messages li.msg').allTextContents()).toEqual(['chat/room1 hello from mosquitto_pub QoS 1'])
 
   const subscribed = new Promise<void>(resolve => b.broker.aedes.on('subscribe', (_s, client) => { if (client.id === 'dana-sub') resolve() }))
   const sub = run('mosquitto_sub', ['-h', '127.0.0.1', '-p', port, '-u', 'dana', '-P', 'dana-pw', '-i', 'dana-sub', '-t', 'chat/out', '-C', '1', '-q', '1'])
@@ -127,21 +132,21 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   const victimClosed = new Promise<void>(resolve => victim.once('close', () => resolve()))
   await page.click('#tab-clients')
   await page.waitForSelector('#clients-table tr[data-client="victim"]')
-  expect(await page.$$eval('#clients-table tbody tr', rows => rows.map(r => r.getAttribute('data-client')))).toEqual(['dana-browser', 'victim'])
+  expect(await clientRows(page)).toEqual(['dana-browser', 'victim'])
   expect(await page.textContent('#clients-table tr[data-client="dana-browser"]')).toContain('chat/# (1)')
   await shot(page, '4-clients')
   await page.click('#clients-table button[data-kick="victim"]')
   await page.waitForSelector('#clients-table tr[data-client="victim"]', { state: 'detached' })
   await victimClosed
-  expect(await page.$$eval('#clients-table tbody tr', rows => rows.map(r => r.getAttribute('data-client')))).toEqual(['dana-browser'])
+  expect(await clientRows(page)).toEqual(['dana-browser'])
 
   // phone width: no horizontal scrolling of the page, stacked table rows
   await page.setViewportSize({ width: 390, height: 844 })
   await page.waitForSelector('#clients-table tr[data-client="dana-browser"]')
-  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390)
+  expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390)
   await shot(page, '5-phone-clients')
   await page.click('#tab-websocket')
-  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390)
+  expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390)
   await shot(page, '6-phone-websocket')
 
   // nothing secret in what the server sent: the page and script carry no credentials
