@@ -62,16 +62,17 @@ export function trackConnection (stats: BrokerStats, listenerId: string, stream:
       else { state = 2; skip = length }
     }
   }
-  stream.write = function countedWrite (this: Duplex, chunk: unknown, ...rest: unknown[]): boolean {
+  stream.write = function countedWrite (this: Duplex, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
     if (typeof chunk === 'string') {
       // strings (topics) are inside a body: only their length matters
       const len = Buffer.byteLength(chunk)
       if (state === 2 && len < skip) skip -= len
       else scan(Buffer.from(chunk))
+    } else if (state === 2 && (chunk as Buffer).length < skip) {
+      skip -= (chunk as Buffer).length
     } else if (chunk instanceof Uint8Array) {
-      if (state === 2 && chunk.length < skip) skip -= chunk.length
-      else scan(chunk as Buffer)
+      scan(chunk as Buffer)
     }
-    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+    return (write as (c: unknown, e?: unknown, cb?: unknown) => boolean).call(this, chunk, encoding, cb)
   } as Duplex['write']
 }
