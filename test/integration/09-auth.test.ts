@@ -64,6 +64,11 @@ test('a file made by `midge passwd` is accepted by Debian mosquitto 2.0.11 (and 
   expect((await midge(['passwd', '-c', '-b', pw, 'carol', 'correct horse'])).code).toBe(0)
   expect(statSync(pw).mode & 0o777).toBe(0o600)
   expect(readFileSync(pw, 'utf8')).toMatch(/^carol:\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==\n$/)
+  expect((await midge(['passwd', '-H', 'sha512', '-b', pw, 'dave', 'old style'])).code).toBe(0) // $6$, mosquitto 1.x
+  expect((await midge(['passwd', '-I', '1000', '-b', pw, 'erin', 'more rounds'])).code).toBe(0)
+  const [, dave, erin] = readFileSync(pw, 'utf8').split('\n')
+  expect(dave).toMatch(/^dave:\$6\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==$/)
+  expect(erin).toMatch(/^erin:\$7\$1000\$/)
   const port = await freePort()
   const conf = join(dir, 'mosquitto.conf')
   // `user`: mosquitto started as root would switch to the mosquitto user, which cannot read a 0600 file in our temp dir
@@ -72,6 +77,10 @@ test('a file made by `midge passwd` is accepted by Debian mosquitto 2.0.11 (and 
   onTestFinished(() => m.stop())
   const ok = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'correct horse', '-t', 't', '-m', 'x'])
   expect([ok.code, ok.stderr]).toEqual([0, ''])
+  for (const [u, p] of [['dave', 'old style'], ['erin', 'more rounds']]) {
+    const r = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', u!, '-P', p!, '-t', 't', '-m', 'x'])
+    expect([u, r.code, r.stderr]).toEqual([u, 0, ''])
+  }
   const bad = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'wrong', '-t', 't', '-m', 'x'])
   expect(bad.code).not.toBe(0)
   expect(bad.stderr).toContain('not authorised')
