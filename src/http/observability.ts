@@ -3,7 +3,7 @@
  * that serves HTTP (websockets listeners), unless the listener says `http_metrics false`.
  */
 import type { ServerResponse } from 'node:http'
-import type { Registry } from 'prom-client'
+import type { MetricsSource } from '../sys/metrics.js'
 import type { ListenerConfig } from '../config/schema.js'
 import type { HttpRouter } from './router.js'
 
@@ -12,7 +12,7 @@ import type { StoreView } from '../sys/stats.js'
 type RetainedStore = Pick<StoreView, 'storeRetained'>
 
 export interface ObservabilityDeps {
-  metrics: Registry
+  metrics: MetricsSource
   store: () => RetainedStore | undefined
   closing: () => boolean
   /** How long the store may take to answer before /healthz says 503. */

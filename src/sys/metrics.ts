@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics (prom-client), one Registry per broker (several brokers may share a process in tests and
  * embedders). Values are read at scrape time from the same snapshot as `$SYS`, plus per-listener connections
- * and refused CONNECTs, plus prom-client's default process and Node.js metrics.
+ * and refused CONNECTs, plus prom-client's default process and Node.js metrics (one set per process).
  */
 import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client'
 import type { Aedes } from 'aedes'
@@ -42,7 +42,26 @@ const GAUGES: Array<[string, string, keyof Snapshot]> = [
   ['heap_bytes', 'V8 heap in use (bytes).', 'heapCurrent']
 ]
 
-export function createMetrics (deps: MetricsDeps): Registry {
+/** What /metrics serves: this broker's metrics and the process-wide ones. */
+export interface MetricsSource {
+  readonly contentType: string
+  metrics (): Promise<string>
+}
+
+let processRegistry: Registry | undefined
+/**
+ * prom-client's process and Node.js metrics, registered once per process: each registration starts an event-loop
+ * monitor and a GC observer that are never stopped, so one per broker would leak in embedders and tests.
+ */
+function processMetrics (): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+export function createMetrics (deps: MetricsDeps): MetricsSource {
   const register = new Registry()
   let current: Promise<Snapshot | undefined> | undefined
   // every collector of one scrape shares one snapshot
@@ -124,6 +143,9 @@ export function createMetrics (deps: MetricsDeps): Registry {
       }
     }
   })
-  collectDefaultMetrics({ register })
-  return register
+  const shared = processMetrics()
+  return {
+    contentType: register.contentType,
+    metrics: () => Registry.merge([shared, register]).metrics()
+  }
 }

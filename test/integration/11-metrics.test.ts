@@ -61,6 +61,7 @@ test.concurrent('metrics say what happened: clients, publishes, packets, per-lis
   const b = await startWithPasswd(onTestFinished)
   const before = await scrape(b)
   expect(before.get(`midge_info{version="${VERSION}"}`)).toBe(1)
+  expect(before.get('process_cpu_user_seconds_total')).toBeGreaterThan(0) // prom-client's process metrics
   expect(before.get('midge_clients_connected')).toBe(0)
   expect(before.get('midge_publish_messages_received_total')).toBe(0)
   expect(before.get('midge_listener_connections{listener="tcp:0"}')).toBe(0)
