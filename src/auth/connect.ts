@@ -5,7 +5,7 @@
 import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import type { AuthChain, ConnectDecision } from './chain.js'
-import type { LoginThrottle } from './throttle.js'
+import { addressKey, type LoginThrottle } from './throttle.js'
 
 export type ConnectCheck = ConnectDecision & { /** the username the client acts as (from its certificate) */ username?: string }
 
@@ -38,7 +38,7 @@ export async function checkConnect (deps: ConnectCheckDeps, req: ConnectCheckReq
     return { ok: true, username: name }
   }
 
-  const addr = req.ctx.remoteAddress
+  const addr = req.ctx.remoteAddress === undefined ? undefined : addressKey(req.ctx.remoteAddress)
   const throttled = deps.throttle !== undefined && addr !== undefined && req.username !== undefined
   if (throttled) {
     const v = deps.throttle!.reserve(addr)

@@ -7,6 +7,21 @@
  * further away than `maxMs` is refused at once (CONNACK 5) without its password being checked. A success clears
  * the address; an address quiet for `forgetMs` is forgotten. The table is bounded (`maxEntries`, oldest dropped).
  */
+/**
+ * The throttling key of a client address: IPv4 as is (also when IPv4-mapped, `::ffff:1.2.3.4`), IPv6 by its /64
+ * prefix, since one host usually holds a whole /64 and could otherwise rotate addresses between guesses.
+ */
+export function addressKey (addr: string): string {
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr)
+  if (v4) return v4[1]!
+  if (!addr.includes(':')) return addr
+  const [head = '', tail = ''] = addr.split('%')[0]!.split('::') as [string?, string?]
+  const h = head === '' ? [] : head.split(':')
+  const t = addr.includes('::') ? (tail === '' ? [] : tail.split(':')) : []
+  const groups = addr.includes('::') ? [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t] : h
+  return `${groups.slice(0, 4).map(g => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`
+}
+
 export interface ThrottleOptions {
   freeFailures?: number
   baseMs?: number

@@ -1,5 +1,5 @@
 import { test, expect } from 'vitest'
-import { LoginThrottle } from '../../src/auth/throttle.js'
+import { LoginThrottle, addressKey } from '../../src/auth/throttle.js'
 
 function clock () {
   let t = 1_000_000
@@ -36,4 +36,16 @@ test('an address quiet for forgetMs is forgotten; the table is bounded', () => {
   expect(th.reserve('a')).toEqual({ wait: 0 })
   for (const x of ['b', 'c', 'd', 'e']) th.failure(x)
   expect(th.size).toBe(3)
+})
+
+test.each([
+  ['127.0.0.1', '127.0.0.1'],
+  ['::ffff:192.168.1.9', '192.168.1.9'],
+  ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+  ['2001:db8:1:2::7', '2001:db8:1:2::/64'],
+  ['2001:db8::1', '2001:db8:0:0::/64'],
+  ['::1', '0:0:0:0::/64'],
+  ['fe80::1%eth0', 'fe80:0:0:0::/64']
+])('throttling key of %s is %s', (addr, key) => {
+  expect(addressKey(addr)).toBe(key)
 })
