@@ -13,7 +13,7 @@ import { validFilter } from '../auth/topic-match.js'
 import { VERSION } from '../version.js'
 import { AdminError, validationError } from './errors.js'
 import { Fields, queryOf, readJson, sendError, sendJson } from './http.js'
-import { AdminAuth, TOKEN_NAME, hashToken, newToken, parseTokenFile, sessionCookie, type Principal, type Scope } from './auth.js'
+import { AdminAuth, TOKEN_NAME, checkAdminPasswordFile, hashToken, newToken, parseTokenFile, sessionCookie, type Principal, type Scope } from './auth.js'
 import { ACCESS_WORDS, AuthFiles, writeFileAtomic, type Access } from './files.js'
 import { readFile } from 'node:fs/promises'
 
@@ -89,6 +89,7 @@ export class AdminApi {
 
   constructor (private readonly broker: AdminBroker) {
     const cfg = broker.config
+    if (cfg.admin.passwordFile) checkAdminPasswordFile(cfg.admin.passwordFile)
     this.auth = new AdminAuth({ passwordFile: cfg.admin.passwordFile, tokenFile: cfg.admin.tokenFile })
     // the files the broker itself uses: the global ones, else the one all listeners share (per_listener_settings)
     const pick = (f: (l: ListenerConfig) => string | undefined, global: string | undefined): string | undefined => {
@@ -125,7 +126,7 @@ export class AdminApi {
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET')
     const secure = listener.transport === 'wss'
     const address = req.socket.remoteAddress ?? '?'
-    const origin = `${secure ? 'https' : 'http'}://${req.headers.host ?? ''}`
+    const host = req.headers.host
     if (path === '/api/v1/session') {
       if (method === 'POST') { await this.login(req, res, address, secure); return }
       if (method === 'GET') {
@@ -135,7 +136,7 @@ export class AdminApi {
         return
       }
       if (method === 'DELETE') {
-        await this.auth.authenticate(req, address, origin)
+        await this.auth.authenticate(req, address, host)
         this.auth.endSession(req)
         sendJson(res, 204, null, { 'set-cookie': sessionCookie('', secure) })
         return
@@ -149,7 +150,7 @@ export class AdminApi {
       const allow = [...new Set(matches.map(x => x.r.method))].join(', ')
       throw new AdminError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`, undefined, { allow })
     }
-    const principal = await this.auth.authenticate(req, address, origin)
+    const principal = await this.auth.authenticate(req, address, host)
     if (SCOPE_RANK[principal.scope] < SCOPE_RANK[hit.r.scope]) {
       throw new AdminError('FORBIDDEN', `this credential has scope ${principal.scope}; ${method} ${path} needs ${hit.r.scope}`)
     }

@@ -11,7 +11,9 @@
  * logins are limited per remote address. Files are re-read on every use, so rotating a credential needs no restart.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { BrokerError } from '../errors.js'
 import type { IncomingMessage } from 'node:http'
 import { parsePasswordFile } from '../auth/password-file.js'
 import { DUMMY_HASH, verifyPassword } from '../auth/password-hash.js'
@@ -105,6 +107,24 @@ export function newToken (): string {
   return `midge_${randomBytes(32).toString('base64url')}`
 }
 
+function hostOf (origin: string): string | undefined {
+  try { return new URL(origin).host } catch { return undefined }
+}
+
+/**
+ * Start-up check: the admin password file must be readable and hold at least one valid entry, or the
+ * daemon stops with one readable line (exit 1), as for the MQTT password_file.
+ */
+export function checkAdminPasswordFile (file: string): void {
+  let text: string
+  try { text = readFileSync(file, 'utf8') } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new BrokerError('AUTH_FILE', `Error: unable to open admin_password_file "${file}": ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}.`, { cause: err })
+  }
+  const t = parsePasswordFile(text, file)
+  if (t.users.size === 0) throw new BrokerError('AUTH_FILE', `Error: admin_password_file "${file}" holds no valid user:hash line (make one with "mosquitto_passwd -c ${file} admin").${t.problems.length > 0 ? ` ${t.problems.join(' ')}` : ''}`)
+}
+
 function cookies (req: IncomingMessage): Map<string, string> {
   const out = new Map<string, string>()
   for (const part of (req.headers.cookie ?? '').split(';')) {
@@ -175,9 +195,6 @@ export class AdminAuth {
     if (id) this.sessions.delete(sha256(id).toString('hex'))
   }
 
-  /** Ends every session of this admin user (password changed in the file is not noticed: log out explicitly). */
-  get sessionCount (): number { return this.sessions.size }
-
   private prune (): void {
     const now = this.now()
     for (const [k, s] of this.sessions) if (now - s.createdAt > SESSION_MAX_MS || now - s.lastSeen > SESSION_IDLE_MS) this.sessions.delete(k)
@@ -199,7 +216,7 @@ export class AdminAuth {
    * Identifies the caller: Bearer token, Basic admin credential, or session cookie (+ CSRF for changes).
    * Throws UNAUTHENTICATED, CSRF or RATE_LIMITED.
    */
-  async authenticate (req: IncomingMessage, address: string, expectedOrigin: string): Promise<Principal> {
+  async authenticate (req: IncomingMessage, address: string, expectedHost: string | undefined): Promise<Principal> {
     const header = req.headers.authorization
     if (header !== undefined) {
       this.limiter.check(address)
@@ -223,8 +240,9 @@ export class AdminAuth {
     const session = this.sessionOf(req)
     if (!session) throw new AdminError('UNAUTHENTICATED', 'not logged in')
     if (req.method !== 'GET' && req.method !== 'HEAD') {
+      // the host part only: behind a TLS-terminating proxy the browser's scheme is not the listener's
       const origin = req.headers.origin
-      if (origin !== undefined && origin !== expectedOrigin) throw new AdminError('CSRF', 'cross-origin request refused')
+      if (origin !== undefined && hostOf(origin) !== expectedHost) throw new AdminError('CSRF', 'cross-origin request refused')
       const token = req.headers['x-csrf-token']
       if (typeof token !== 'string' || !safeEqual(token, session.csrf)) throw new AdminError('CSRF', 'missing or wrong x-csrf-token header')
     }

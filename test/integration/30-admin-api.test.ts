@@ -100,6 +100,17 @@ describe('configuration', () => {
     expect(() => loadConfig({ configText: text, configName: 'test.conf' })).toThrow(message)
   })
 
+  test('a missing or empty admin_password_file stops start-up with one readable line (exit code 1)', async ({ onTestFinished }) => {
+    const { dir, remove } = await tempDir('midge-admin-')
+    onTestFinished(remove)
+    await writeFile(join(dir, 'empty.pw'), '# nobody yet\n')
+    const conf = (f: string) => `listener 0 127.0.0.1\nprotocol websockets\nadmin_enabled true\nadmin_password_file ${f}\n`
+    const missing = await startTestBroker(conf(join(dir, 'nope.pw'))).catch((e: { message: string, exitCode: number }) => e)
+    expect(missing).toMatchObject({ exitCode: 1, message: `Error: unable to open admin_password_file "${join(dir, 'nope.pw')}": no such file.` })
+    const empty = await startTestBroker(conf(join(dir, 'empty.pw'))).catch((e: { message: string, exitCode: number }) => e)
+    expect(empty).toMatchObject({ exitCode: 1, message: `Error: admin_password_file "${join(dir, 'empty.pw')}" holds no valid user:hash line (make one with "mosquitto_passwd -c ${join(dir, 'empty.pw')} admin").` })
+  })
+
   test('a non-TLS admin listener on a public address is a warning', () => {
     const cfg = loadConfig({ configText: 'listener 0 0.0.0.0\nprotocol websockets\nadmin_enabled true\nadmin_token_file /tmp/t\n', configName: 'test.conf' })
     expect(cfg.warnings.join('\n')).toMatch(/reachable without TLS/)
