@@ -15,7 +15,7 @@ export type AuthPluginFactory = (options: Readonly<Record<string, string>>, log:
 const RESULTS = new Set<unknown>(['allow', 'deny', 'defer'])
 
 function pluginError (path: string, reason: string, cause?: unknown): BrokerError {
-  return new BrokerError('PLUGIN', `Error: unable to load auth_plugin "${path}": ${reason}.`, { cause })
+  return new BrokerError('PLUGIN', `Error: unable to load auth_plugin "${path}": ${reason.replace(/\.$/, '')}.`, { cause })
 }
 
 function checkResult (name: string, r: unknown): AuthResult {
