@@ -438,6 +438,15 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
     ids.set(base, n)
     l.id = n === 1 ? base : `${base}-${n}`
   }
+  // issue 5: anyone may get a certificate with any common name from the CSR page, so its CA must not be one
+  // whose certificates become user names on some listener
+  const csrCas = new Set(cfg.listeners.flatMap(l => l.http?.csr ? [resolve(l.http.csr.cafile)] : []))
+  for (const l of cfg.listeners) {
+    const t = l.tls
+    if (t?.cafile && (t.useIdentityAsUsername || t.useSubjectAsUsername) && csrCas.has(resolve(t.cafile))) {
+      p.error(undefined, `Listener at ${l.source}: use_identity_as_username/use_subject_as_username trusts the CA of the CSR signing page (${t.cafile}): anyone could get a certificate naming any user. Give http_csr_cafile a CA of its own.`)
+    }
+  }
 }
 
 /**

@@ -300,3 +300,9 @@ test.concurrent('the CSR page refuses what it cannot sign, and limits signings p
   // the page exists only where http_csr_signing is set
   expect((await fetch(`http://127.0.0.1:${port(8090)}/ssl/`)).status).toBe(404)
 })
+
+test.concurrent('the CSR page\'s CA may not be trusted by a listener that makes user names from certificates', async () => {
+  const conf = readFileSync(PROFILE, 'utf8').replace('require_certificate true\n', 'require_certificate true\nuse_identity_as_username true\n')
+  const { loadConfig } = await import('../../src/config/load.js')
+  expect(() => loadConfig({ configText: conf, configName: 'p.conf' })).toThrow(/use_identity_as_username\/use_subject_as_username trusts the CA of the CSR signing page \(certs\/ca\.crt\)/)
+})
