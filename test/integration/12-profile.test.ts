@@ -136,6 +136,14 @@ test.concurrent('1884: rw reads and writes, ro only reads, wo only writes; no or
   await rw.publishAsync('auth/for-wo', 'x', { qos: 1 })
   await wo.publishAsync('auth/for-wo', 'y', { qos: 1 }) // QoS 1 round trip: routing of rw's publish is done
   expect(woGot).toEqual([])
+  // $SYS is readable where the ACL grants it (ro: `topic read $SYS/#`), and only there
+  const sys = new Promise<string>(resolve => ro.on('message', (t, p) => { if (t === '$SYS/broker/version') resolve(p.toString()) }))
+  await ro.subscribeAsync('$SYS/broker/version', { qos: 0 })
+  expect(await sys).toMatch(/^midge version /)
+  await wo.subscribeAsync('$SYS/broker/version', { qos: 0 })
+  await wo.publishAsync('auth/for-wo', 'z', { qos: 1 })
+  await ro.subscribeAsync('$SYS/broker/uptime', { qos: 0 }) // one more round trip through the broker
+  expect(woGot).toEqual([])
   // authenticated users may subscribe to the bare #
   const granted = await rw.subscribeAsync('#', { qos: 0 })
   expect(granted[0]!.qos).toBe(0)
