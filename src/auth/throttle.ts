@@ -74,19 +74,28 @@ export class LoginThrottle {
     return e
   }
 
-  /** Called before checking credentials from `addr`: how long to wait first, or refuse outright. */
+  /**
+   * Called before checking credentials from `addr`: how long to wait first, or refuse outright. Every attempt is
+   * counted while it is checked, so a burst of parallel first attempts is spaced like sequential failures.
+   */
   reserve (addr: string): ThrottleVerdict {
     const now = this.now()
-    const e = this.live(addr, now)
-    if (!e) return { wait: 0 }
+    const e = this.live(addr, now) ?? this.create(addr, now)
     const delay = this.delayFor(e.failures + e.pending)
-    if (delay === 0) return { wait: 0 }
+    e.lastSeen = now
+    if (delay === 0) { e.pending++; return { wait: 0 } }
     const slot = Math.max(now, e.nextAt)
     if (slot - now > this.maxMs) return { refuse: true }
     e.nextAt = slot + delay
     e.pending++
-    e.lastSeen = now
     return { wait: slot - now }
+  }
+
+  private create (addr: string, now: number): Entry {
+    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
+    const e: Entry = { failures: 0, pending: 0, nextAt: now, lastSeen: now }
+    this.entries.set(addr, e)
+    return e
   }
 
   /** The check of an attempt that held no slot or ended without an answer (provider error). */
@@ -97,12 +106,7 @@ export class LoginThrottle {
 
   failure (addr: string): void {
     const now = this.now()
-    let e = this.live(addr, now)
-    if (!e) {
-      if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
-      e = { failures: 0, pending: 0, nextAt: now, lastSeen: now }
-      this.entries.set(addr, e)
-    }
+    const e = this.live(addr, now) ?? this.create(addr, now)
     if (e.pending > 0) e.pending--
     e.failures++
     e.lastSeen = now
