@@ -166,6 +166,7 @@ async function logout (): Promise<void> {
 }
 
 async function tick (): Promise<void> {
+  if (document.hidden) return
   await refreshStats().catch(() => {})
   if (current === 'clients') await refreshClients().catch(() => {})
 }
@@ -304,19 +305,27 @@ function buildUsers (): void {
   $('view-users').append(h('h2', {}, 'MQTT users'), h('p', { class: 'muted' }, 'Stored in the broker\'s password_file (mosquitto_passwd format); changes apply at once.'), form, h('div', { id: 'users-list' }))
 }
 
+/** An inline password form in the user's row (not window.prompt: that would show the password in clear). */
+function passwordForm (button: HTMLElement, username: string): void {
+  const cell = button.parentElement!
+  if (cell.querySelector('form')) return
+  const input = h('input', { type: 'password', autocomplete: 'new-password', required: true, 'aria-label': `New password for ${username}`, class: 'new-password' })
+  const form = h('form', { class: 'row-form' }, input, h('button', { type: 'submit' }, 'Save'), h('button', { type: 'button', onclick: () => { form.remove() } }, 'Cancel'))
+  form.addEventListener('submit', ev => {
+    ev.preventDefault()
+    void act(async () => { await api('PATCH', `/users/${encodeURIComponent(username)}`, { password: input.value }); form.remove() }, `Password of ${username} changed.`)
+  })
+  cell.append(form)
+  input.focus()
+}
+
 async function refreshUsers (): Promise<void> {
   const { users } = await api<{ users: Array<{ username: string, disabled: boolean }> }>('GET', '/users')
   const rows = users.map(u => h('tr', { 'data-user': u.username },
     td(u.username, 'User'),
     td(u.disabled ? 'disabled' : 'active', 'Status'),
     h('td', { class: 'actions' },
-      h('button', {
-        type: 'button',
-        onclick: () => {
-          const password = window.prompt(`New password for ${u.username}`)
-          if (password) void act(() => api('PATCH', `/users/${encodeURIComponent(u.username)}`, { password }), `Password of ${u.username} changed.`)
-        }
-      }, 'Password'),
+      h('button', { type: 'button', 'data-password': u.username, onclick: (ev: Event) => { passwordForm(ev.target as HTMLElement, u.username) } }, 'Password'),
       h('button', { type: 'button', onclick: () => { void act(async () => { await api('PATCH', `/users/${encodeURIComponent(u.username)}`, { disabled: !u.disabled }); await refreshUsers() }) } }, u.disabled ? 'Enable' : 'Disable'),
       h('button', {
         type: 'button',

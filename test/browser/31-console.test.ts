@@ -14,6 +14,7 @@ import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-brok
 import { connect } from '../helpers/mqtt.js'
 import { run } from '../helpers/proc.js'
 import { hashPassword } from '../../src/auth/password-hash.js'
+import { storeOf } from '../../src/sys/stats.js'
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const ADMIN_PASSWORD = 'console-admin-pw-1'
@@ -82,10 +83,15 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   // a user and an ACL rule, through the forms
   await page.click('#tab-users')
   await page.fill('#user-name', 'dana')
-  await page.fill('#user-password', 'dana-pw')
+  await page.fill('#user-password', 'first-pw')
   await page.click('#user-add')
   await page.waitForSelector('#users-table tr[data-user="dana"]')
   expect(await page.textContent('#users-table tr[data-user="dana"]')).toContain('active')
+  // change it in the row's own form; the WebSocket panel below logs in with the new one
+  await page.click('#users-table button[data-password="dana"]')
+  await page.fill('#users-table tr[data-user="dana"] input.new-password', 'dana-pw')
+  await page.click('#users-table tr[data-user="dana"] .row-form button[type=submit]')
+  await page.waitForSelector('#users-table tr[data-user="dana"] .row-form', { state: 'detached' })
   await page.click('#tab-acl')
   await page.selectOption('#acl-kind', 'topic')
   await page.fill('#acl-user', 'dana')
@@ -127,6 +133,20 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   await page.waitForSelector('#ws-messages li.event:text("published to chat/out")')
   await shot(page, '3-websocket')
 
+  // the retained-message browser: a message kept by mosquitto_pub -r, shown, then deleted
+  expect((await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', port, '-u', 'dana', '-P', 'dana-pw', '-t', 'chat/status', '-m', 'online', '-r'])).code).toBe(0)
+  await page.click('#tab-retained')
+  await page.fill('#retained-filter', 'chat/#')
+  await page.click('#retained-form button[type=submit]')
+  await page.waitForSelector('#retained-table td:text("chat/status")')
+  expect(await page.locator('#retained-table tbody tr td').allTextContents()).toEqual(['chat/status', 'online', '6', '0', 'Delete'])
+  await shot(page, '4-retained')
+  await page.click('#retained-table button.danger')
+  await page.waitForSelector('#retained-table tr.empty')
+  const left: string[] = []
+  for await (const m of storeOf(b.broker.aedes).createRetainedStream('chat/#')) if (m.payload.length > 0) left.push(m.payload.toString())
+  expect(left).toEqual([])
+
   // the clients table, and a kick
   const victim: MqttClient = await connect(b.url('tcp'), { username: 'dana', password: 'dana-pw', clientId: 'victim' })
   const victimClosed = new Promise<void>(resolve => victim.once('close', () => resolve()))
@@ -134,7 +154,7 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   await page.waitForSelector('#clients-table tr[data-client="victim"]')
   expect(await clientRows(page)).toEqual(['dana-browser', 'victim'])
   expect(await page.textContent('#clients-table tr[data-client="dana-browser"]')).toContain('chat/# (1)')
-  await shot(page, '4-clients')
+  await shot(page, '5-clients')
   await page.click('#clients-table button[data-kick="victim"]')
   await page.waitForSelector('#clients-table tr[data-client="victim"]', { state: 'detached' })
   await victimClosed
@@ -144,10 +164,10 @@ test('log in, add a user and a rule, talk MQTT from the page with mosquitto_pub/
   await page.setViewportSize({ width: 390, height: 844 })
   await page.waitForSelector('#clients-table tr[data-client="dana-browser"]')
   expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390)
-  await shot(page, '5-phone-clients')
+  await shot(page, '6-phone-clients')
   await page.click('#tab-websocket')
   expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390)
-  await shot(page, '6-phone-websocket')
+  await shot(page, '7-phone-websocket')
 
   // nothing secret in what the server sent: the page and script carry no credentials
   const html = await (await fetch(base + '/')).text()

@@ -267,6 +267,22 @@ describe('validation', () => {
     expect(await readFile(join(env.dir, 'acl'), 'utf8')).toBe('# rules\nuser alice\ntopic readwrite alice/#\n')
   })
 
+  test('without password_file, acl_file or admin_token_file the matching endpoints answer 409 with their own code', async ({ onTestFinished }) => {
+    const { dir, remove } = await tempDir('midge-admin-')
+    onTestFinished(remove)
+    await writeFile(join(dir, 'admin.pw'), `${ADMIN.user}:${hashPassword(ADMIN.password)}\n`)
+    const b = await startTestBroker(`allow_anonymous true\nadmin_password_file ${dir}/admin.pw\nlistener 0 127.0.0.1\nprotocol websockets\nadmin_enabled true\n`)
+    onTestFinished(() => b.close())
+    const env = { b, dir, base: `http://127.0.0.1:${b.port('ws')}`, tcp: '', ws: '' }
+    const codes = []
+    for (const p of ['/api/v1/users', '/api/v1/acl/rules', '/api/v1/tokens']) {
+      const r = await api(env, 'GET', p, { auth: BASIC })
+      codes.push([r.status, r.json.error.code])
+    }
+    expect(codes).toEqual([[409, 'MIDGE_ERR_ADMIN_NO_PASSWORD_FILE'], [409, 'MIDGE_ERR_ADMIN_NO_ACL_FILE'], [409, 'MIDGE_ERR_ADMIN_NO_TOKEN_FILE']])
+    expect((await api(env, 'GET', '/api/v1/clients', { auth: BASIC })).status).toBe(200)
+  })
+
   test('every error code is documented in docs/openapi.yaml and docs/readme/admin.md', async () => {
     const root = new URL('../../', import.meta.url)
     const openapi = await readFile(new URL('docs/openapi.yaml', root), 'utf8')
