@@ -21,6 +21,7 @@ import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, capReadBatch } from './limits.js'
 import { TopicEmitter } from './emitter.js'
+import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
@@ -87,7 +88,7 @@ export class Broker {
 
   private async startInternal (): Promise<void> {
     const { config, log } = this
-    this.persistence = await createPersistence(config.persistence, log)
+    this.persistence = await createPersistence(config.persistence, log, config.cluster)
     this.durability = new Durability(this.persistence, config, log)
     this.stats.persistence = this.durability.stats // $SYS publish/messages/dropped, clients/expired (issue 5)
     this.auth = await AuthChain.create(config, log)
@@ -95,19 +96,22 @@ export class Broker {
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
+    // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down (issue 7)
+    const cluster = this.persistence.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits (issue 3)
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       persistence: persistenceFastPaths(this.durability.persistence), // cheap QoS 2 lookups (issue 8)
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
-      mq: new TopicEmitter() as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
+      mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
       maxClientsIdLength: 23,
       ...aedesHooks,
+      ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
       // QoS 1: journalled before PUBACK, entry removed once stored (issue 3, src/persistence/journal.ts)
-      authorizePublish: this.durability.authorizePublish(aedesHooks.authorizePublish),
+      authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
       authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
@@ -116,6 +120,11 @@ export class Broker {
     this.wireLogging()
     // replays the QoS 1 journal into the queues before anyone can connect (issue 3)
     await this.storeStep(() => this.durability.attach(this.aedes))
+    // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)
+    if (cluster && this.durability.journal) {
+      const journal = this.durability.journal
+      attachCluster(cluster, this.aedes, () => this.durability.replay(this.aedes, journal), log)
+    }
     wireStats(this.aedes, this.stats, c => this.contexts.get(c.conn as Duplex)?.listener.id)
     this.sys = new SysPublisher({ aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval })
     this.sys.start()

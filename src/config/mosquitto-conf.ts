@@ -5,8 +5,9 @@
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { resolve, join, dirname } from 'node:path'
+import { hostname } from 'node:os'
 import {
-  type Config, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
+  type Config, type ClusterConfig, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
   defaultConfig, defaultListener, defaultAuth, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
 
@@ -159,6 +160,38 @@ function csr (l: ListenerConfig, e: ConfEntry): CsrSigningConfig {
   return h.csr
 }
 
+const NODE_ID = /^[A-Za-z0-9_.-]{1,48}$/
+
+/** The cluster settings, created by the first cluster option; `cluster_redis` itself is checked in finishCluster. */
+function cluster (s: BuildState, e: ConfEntry): ClusterConfig {
+  s.cfg.cluster ??= { redisUrl: '', redisTls: false, nodeId: '', source: `${e.file}:${e.line}` }
+  return s.cfg.cluster
+}
+
+/** A URL for messages: the password, if any, replaced. */
+export function redactUrl (v: string): string {
+  return v.replace(/^(\w+:\/\/[^:@/]*:)[^@/]*@/, '$1[redacted]@')
+}
+
+function checkRedisUrl (v: string): string | undefined {
+  let u: URL
+  try { u = new URL(v) } catch { return 'not a URL; expected redis://host:port/db.' }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return `scheme ${u.protocol} is not redis: or rediss:.`
+  if (u.hostname === '') return 'no host.'
+  if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d{1,2}$/.test(u.pathname)) return `database ${u.pathname.slice(1)} is not a number.`
+  return undefined
+}
+
+/** Cluster options without `cluster_redis`, or options that do not apply to a cluster node. */
+function finishCluster (cfg: Config, p: ConfProblems): void {
+  const c = cfg.cluster
+  if (c === undefined) return
+  if (c.redisUrl === '') { p.error(undefined, `cluster_redis_* / node_id given without cluster_redis (${c.source}).`); return }
+  if (c.nodeId === '') c.nodeId = hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 48) || 'midge'
+  if (cfg.persistence.enabled) p.warn(undefined, 'persistence true is ignored with cluster_redis: sessions, queues and retained messages are stored in Redis.')
+  if (cfg.persistence.clientExpirationMs > 0) p.warn(undefined, 'persistent_client_expiration is not supported with cluster_redis yet: persistent sessions stored in Redis do not expire.')
+}
+
 const IGNORED: Record<string, string> = {
   user: 'Midge does not change user; run it as the user it should run as (systemd DynamicUser, Docker USER).',
   autosave_interval: 'Midge writes every change through to its store; there is nothing to autosave.',
@@ -278,6 +311,33 @@ const OPTIONS: Record<string, OptionSpec> = {
       const ms = parseDuration(v)
       if (ms === undefined) s.p.error(e, `Invalid persistent_client_expiration duration (${v}).`)
       else s.cfg.persistence.clientExpirationMs = ms
+    }
+  },
+  // ---- several nodes on one Redis (Midge extensions, issue 7; src/cluster/)
+  cluster_redis: {
+    scope: 'global',
+    apply (e, s) {
+      const v = one(e, s.p)
+      if (v === undefined) return
+      const problem = checkRedisUrl(v)
+      if (problem !== undefined) { s.p.error(e, `Invalid cluster_redis value (${redactUrl(v)}): ${problem}`); return }
+      const c = cluster(s, e)
+      c.redisUrl = v
+      c.source = `${e.file}:${e.line}`
+      if (v.startsWith('rediss:')) c.redisTls = true
+    }
+  },
+  cluster_redis_password: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) cluster(s, e).redisPassword = v } },
+  cluster_redis_tls: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) cluster(s, e).redisTls = v } },
+  cluster_redis_cafile: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) cluster(s, e).redisCafile = resolve(v) } },
+  node_id: {
+    scope: 'global',
+    apply (e, s) {
+      const v = one(e, s.p)
+      if (v === undefined) return
+      // it becomes part of aedes' broker id: Redis keys split on ':' and $SYS topics on '/'
+      if (!NODE_ID.test(v)) { s.p.error(e, `Invalid node_id value (${v}): use 1 to 48 letters, digits, '_', '.' or '-'.`); return }
+      cluster(s, e).nodeId = v
     }
   },
   // ---- limits
@@ -405,6 +465,7 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   }
   finishListeners(cfg, p)
   finishAdmin(cfg, p)
+  finishCluster(cfg, p)
   cfg.warnings.push(...p.warnings)
   return cfg
 }

@@ -13,6 +13,7 @@ import type { Logger } from '../logging/logger.js'
 import { installDelivery } from '../broker/delivery.js'
 import type { PersistenceBackend } from './types.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
+import type { JournalStore } from './types.js'
 import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
 import { SessionExpiry } from './expiry.js'
 
@@ -38,7 +39,7 @@ export class Durability {
   readonly stats: PersistenceStats = newStats()
   readonly persistence: object
   readonly accounting: QueueAccounting
-  readonly journal: PublishJournal | undefined
+  readonly journal: JournalStore | undefined
   readonly expiry: SessionExpiry | undefined
   private aedes: Aedes | undefined
 
@@ -49,7 +50,10 @@ export class Durability {
       maxInflight: l.maxInflightMessages,
       maxBytes: l.maxQueuedBytes
     }, this.stats, log)
-    this.persistence = limitPersistence(backend.aedes as object, this.accounting)
+    // a store shared by several nodes (cluster_redis) cannot be counted per process: see persistence/redis.ts
+    this.persistence = backend.shared === true ? backend.aedes as object : limitPersistence(backend.aedes as object, this.accounting)
+    // the Redis backend brings its own journal (cluster/journal.ts, issue 7)
+    if (backend.journal) this.journal = backend.journal
     if (backend.db) {
       this.journal = new PublishJournal(backend.db, log)
       if (config.persistence.clientExpirationMs > 0) {
@@ -127,7 +131,8 @@ export class Durability {
     }
   }
 
-  private async replay (aedes: Aedes, journal: PublishJournal): Promise<void> {
+  /** Also called periodically in cluster mode: the Redis journal then yields the entries of nodes that are gone. */
+  async replay (aedes: Aedes, journal: JournalStore): Promise<void> {
     const entries = await journal.pending()
     if (entries.length === 0) return
     this.log.warn({ count: entries.length }, `Replaying ${entries.length} acknowledged QoS 1 message(s) from the journal (the broker stopped before storing them).`)

@@ -1,8 +1,8 @@
 /**
  * Wraps aedes' `authorizeForward` (called once per message delivered to a client) to count publishes sent,
  * and to keep `$` topics where MQTT says they belong:
- *  - aedes publishes its own cluster bookkeeping as `$SYS/<broker id>/heartbeat|birth|new/clients|...`; Midge
- *    keeps mosquitto's `$SYS/broker/...` tree only, so those never reach clients (aedes itself still sees them);
+ *  - aedes publishes its own cluster bookkeeping as `$SYS/<broker id>/heartbeat|birth|new/clients|...`: those
+ *    never reach clients (aedes itself still sees them), so `$SYS/#` shows mosquitto's `$SYS/broker/...` tree;
  *  - aedes delivers retained `$`-topics to a subscriber of `#` or `+/...` on SUBSCRIBE (its live path filters
  *    them, its retained path does not): a `$` topic is only delivered when one of the client's own filters that
  *    starts with `$` matches it [MQTT-4.7.2-1]. test/integration/10-sys.test.ts shows both.
@@ -15,6 +15,8 @@ export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesP
 
 const DOLLAR = 36
 const MIDGE_SYS = '$SYS/broker/'
+/** Every topic aedes 1.2 publishes for its own bookkeeping (aedes.js, handlers/subscribe.js, handlers/unsubscribe.js). */
+const AEDES_SYS = /^\$SYS\/[^/]+\/(?:heartbeat|birth|new\/clients|disconnect\/clients|new\/subscribes|new\/unsubscribes)$/
 
 /** MQTT topic filter match (no `$` special case: callers only pass filters that start with `$`). */
 export function topicMatches (filter: string, topic: string): boolean {
@@ -42,7 +44,7 @@ export function wrapForward (inner: ForwardHook | undefined, stats: BrokerStats)
   return function authorizeForward (client, packet) {
     const topic = packet.topic
     if (topic.charCodeAt(0) === DOLLAR) {
-      if (topic.startsWith('$SYS/') && !topic.startsWith(MIDGE_SYS)) return null
+      if (!topic.startsWith(MIDGE_SYS) && AEDES_SYS.test(topic)) return null
       if (!dollarSubscribed(client, topic)) return null
     }
     const out = inner ? inner(client, packet) : packet

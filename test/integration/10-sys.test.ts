@@ -246,6 +246,7 @@ test.concurrent('aedes\' own $SYS/<id>/... topics and retained $SYS messages nev
   await dollar.next('suback')
   const other = await mqtt.connectAsync(b.url(), { reconnectPeriod: 0, clientId: 'other' })
   await other.subscribeAsync('x', { qos: 0 })
+  await other.unsubscribeAsync('x')
   await other.publishAsync('plain/topic', 'p', { qos: 1 })
   await other.endAsync()
   await all.next('publish').then(p => expect((p as IPublishPacket).topic).toBe('plain/topic'))
