@@ -5,7 +5,7 @@
  * Nothing here is committed; `npm ci` (prepare) and `npm run build` produce it.
  */
 import { build } from 'esbuild'
-import { copyFile, mkdir } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, rename, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -21,21 +21,31 @@ function mqttBrowserBuild () {
   return join(dir, 'dist/mqtt.esm.js')
 }
 
+/**
+ * Builds into a fresh temporary directory beside `outdir`, then renames each file into place: a broker serving
+ * the console while it is rebuilt (tests run in parallel) never reads a half-written file.
+ */
 export async function buildConsole (outdir = join(ROOT, 'dist/console')) {
   await mkdir(outdir, { recursive: true })
-  await build({
-    entryPoints: [join(here, 'main.ts')],
-    outfile: join(outdir, 'console.js'),
-    bundle: true,
-    format: 'esm',
-    target: 'es2020',
-    minify: true,
-    legalComments: 'none',
-    logLevel: 'warning'
-  })
-  await copyFile(join(here, 'index.html'), join(outdir, 'index.html'))
-  await copyFile(join(here, 'console.css'), join(outdir, 'console.css'))
-  await copyFile(mqttBrowserBuild(), join(outdir, 'mqtt.esm.js'))
+  const tmp = await mkdtemp(`${outdir}.tmp-`)
+  try {
+    await build({
+      entryPoints: [join(here, 'main.ts')],
+      outfile: join(tmp, 'console.js'),
+      bundle: true,
+      format: 'esm',
+      target: 'es2020',
+      minify: true,
+      legalComments: 'none',
+      logLevel: 'warning'
+    })
+    await copyFile(join(here, 'index.html'), join(tmp, 'index.html'))
+    await copyFile(join(here, 'console.css'), join(tmp, 'console.css'))
+    await copyFile(mqttBrowserBuild(), join(tmp, 'mqtt.esm.js'))
+    for (const name of ['mqtt.esm.js', 'console.css', 'console.js', 'index.html']) await rename(join(tmp, name), join(outdir, name))
+  } finally {
+    await rm(tmp, { recursive: true, force: true })
+  }
   return outdir
 }
 

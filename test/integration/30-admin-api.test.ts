@@ -121,6 +121,8 @@ describe('configuration', () => {
 
 describe('authentication', () => {
   test('on a TLS websockets listener the session cookie is Secure, and the console is served over https', async ({ onTestFinished }) => {
+    // the page is a build product: build it as `npm run build` does (atomic renames, safe beside other tests)
+    expect((await run(process.execPath, ['src/console/build.mjs'])).code).toBe(0)
     const certs = makeTestCerts()
     onTestFinished(() => certs.remove())
     const env = await setup(onTestFinished, `certfile ${certs.server.cert}\nkeyfile ${certs.server.key}`)
