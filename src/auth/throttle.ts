@@ -3,7 +3,7 @@
  *
  * After `freeFailures` failed logins from one address, each further attempt from that address waits for its own
  * slot: attempts are checked no faster than one per `delay`, where the delay doubles with every failure (from
- * `baseMs` up to `maxMs`), attempts still waiting counting as failures. Opening many connections in parallel does not help: an attempt whose slot would be
+ * `baseMs` up to `maxMs`); once an address has failed, its attempts still being checked count as failures. Opening many connections in parallel does not help: an attempt whose slot would be
  * further away than `maxMs` is refused at once (CONNACK 5) without its password being checked. A success clears
  * the address; an address quiet for `forgetMs` is forgotten. The table is bounded (`maxEntries`, oldest dropped).
  */
@@ -75,13 +75,15 @@ export class LoginThrottle {
   }
 
   /**
-   * Called before checking credentials from `addr`: how long to wait first, or refuse outright. Every attempt is
-   * counted while it is checked, so a burst of parallel first attempts is spaced like sequential failures.
+   * Called before checking credentials from `addr`: how long to wait first, or refuse outright. Once an address
+   * has failed, attempts from it still being checked count as failures too, so a parallel burst is spaced like
+   * sequential failures. Before any failure they do not: many devices behind one NAT address reconnecting at
+   * once with good passwords are not slowed down.
    */
   reserve (addr: string): ThrottleVerdict {
     const now = this.now()
     const e = this.live(addr, now) ?? this.create(addr, now)
-    const delay = this.delayFor(e.failures + e.pending)
+    const delay = this.delayFor(e.failures + (e.failures > 0 ? e.pending : 0))
     e.lastSeen = now
     if (delay === 0) { e.pending++; return { wait: 0 } }
     const slot = Math.max(now, e.nextAt)
