@@ -108,6 +108,22 @@ export interface PersistenceConfig {
   clientExpirationMs: number
 }
 
+/** Several nodes on one Redis (`cluster_redis`, issue 7): routing (mqemitter-redis) and the store (aedes-persistence-redis). */
+export interface ClusterConfig {
+  /** `redis://[user[:password]@]host[:port][/db]` or `rediss://...` (TLS). */
+  redisUrl: string
+  /** `cluster_redis_password`: overrides a password in the URL (keeps it out of the URL). */
+  redisPassword?: string
+  /** `cluster_redis_tls true` or a `rediss://` URL. */
+  redisTls: boolean
+  /** `cluster_redis_cafile`: CA bundle that signed the Redis server certificate (default: the system CAs). */
+  redisCafile?: string
+  /** `node_id`: this node's name in logs, $SYS and aedes' broker id; default: the host name. */
+  nodeId: string
+  /** Where `cluster_redis` was set, for error messages. */
+  source: string
+}
+
 export interface LimitsConfig {
   /** 0 = no limit */
   maxKeepalive: number
@@ -143,6 +159,8 @@ export interface Config {
   /** Global auth settings (used by every listener unless per_listener_settings). */
   auth: AuthConfig
   persistence: PersistenceConfig
+  /** Set when `cluster_redis` is: this node shares routing and the store with other nodes through Redis. */
+  cluster?: ClusterConfig
   limits: LimitsConfig
   /** $SYS publish period in seconds; 0 = off. */
   sysInterval: number

@@ -1,6 +1,8 @@
 import type { ClassicLevel } from 'classic-level'
 import type { PersistenceConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
+import type { PublishJournal } from './journal.js'
+import type { ClusterNode } from '../cluster/node.js'
 
 /** Wraps (does not reinvent) an aedes-persistence instance plus what Midge needs around it. */
 export interface PersistenceBackend {
@@ -17,8 +19,20 @@ export interface PersistenceBackend {
   readonly brokerId?: string
   /** fsync writes that precede an acknowledgement (`persistence_sync true`). */
   readonly sync: boolean
+  /**
+   * The store is shared with other processes (cluster_redis, issue 7): per-process queue accounting (limits.ts)
+   * cannot see what other nodes enqueue and drain, so Durability does not wrap it.
+   */
+  readonly shared?: boolean
+  /** A QoS 1 journal the backend keeps itself (Redis: src/cluster/journal.ts); otherwise LevelDB's, if `db`. */
+  readonly journal?: JournalStore
+  /** The cluster node this store belongs to (cluster_redis, issue 7). */
+  readonly cluster?: ClusterNode
   /** Releases the store (and its lock). Safe to call twice. */
   close (): Promise<void>
 }
+
+/** What Durability needs of a QoS 1 journal (persistence/journal.ts in LevelDB, cluster/journal.ts in Redis). */
+export type JournalStore = Pick<PublishJournal, 'pending' | 'record' | 'complete' | 'remove' | 'flush'>
 
 export type PersistenceFactory = (cfg: PersistenceConfig, log: Logger) => Promise<PersistenceBackend>

@@ -1,0 +1,136 @@
+/**
+ * The QoS 1 journal of a cluster node, in Redis (issue 7; the LevelDB journal is persistence/journal.ts, issue 3).
+ *
+ * aedes writes PUBACK before it stores a QoS 1 message in the offline queues, whatever the store: with
+ * aedes-persistence-redis too, a node killed right after a PUBACK loses a message the publisher was told is safe.
+ * Durability (persistence/durability.ts) journals such a publish before the PUBACK and completes it once aedes has
+ * stored it; this class keeps that journal in Redis, where the other nodes can read it:
+ *
+ *   midge:journal:<brokerId>    hash  seq -> entry            the journal of one running node (one aedes broker id)
+ *   midge:journals              set   "<owner>|<hash key>"    every journal hash and the node that owns it
+ *   midge:alive:<brokerId>      string, expires after LEASE_MS, renewed every RENEW_MS while the node runs
+ *
+ * A journal whose owner's lease has expired (the node was killed or lost Redis for good) is claimed by the first
+ * node that sees it (RENAME is atomic: one node wins) and published again by it, with the original broker id and
+ * counter, so that the offline-queue keys are the same ones (see journal.ts). A message whose queue write had
+ * completed may then be queued twice: QoS 1 is "at least once".
+ */
+import type { Logger } from '../logging/logger.js'
+import type { JournalEntry, JournalPacket } from '../persistence/journal.js'
+import type { RedisClient } from './redis.js'
+
+export const LEASE_MS = 5_000
+const RENEW_MS = 1_000
+const SET_KEY = 'midge:journals'
+
+function encode (p: JournalPacket & { brokerId: string, brokerCounter: number }): Buffer {
+  const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter }))
+  const len = Buffer.alloc(4)
+  len.writeUInt32BE(head.length)
+  return Buffer.concat([len, head, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)])
+}
+
+function decode (key: string, v: Buffer): JournalEntry {
+  const n = v.readUInt32BE(0)
+  const h = JSON.parse(v.subarray(4, 4 + n).toString()) as { t: string, q: 0 | 1 | 2, r: boolean, b: string, c: number }
+  return { key, topic: h.t, qos: h.q, retain: h.r, brokerId: h.b, brokerCounter: h.c, payload: Buffer.from(v.subarray(4 + n)) }
+}
+
+export class RedisJournal {
+  private seq = 0
+  private readonly keys = new WeakMap<object, string>()
+  private readonly inflight = new Set<Promise<unknown>>()
+  private readonly hash: string
+  private renewTimer: NodeJS.Timeout | undefined
+  private claims = 0
+  /** Journal writes done (tests, metrics). */
+  written = 0
+
+  constructor (private readonly redis: RedisClient, private readonly brokerId: string, private readonly log: Logger) {
+    this.hash = `midge:journal:${brokerId}`
+  }
+
+  /** Takes the lease and registers this node's journal; renews the lease until close(). */
+  async start (): Promise<void> {
+    await this.renew()
+    await this.redis.sadd(SET_KEY, `${this.brokerId}|${this.hash}`)
+    this.renewTimer = setInterval(() => { this.renew().catch(() => {}) }, RENEW_MS).unref()
+  }
+
+  private async renew (): Promise<void> {
+    await this.redis.set(`midge:alive:${this.brokerId}`, '1', 'PX', LEASE_MS)
+  }
+
+  /** Entries of journals whose node is gone, claimed by this node (Durability publishes them again). */
+  async pending (): Promise<JournalEntry[]> {
+    const out: JournalEntry[] = []
+    for (const member of await this.redis.smembers(SET_KEY)) {
+      const [owner, key] = member.split('|')
+      if (owner === undefined || key === undefined || owner === this.brokerId) continue
+      if (await this.redis.exists(`midge:alive:${owner}`) === 1) continue
+      const mine = `midge:journal:${this.brokerId}:claim:${++this.claims}`
+      try {
+        await this.redis.rename(key, mine)
+      } catch {
+        // empty (nothing to replay) or claimed by another node first
+        await this.redis.srem(SET_KEY, member)
+        continue
+      }
+      await this.redis.sadd(SET_KEY, `${this.brokerId}|${mine}`)
+      await this.redis.srem(SET_KEY, member)
+      const all = await this.redis.hgetallBuffer(mine)
+      const entries = Object.entries(all).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+      this.log.warn({ node: owner, count: entries.length }, `Node ${owner} is gone (no lease for ${LEASE_MS / 1000} s): replaying ${entries.length} acknowledged QoS 1 message(s) from its journal.`)
+      for (const [field, value] of entries) out.push(decode(`${mine}|${field}`, value))
+      if (entries.length === 0) await this.redis.srem(SET_KEY, `${this.brokerId}|${mine}`)
+    }
+    return out
+  }
+
+  /** Resolves once the entry is in Redis. Its aedes brokerId/brokerCounter are already assigned. */
+  record (packet: JournalPacket & object): Promise<void> {
+    const field = String(++this.seq).padStart(16, '0')
+    this.keys.set(packet, field)
+    const value = encode({ ...packet, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
+    return this.track(this.redis.hset(this.hash, field, value)).then(() => { this.written++ })
+  }
+
+  /** aedes stored the publish: its entry can go. */
+  complete (packet: object): void {
+    const field = this.keys.get(packet)
+    if (field === undefined) return
+    this.keys.delete(packet)
+    this.track(this.redis.hdel(this.hash, field)).catch((err: Error) => this.log.warn({ err: err.message }, 'journal: could not delete a completed entry (it will be published again if this node dies)'))
+  }
+
+  /** A replayed entry (`<claimed hash>|<field>`) is published again: delete it. */
+  remove (key: string): void {
+    const i = key.lastIndexOf('|')
+    const hash = key.slice(0, i)
+    this.track(this.redis.hdel(hash, key.slice(i + 1)).then(async () => {
+      if (await this.redis.exists(hash) === 0) await this.redis.srem(SET_KEY, `${this.brokerId}|${hash}`)
+    })).catch(() => {})
+  }
+
+  /** Waits for every write issued so far. */
+  async flush (): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight])
+  }
+
+  /** Stops renewing the lease; a clean stop leaves an empty journal, which the next sweep of another node drops. */
+  async close (): Promise<void> {
+    if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
+    await this.flush()
+    try {
+      if (await this.redis.hlen(this.hash) === 0) await this.redis.srem(SET_KEY, `${this.brokerId}|${this.hash}`)
+      await this.redis.del(`midge:alive:${this.brokerId}`)
+    } catch { /* Redis gone: the lease expires by itself */ }
+  }
+
+  private track<T> (p: Promise<T>): Promise<T> {
+    this.inflight.add(p)
+    const done = (): void => { this.inflight.delete(p) }
+    p.then(done, done)
+    return p
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * One Midge node of several on one Redis (issue 7). Midge does not invent clustering: it hands aedes the
+ * distributed parts aedes already has, on connections Midge opens (redis.ts):
+ *   - `mq`: mqemitter-redis, so a publish on any node reaches the subscribers of every node (Redis pub/sub), and
+ *     aedes' own `$SYS/<id>/new/clients` message closes a client id's older connection on another node;
+ *   - `persistence`: aedes-persistence-redis, so sessions, offline queues, retained messages and wills are shared;
+ *   - the QoS 1 journal in Redis (journal.ts) and the Redis health gate (health.ts).
+ *
+ * aedes' broker id is `<node_id>-<n>`, n counting this node id's starts (Redis INCR): unique per process, so that a
+ * restarted node never reuses the `packet:<brokerId>:<counter>` keys of messages its previous run queued, and the
+ * wills of the previous run are published by aedes as those of a broker that is gone.
+ */
+import { createRequire } from 'node:module'
+import type { ClusterConfig } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import { BrokerError } from '../errors.js'
+import { connectRedis, redisLabel, type RedisClient } from './redis.js'
+import { RedisJournal, LEASE_MS } from './journal.js'
+import { RedisHealth } from './health.js'
+
+type MqEmitterRedisFactory = (opts: Record<string, unknown>) => MqLike
+export interface MqLike {
+  close (cb: () => void): void
+  state: NodeJS.EventEmitter
+}
+
+const require = createRequire(import.meta.url)
+
+/** aedes heartbeat in cluster mode: a node that stops beating for 3 intervals is gone and its clients' wills fire. */
+export const HEARTBEAT_MS = 2_000
+/** How often a node looks for the journals of nodes that are gone. */
+const SWEEP_MS = 2_000
+
+export class ClusterNode {
+  readonly label: string
+  private sweepTimer: NodeJS.Timeout | undefined
+  private sweeping: Promise<void> | undefined
+
+  private constructor (
+    readonly config: ClusterConfig,
+    readonly brokerId: string,
+    readonly conns: { store: RedisClient, pub: RedisClient, sub: RedisClient },
+    readonly mq: MqLike,
+    readonly journal: RedisJournal,
+    readonly health: RedisHealth,
+    private readonly log: Logger
+  ) {
+    this.label = redisLabel(config)
+  }
+
+  get nodeId (): string { return this.config.nodeId }
+
+  /** Connects to Redis (or throws MIDGE_ERR_REDIS: exit 1), takes a broker id and the journal lease. */
+  static async connect (c: ClusterConfig, log: Logger): Promise<ClusterNode> {
+    const opened: RedisClient[] = []
+    try {
+      const store = await connectRedis(c, 'store')
+      opened.push(store)
+      const pub = await connectRedis(c, 'pub')
+      opened.push(pub)
+      const sub = await connectRedis(c, 'sub')
+      opened.push(sub)
+      const boot = await store.incr(`midge:boots:${c.nodeId}`)
+      const brokerId = `${c.nodeId}-${boot}`
+      const mqFactory = require('mqemitter-redis') as MqEmitterRedisFactory
+      // aedes' own emitter matches `a/#` against `a` (matchEmptyLevels); so must this one
+      const mq = mqFactory({ pubConn: pub, subConn: sub, matchEmptyLevels: true })
+      // without a listener, mqemitter-redis' 'error' would throw; health.ts reports connection trouble
+      mq.state.on('error', () => {})
+      const health = new RedisHealth({ store, pub, sub }, redisLabel(c), log)
+      const journal = new RedisJournal(store, brokerId, log)
+      await journal.start()
+      log.info({ brokerId, redis: redisLabel(c) }, `Cluster node ${c.nodeId} (broker id ${brokerId}) on Redis ${redisLabel(c)}.`)
+      return new ClusterNode(c, brokerId, { store, pub, sub }, withCloseDeadline(mq, pub, sub), journal, health, log)
+    } catch (err) {
+      for (const conn of opened) conn.disconnect()
+      if (err instanceof BrokerError) throw err
+      throw new BrokerError('REDIS', `Error: Redis at ${redisLabel(c)} (cluster_redis, ${c.source}): ${(err as Error).message}.`, { cause: err })
+    }
+  }
+
+  /** aedes-persistence-redis on the store connection. */
+  async createStore (): Promise<unknown> {
+    const { default: redisPersistence } = await import('aedes-persistence-redis')
+    return redisPersistence({ conn: this.conns.store })
+  }
+
+  /**
+   * Every SWEEP_MS, publishes again the journals of nodes gone for LEASE_MS (see journal.ts). `replay` is
+   * Durability's, which also runs once at start-up.
+   */
+  startSweep (replay: () => Promise<void>): void {
+    this.sweepTimer = setInterval(() => {
+      if (this.sweeping !== undefined || !this.health.up) return
+      this.sweeping = replay()
+        .catch((err: Error) => this.log.error({ err: err.message }, 'replaying the journal of a node that is gone failed (retried)'))
+        .finally(() => { this.sweeping = undefined })
+    }, SWEEP_MS).unref()
+    this.log.debug({ leaseMs: LEASE_MS }, 'journal sweep started')
+  }
+
+  /** After aedes closed (which closed `mq`): stop sweeping, release the lease. The store connection is the store's. */
+  async close (): Promise<void> {
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer)
+    await this.sweeping
+    this.health.close()
+    await this.journal.close()
+  }
+}
+
+/** mqemitter-redis' close waits for Redis to answer QUIT: with Redis gone, drop the connections after 1 s. */
+function withCloseDeadline (mq: MqLike, pub: RedisClient, sub: RedisClient): MqLike {
+  const close = mq.close.bind(mq)
+  mq.close = (cb: () => void) => {
+    const t = setTimeout(() => { pub.disconnect(); sub.disconnect() }, 1_000)
+    close(() => { clearTimeout(t); cb() })
+  }
+  return mq
+}

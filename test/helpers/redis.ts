@@ -1,0 +1,104 @@
+/**
+ * A real Redis for cluster tests (issue 7): Debian's `redis-server` on a free loopback port, in a temp dir, with no
+ * persistence files (`--save '' --appendonly no`); `stop()` removes the dir. `stop()` + `start()` again gives a
+ * Redis that went away and came back on the same port (empty, unless `stop({ save: true })` wrote a dump first).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { once } from 'node:events'
+
+export const REDIS_SERVER = '/usr/bin/redis-server'
+
+async function freePort (): Promise<number> {
+  const srv = createServer()
+  srv.listen(0, '127.0.0.1')
+  await once(srv, 'listening')
+  const port = (srv.address() as { port: number }).port
+  await new Promise<void>(resolve => srv.close(() => resolve()))
+  return port
+}
+
+export interface TestRedis {
+  port: number
+  url: string
+  dir: string
+  /** redis-server output so far (all runs). */
+  output (): string
+  /** Starts it (again) on the same port and dir. */
+  start (): Promise<void>
+  /** SIGKILL (`save: true`: SHUTDOWN SAVE, so that the next start has the data). Keeps the dir. */
+  stop (opts?: { save?: boolean }): Promise<void>
+  /** Sends one command (RESP over a socket) and returns the raw reply. */
+  command (...args: string[]): Promise<string>
+  /** Stops it and removes the dir. */
+  close (): Promise<void>
+}
+
+export async function startRedis (): Promise<TestRedis> {
+  const dir = await mkdtemp(join(tmpdir(), 'midge-redis-'))
+  const port = await freePort()
+  let proc: ChildProcess | undefined
+  let out = ''
+
+  const start = async (): Promise<void> => {
+    const p = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', dir, '--dbfilename', 'dump.rdb', '--logfile', ''], { stdio: ['ignore', 'pipe', 'pipe'] })
+    proc = p
+    const from = out.length
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`redis-server did not start:\n${out}`)), 15_000)
+      const onData = (d: Buffer): void => {
+        out += d.toString()
+        if (out.slice(from).includes('Ready to accept connections')) { clearTimeout(t); resolve() }
+      }
+      p.stdout!.on('data', onData)
+      p.stderr!.on('data', onData)
+      p.once('exit', code => { clearTimeout(t); reject(new Error(`redis-server exited (${code}):\n${out}`)) })
+    })
+  }
+
+  const command = async (...args: string[]): Promise<string> => {
+    const { connect } = await import('node:net')
+    const sock = connect(port, '127.0.0.1')
+    await once(sock, 'connect')
+    sock.write(`*${args.length}\r\n${args.map(a => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`)
+    // SHUTDOWN answers by closing the connection
+    const reply = await new Promise<string>((resolve, reject) => {
+      sock.once('data', (d: Buffer) => resolve(d.toString()))
+      sock.once('close', () => resolve(''))
+      sock.once('error', reject)
+    })
+    sock.destroy()
+    return reply
+  }
+
+  const stop = async (opts: { save?: boolean } = {}): Promise<void> => {
+    const p = proc
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return
+    const exited = once(p, 'exit')
+    if (opts.save) {
+      await command('SHUTDOWN', 'SAVE').catch(() => {})
+    } else {
+      p.kill('SIGKILL')
+    }
+    await exited
+  }
+
+  await start()
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    dir,
+    output: () => out,
+    start,
+    stop,
+    command,
+    close: async () => {
+      await stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+}
