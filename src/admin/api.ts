@@ -130,7 +130,7 @@ export class AdminApi {
     if (path === '/api/v1/session') {
       if (method === 'POST') { await this.login(req, res, address, secure); return }
       if (method === 'GET') {
-        const s = this.auth.sessionOf(req)
+        const s = await this.auth.sessionOf(req)
         if (!s) throw new AdminError('UNAUTHENTICATED', 'not logged in')
         sendJson(res, 200, { user: s.user, csrfToken: s.csrf, scope: 'admin' })
         return
@@ -169,13 +169,14 @@ export class AdminApi {
     const password = f.string('password', { required: true, min: 1, max: PASSWORD_MAX })
     f.done()
     if (!this.broker.config.admin.passwordFile) throw new AdminError('UNAUTHENTICATED', 'console login needs admin_password_file in the config')
-    if (!await this.auth.verifyAdmin(username!, password!)) {
+    const hash = await this.auth.verifyAdmin(username!, password!)
+    if (hash === undefined) {
       this.auth.limiter.fail(address)
       this.broker.log.warn({ remoteAddress: address }, 'admin login failed')
       throw new AdminError('UNAUTHENTICATED', 'wrong user name or password')
     }
     this.auth.limiter.succeed(address)
-    const { id, session } = this.auth.createSession(username!)
+    const { id, session } = this.auth.createSession(username!, hash)
     this.broker.log.info({ remoteAddress: address, admin: username }, 'admin logged in')
     sendJson(res, 200, { user: session.user, csrfToken: session.csrf, scope: 'admin' }, { 'set-cookie': sessionCookie(id, secure) })
   }

@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises'
 import { BrokerError } from '../errors.js'
 import type { IncomingMessage } from 'node:http'
 import { parsePasswordFile } from '../auth/password-file.js'
-import { DUMMY_HASH, verifyPassword } from '../auth/password-hash.js'
+import { DUMMY_HASH, verifyPassword, type ParsedHash } from '../auth/password-hash.js'
 import { AdminError } from './errors.js'
 
 export type Scope = 'read' | 'write' | 'admin'
@@ -30,6 +30,8 @@ export interface Principal {
 
 export interface Session {
   user: string
+  /** The admin's stored hash at login: a changed or removed admin entry ends the session at its next request. */
+  hash: Buffer
   csrf: string
   createdAt: number
   lastSeen: number
@@ -151,16 +153,21 @@ export class AdminAuth {
     this.limiter = new FailureLimiter(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_MS, this.now)
   }
 
-  /** Checks the admin credential (constant time; unknown users cost as much as known ones). */
-  async verifyAdmin (username: string, password: string): Promise<boolean> {
-    if (!this.opts.passwordFile) return false
+  /** The admin entry as the file says now (re-read each time: rotating the credential needs no restart). */
+  private async adminHash (username: string): Promise<ParsedHash | undefined> {
+    if (!this.opts.passwordFile) return undefined
     let text: string
     try { text = await readFile(this.opts.passwordFile, 'utf8') } catch {
       throw new AdminError('INTERNAL', 'the admin_password_file cannot be read')
     }
-    const h = parsePasswordFile(text, this.opts.passwordFile).users.get(username)
+    return parsePasswordFile(text, this.opts.passwordFile).users.get(username)
+  }
+
+  /** Checks the admin credential (constant time; unknown users cost as much as known ones); the stored hash if right. */
+  async verifyAdmin (username: string, password: string): Promise<Buffer | undefined> {
+    const h = await this.adminHash(username)
     const ok = await verifyPassword(h ?? DUMMY_HASH, Buffer.from(password, 'utf8'))
-    return ok && h !== undefined
+    return ok && h !== undefined ? h.hash : undefined
   }
 
   async tokens (): Promise<TokenEntry[]> {
@@ -180,11 +187,11 @@ export class AdminAuth {
   }
 
   /** Starts a session after a successful login: returns the cookie value and the CSRF token. */
-  createSession (user: string): { id: string, session: Session } {
+  createSession (user: string, hash: Buffer): { id: string, session: Session } {
     this.prune()
     const id = randomBytes(32).toString('base64url')
     const now = this.now()
-    const session: Session = { user, csrf: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now }
+    const session: Session = { user, hash, csrf: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now }
     if (this.sessions.size >= MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!)
     this.sessions.set(sha256(id).toString('hex'), session)
     return { id, session }
@@ -200,7 +207,7 @@ export class AdminAuth {
     for (const [k, s] of this.sessions) if (now - s.createdAt > SESSION_MAX_MS || now - s.lastSeen > SESSION_IDLE_MS) this.sessions.delete(k)
   }
 
-  sessionOf (req: IncomingMessage): Session | undefined {
+  async sessionOf (req: IncomingMessage): Promise<Session | undefined> {
     const id = cookies(req).get(SESSION_COOKIE)
     if (!id) return undefined
     const key = sha256(id).toString('hex')
@@ -208,6 +215,8 @@ export class AdminAuth {
     if (!s) return undefined
     const now = this.now()
     if (now - s.createdAt > SESSION_MAX_MS || now - s.lastSeen > SESSION_IDLE_MS) { this.sessions.delete(key); return undefined }
+    const h = await this.adminHash(s.user)
+    if (!h || !h.hash.equals(s.hash)) { this.sessions.delete(key); return undefined }
     s.lastSeen = now
     return s
   }
@@ -229,7 +238,7 @@ export class AdminAuth {
       } else if (scheme === 'basic' && value !== '') {
         const decoded = Buffer.from(value, 'base64').toString('utf8')
         const colon = decoded.indexOf(':')
-        if (colon > 0 && await this.verifyAdmin(decoded.slice(0, colon), decoded.slice(colon + 1))) {
+        if (colon > 0 && await this.verifyAdmin(decoded.slice(0, colon), decoded.slice(colon + 1)) !== undefined) {
           this.limiter.succeed(address)
           return { kind: 'basic', name: decoded.slice(0, colon), scope: 'admin' }
         }
@@ -237,7 +246,7 @@ export class AdminAuth {
       this.limiter.fail(address)
       throw new AdminError('UNAUTHENTICATED', 'invalid credentials', undefined, { 'www-authenticate': 'Bearer realm="midge", Basic realm="midge"' })
     }
-    const session = this.sessionOf(req)
+    const session = await this.sessionOf(req)
     if (!session) throw new AdminError('UNAUTHENTICATED', 'not logged in')
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       // the host part only: behind a TLS-terminating proxy the browser's scheme is not the listener's

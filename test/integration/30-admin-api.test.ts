@@ -169,6 +169,13 @@ describe('authentication', () => {
     expect(out.status).toBe(204)
     expect(out.headers.get('set-cookie')).toMatch(/^midge_admin=; .*Max-Age=0/)
     expect((await api(env, 'GET', '/api/v1/stats', { cookie: s.cookie })).status).toBe(401)
+
+    // a new admin password in the file ends existing sessions at their next request, without a restart
+    const s2 = await login(env)
+    expect((await api(env, 'GET', '/api/v1/stats', { cookie: s2.cookie })).status).toBe(200)
+    await writeFile(join(env.dir, 'admin.pw'), `${ADMIN.user}:${hashPassword('rotated-pw')}\n`)
+    expect((await api(env, 'GET', '/api/v1/stats', { cookie: s2.cookie })).json.error.code).toBe('MIDGE_ERR_ADMIN_UNAUTHENTICATED')
+    expect((await api(env, 'GET', '/api/v1/stats', { auth: `Basic ${Buffer.from('root:rotated-pw').toString('base64')}` })).status).toBe(200)
   })
 
   test('state-changing cookie requests need the session CSRF token and the same origin', async ({ onTestFinished }) => {
