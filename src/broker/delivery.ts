@@ -12,12 +12,13 @@
  *
  * 2. Slow consumers. aedes holds the emitter's callback until the subscriber's socket drains, and reads the
  *    publisher's next chunk only when every subscriber of the last one is done: a subscriber that stops reading
- *    stalls its publishers (and so everyone they publish to) until `drainTimeout` closes it. Midge releases the
- *    callback at once and bounds what waits for the socket instead: beyond `max_inflight_messages +
- *    max_queued_messages` messages (or `max_queued_bytes` buffered), messages to that client are dropped, counted
- *    (`stats.droppedSlowConsumer`) and logged once per episode. For a persistent session a dropped QoS 1/2 message
- *    stays in its stored queue and is sent when the client reconnects; `drainTimeout` still closes a client that
- *    reads nothing for 30 s.
+ *    stalls its publishers (and so everyone they publish to) until `drainTimeout` (30 s) closes it. Midge keeps
+ *    that backpressure while the subscriber makes progress, but once none of its writes has completed for
+ *    `stuckAfterMs` (1 s) it releases the publishers and stops holding them for that client until it reads again.
+ *    What waits for its socket is bounded: beyond `max_inflight_messages + max_queued_messages` messages (or
+ *    `max_queued_bytes` buffered), messages to that client are dropped, counted (`stats.droppedSlowConsumer`) and
+ *    logged once per episode. For a persistent session a dropped QoS 1/2 message stays in its stored queue and is
+ *    sent when the client reconnects; `drainTimeout` still closes a client that reads nothing for 30 s.
  *
  * 3. A message the store refused for this client (its queue full, see persistence/limits.ts) is not delivered:
  *    aedes would fail to find it in the store and close the connection.
@@ -44,6 +45,8 @@ export interface DeliveryOptions {
   maxPending: number
   /** Bytes buffered for one client's socket before new messages are dropped; 0 = no limit. */
   maxPendingBytes: number
+  /** A client none of whose writes completed for this long is stuck: publishers stop waiting for it. */
+  stuckAfterMs: number
   stats: PersistenceStats
   accounting?: QueueAccounting
   log: Logger
@@ -58,6 +61,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const orig0 = client.deliver0
   let current: DeliverPacket | undefined
   const seen = new Set<string>()
+  /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
   let pending = 0
   let dropping = false
 
@@ -77,13 +81,36 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     deleteProperty () { return true }
   })
 
-  const released = (): void => {
-    pending--
-    if (dropping && pending === 0) dropping = false
+  // (2) emitter callbacks held for this client (the publishers wait for them), released when written or when stuck
+  const held = new Set<() => void>()
+  let lastProgress = Date.now()
+  let stuck = false
+  let timer: NodeJS.Timeout | undefined
+
+  const releaseAll = (): void => {
+    for (const release of [...held]) release()
+  }
+  const watch = (): void => {
+    if (timer !== undefined) return
+    timer = setTimeout(function check () {
+      timer = undefined
+      if (pending === 0) return
+      const idle = Date.now() - lastProgress
+      if (idle >= opts.stuckAfterMs) {
+        // not one write of this client completed for a while: stop holding the publishers
+        stuck = true
+        releaseAll()
+        return
+      }
+      timer = setTimeout(check, opts.stuckAfterMs - idle)
+      timer.unref()
+    }, opts.stuckAfterMs)
+    timer.unref()
   }
 
   const wrap = (orig: Deliver): Deliver => function deliver (packet, cb) {
-    if (client.closed) { orig(packet, cb); return }
+    // deliverQoS hands a QoS 0 message on to deliver0: already counted by the outer call
+    if (client.closed || current === packet) { orig(packet, cb); return }
     if (packet.qos > 0 && !client.clean && client.id !== null && opts.accounting?.wasRefused(client.id, { brokerId: packet.brokerId ?? undefined, brokerCounter: packet.brokerCounter })) {
       setImmediate(cb)
       return
@@ -100,16 +127,30 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       setImmediate(cb)
       return
     }
+    if (pending === 0) lastProgress = Date.now()
     pending++
+    let release: (() => void) | undefined
+    if (!stuck) {
+      // as aedes: the publisher waits until this client's socket took the message (backpressure) ...
+      release = () => { if (held.delete(release!)) cb() }
+      held.add(release)
+      watch()
+    }
     const prev = current
     current = packet
     try {
-      orig(packet, released)
+      orig(packet, () => {
+        pending--
+        lastProgress = Date.now()
+        stuck = false
+        if (dropping && pending === 0) dropping = false
+        release?.()
+      })
     } finally {
       current = prev
     }
-    // (2) the emitter (and so the publisher) does not wait for this subscriber's socket
-    setImmediate(cb)
+    // ... unless it is stuck: then it does not wait at all
+    if (stuck) setImmediate(cb)
   }
   client.deliverQoS = wrap(origQoS)
   client.deliver0 = wrap(orig0)

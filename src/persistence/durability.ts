@@ -25,6 +25,9 @@ interface AedesPersistenceLike {
   createRetainedStream (pattern: string): AsyncIterable<{ brokerId?: string, brokerCounter?: number }>
   cleanSubscriptions (client: { id: string }): Promise<void>
 }
+/** A subscriber none of whose writes completed for this long no longer holds its publishers (delivery.ts). */
+export const STUCK_AFTER_MS = 1000
+
 interface AedesInternals { id: string, counter: number, clients: Record<string, unknown> }
 
 /** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
@@ -165,6 +168,7 @@ export class Durability {
     installDelivery(client, {
       maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
       maxPendingBytes: l.maxQueuedBytes,
+      stuckAfterMs: STUCK_AFTER_MS,
       stats: this.stats,
       accounting: this.accounting,
       log: this.log
