@@ -309,7 +309,7 @@ function buildUsers (): void {
 function passwordForm (button: HTMLElement, username: string): void {
   const cell = button.parentElement!
   if (cell.querySelector('form')) return
-  const input = h('input', { type: 'password', autocomplete: 'new-password', required: true, 'aria-label': `New password for ${username}`, class: 'new-password' })
+  const input = h('input', { type: 'password', autocomplete: 'new-password', required: true, placeholder: 'new password', 'aria-label': `New password for ${username}`, class: 'new-password' })
   const form = h('form', { class: 'row-form' }, input, h('button', { type: 'submit' }, 'Save'), h('button', { type: 'button', onclick: () => { form.remove() } }, 'Cancel'))
   form.addEventListener('submit', ev => {
     ev.preventDefault()
