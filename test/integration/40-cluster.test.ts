@@ -130,9 +130,11 @@ test('a persistent session that leaves A and comes back on B gets its offline qu
   await s1.endAsync()
   const pub = await connect(a.url(), { clientId: 'pub-q' })
   onTestFinished(() => pub.endAsync(true))
+  // QoS 0 is not queued for an offline session [MQTT-3.1.2-5]; sent first, so that the QoS 2 round trip below
+  // (on the same connection and the same Redis connection of node A) is done after node A routed it
+  await pub.publishAsync('q/zero', 'z', { qos: 0 })
   for (let i = 0; i < 5; i++) await pub.publishAsync('q/one', `o${i}`, { qos: 1 })
   await pub.publishAsync('q/two', 't', { qos: 2 })
-  await pub.publishAsync('q/zero', 'z', { qos: 0 })
   const s2 = await connect(b.url(), { clientId: 'roamer', clean: false })
   onTestFinished(() => s2.endAsync(true))
   expect(s2.sessionPresent).toBe(true)
@@ -273,6 +275,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   await until(watch, got, g => g.length >= 1, 'the first message')
 
   // Redis goes away (keeping its data, as a Redis with persistence would)
+  const watchClosed = once(watch as unknown as EventEmitter, 'close')
   await r2.stop({ save: true })
   await Promise.all([logged(e, /Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/), logged(f, /Redis connection lost/)])
   // a publish now is not acknowledged: the connection closes, MQTT.js keeps the message
@@ -283,8 +286,8 @@ test('Redis lost while running: logged, publishes and connections refused, every
   // a new connection gets CONNACK 3 (server unavailable)
   const refused = await connect(e.url(), { clientId: 'newcomer' }).then(() => 'connected', (err: Error & { code?: number }) => err.code)
   expect(refused).toBe(3)
-  // the subscriber on f learns it too: its connection is closed once the outage lasts (GRACE_MS)
-  await logged(f, /Redis still unreachable: closing 1 client connection\(s\)/)
+  // the subscriber on f learns it too: its connection is closed (at the latest once the outage lasts GRACE_MS)
+  await watchClosed
 
   await r2.start()
   await Promise.all([logged(e, /Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/), logged(f, /Redis connection back/)])
