@@ -71,7 +71,7 @@ export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
   return { cert: forge.pki.certificateToPem(cert), key: k.pem }
 }
 
-function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?: forge.pki.PublicKey): Pem {
+function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?: forge.pki.PublicKey, subject?: forge.pki.CertificateField[]): Pem {
   const caCert = forge.pki.certificateFromPem(ca.cert)
   const caKey = forge.pki.privateKeyFromPem(ca.key)
   const k = publicKey ? undefined : newKey()
@@ -79,7 +79,7 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?
   cert.publicKey = publicKey ?? k!.forgePub
   cert.serialNumber = serial()
   validity(cert, o, 825)
-  cert.setSubject([{ name: 'commonName', value: cn }])
+  cert.setSubject(subject ?? [{ name: 'commonName', value: cn }])
   cert.setIssuer(caCert.subject.attributes)
   cert.setExtensions([
     { name: 'basicConstraints', cA: false },
@@ -92,8 +92,8 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?
 }
 
 /**
- * Signs a client's certificate signing request (PEM) as a client certificate: the CSR's CN is kept (the username
- * under use_identity_as_username), its signature must verify, and the key never leaves the client (as
+ * Signs a client's certificate signing request (PEM) as a client certificate: the CSR's subject is kept (its CN is
+ * the username under use_identity_as_username), its signature must verify, and the key never leaves the client (as
  * test.mosquitto.org's CSR form for port 8884). Only RSA CSRs (node-forge).
  */
 export function signClientCsr (ca: Pem, csrPem: string, o: CertOptions = {}): string {
@@ -107,7 +107,7 @@ export function signClientCsr (ca: Pem, csrPem: string, o: CertOptions = {}): st
   return issue(ca, cn.value, [
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     { name: 'extKeyUsage', clientAuth: true }
-  ], o, csr.publicKey!).cert
+  ], o, csr.publicKey!, csr.subject.attributes).cert
 }
 
 /** A server certificate for these host names and IP addresses (subjectAltName); CN = the first. */

@@ -8,14 +8,15 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { userInfo } from 'node:os'
 import tls from 'node:tls'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
-import { createServerCert } from '../../src/cli/certs.js'
-import { midge, runCmd, spawnMidge, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
+import { createServerCert, signClientCsr } from '../../src/cli/certs.js'
+import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
 
 let certs: TestCerts
 beforeAll(() => { certs = makeTestCerts() })
@@ -342,4 +343,32 @@ test('`midge certs sign` signs a client CSR made with openssl (the key never lea
   await sub.ready
   expect((await runCmd('mosquitto_pub', [...base, '-t', 'csr/1', '-m', 'signed', '-q', '1'])).code).toBe(0)
   expect(lastLine((await sub.done).stdout)).toBe('signed')
+})
+
+test('use_subject_as_username gives the subject as mosquitto 2.0.11 does (RFC 2253: CN=multi,O=Org Ltd,C=GB)', async ({ onTestFinished }) => {
+  const d = join(certs.dir, 'subject')
+  mkdirSync(d)
+  const key = join(d, 'multi.key')
+  expect((await runCmd('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', '/C=GB/O=Org Ltd/CN=multi', '-out', join(d, 'multi.csr')])).code).toBe(0)
+  const crt = join(d, 'multi.crt')
+  writeFileSync(crt, signClientCsr({ cert: readFileSync(certs.ca, 'utf8'), key: readFileSync(join(certs.dir, 'ca.key'), 'utf8') }, readFileSync(join(d, 'multi.csr'), 'utf8')))
+  const acl = join(d, 'acl')
+  writeFileSync(acl, 'user CN=multi,O=Org Ltd,C=GB\ntopic readwrite subj/#\n')
+  const conf = `cafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\nrequire_certificate true\nuse_subject_as_username true\nacl_file ${acl}\n`
+  const b = await startTestBroker(`listener 0 127.0.0.1\n${conf}`)
+  onTestFinished(() => b.close())
+  const port = await freePort()
+  const mconf = join(d, 'mosquitto.conf')
+  writeFileSync(mconf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nlog_dest stderr\n${conf}`)
+  const m = await spawnMosquitto(mconf)
+  onTestFinished(() => m.stop())
+  for (const p of [b.port('tls'), port]) {
+    const base = ['-h', 'localhost', '-p', String(p), '--cafile', certs.ca, '--cert', crt, '--key', key]
+    const sub = mosquittoSub([...base, '-t', '#'])
+    await sub.ready
+    // only subj/ is granted to that username: the first message is dropped, the second delivered
+    expect((await runCmd('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
+    expect((await runCmd('mosquitto_pub', [...base, '-t', 'subj/1', '-m', `via ${p}`, '-q', '1'])).code).toBe(0)
+    expect(lastLine((await sub.done).stdout)).toBe(`via ${p}`)
+  }
 })
