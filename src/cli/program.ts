@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load.js'
 import { runDaemon } from './run.js'
 import { registerSubcommands } from './subcommands.js'
 import { redactAuthOptions } from '../auth/plugin.js'
+import { redactUrl } from '../config/mosquitto-conf.js'
 
 function collectPort (value: string, prev: number[] = []): number[] {
   if (!/^\d+$/.test(value) || Number(value) > 65535) throw new Error(`Invalid port value (${value}).`)
@@ -35,7 +36,8 @@ export function buildProgram (): Command {
     .action((opts: { configFile?: string, port?: number[] }) => {
       const cfg = loadConfig({ configFile: opts.configFile, ports: opts.port })
       for (const w of cfg.warnings) process.stderr.write(`${w}\n`)
-      process.stdout.write(`${JSON.stringify(cfg, redactAuthOptions, 2)}\n`)
+      // a password inside cluster_redis' URL is as secret as cluster_redis_password (issue 7)
+      process.stdout.write(`${JSON.stringify(cfg, (k, v: unknown) => k === 'redisUrl' && typeof v === 'string' ? redactUrl(v) : redactAuthOptions(k, v), 2)}\n`)
       process.stdout.write('Configuration OK\n')
     })
 

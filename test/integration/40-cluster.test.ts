@@ -257,6 +257,33 @@ test('bad cluster options are config errors (exit 3) naming file:line', async ()
   }
 })
 
+test('midge check prints the cluster settings without the Redis password', async () => {
+  const path = await writeConf(dir, 'listener 0 127.0.0.1\ncluster_redis redis://u:hunter2@h:1/0\ncluster_redis_password hunter3\nnode_id n1\n', 'secret.conf')
+  const r = await runMidge(['check', '-c', path], dir)
+  expect(r.code).toBe(0)
+  expect(r.output).toContain('"redisUrl": "redis://u:[redacted]@h:1/0"')
+  expect(r.output).toContain('"redisPassword": "[redacted]"')
+  expect(r.output).toContain('"nodeId": "n1"')
+  expect(r.output).not.toMatch(/hunter/)
+})
+
+test('docker/compose.cluster.yaml is valid: Redis, two Midge nodes, HAProxy; the nodes\' config checks', async () => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const { fileURLToPath } = await import('node:url')
+  const docker = fileURLToPath(new URL('../../docker/', import.meta.url))
+  const run = promisify(execFile)
+  const services = (await run('docker-compose', ['-f', 'compose.cluster.yaml', 'config', '--services'], { cwd: docker })).stdout
+  expect(services.trim().split('\n').sort()).toEqual(['haproxy', 'midge-1', 'midge-2', 'redis'])
+  const full = (await run('docker-compose', ['-f', 'compose.cluster.yaml', 'config'], { cwd: docker })).stdout
+  expect(full).toMatch(/image: redis:7\.2/)
+  expect(full).toMatch(/image: haproxy:2\.8/)
+  expect(full).toMatch(/hostname: midge-2/)
+  const r = await runMidge(['check', '-c', `${docker}cluster/midge.conf`], dir)
+  expect(r.code).toBe(0)
+  expect(r.output).toContain('"redisUrl": "redis://redis:6379/0"')
+})
+
 test('Redis lost while running: logged, publishes and connections refused, everything resumes when it is back', async ({ onTestFinished }) => {
   const r2 = await startRedis()
   onTestFinished(() => r2.close())
