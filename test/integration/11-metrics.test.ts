@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
-import type { Socket } from 'node:net'
+import net, { type Socket } from 'node:net'
 import mqtt from 'mqtt'
 import WebSocket from 'ws'
 import mqttPacket from 'mqtt-packet'
@@ -197,10 +197,13 @@ test.concurrent('protocol http: an HTTP-only listener serves /metrics and /healt
   expect(m.get('midge_listener_connections{listener="http:0"}')).toBe(0)
   expect(await (await fetch(`${http}/healthz`)).json()).toEqual({ status: 'ok' })
   // an MQTT client gets an HTTP error and the connection closes
-  const raw = await RawClient.connect(b.broker.bound[1]!.address.port)
-  raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'lost', keepalive: 60 })
-  await raw.closed
-  expect(Buffer.concat(raw.received).toString('latin1')).toMatch(/^HTTP\/1\.1 400 Bad Request/)
+  const sock = net.connect(b.broker.bound[1]!.address.port, '127.0.0.1')
+  await once(sock, 'connect')
+  const answer: Buffer[] = []
+  sock.on('data', (d: Buffer) => answer.push(d))
+  sock.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'lost', keepalive: 60 }))
+  await once(sock, 'close')
+  expect(Buffer.concat(answer).toString('latin1')).toMatch(/^HTTP\/1\.1 400 Bad Request/)
   const ws = new WebSocket(`${http.replace('http', 'ws')}/mqtt`, 'mqtt')
   const [err] = await once(ws, 'error') as [Error]
   expect(err.message).toBe('Unexpected server response: 404')
