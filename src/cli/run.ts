@@ -42,7 +42,7 @@ export async function runDaemon (opts: LoadOptions): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => {
-    log.info('SIGHUP received, reloading password and ACL files.')
+    log.info('SIGHUP received, reloading password and ACL files, auth plugins and TLS certificates.')
     broker.reload().catch((err: Error) => log.error({ err: err.message }, 'reload failed'))
   })
 }
