@@ -108,7 +108,9 @@ export async function startBroker (name: BrokerName, opts: BrokerOptions): Promi
     const conf = join(dir, 'bench.conf')
     // as root, mosquitto would switch to the `mosquitto` user and lose access to the temp dir; Midge ignores `user`
     const asRoot = name === 'mosquitto' && process.getuid?.() === 0 ? 'user root\n' : ''
-    writeFileSync(conf, asRoot + confText(ports, opts, dataDir))
+    // MIDGE_BENCH_EXTRA_CONF: lines added to Midge's config only (experiments: "sys_interval 0", ...)
+    const extra = name === 'midge' && process.env.MIDGE_BENCH_EXTRA_CONF ? process.env.MIDGE_BENCH_EXTRA_CONF.replace(/\\n/g, '\n') + '\n' : ''
+    writeFileSync(conf, asRoot + extra + confText(ports, opts, dataDir))
     if (name === 'midge') {
       cmd = process.execPath
       args = [...(process.env.MIDGE_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []), MIDGE_MAIN, '-c', conf]
@@ -134,7 +136,7 @@ export async function startBroker (name: BrokerName, opts: BrokerOptions): Promi
     child.kill('SIGKILL')
     await exitedP
     rmSync(dir, { recursive: true, force: true })
-    throw new Error(`${name}: ${(err as Error).message}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`)
+    throw new Error(`${name}: ${(err as Error).message}: ${lastLines(stderr)}`)
   }
   const startMs = Number(process.hrtime.bigint() - t0) / 1e6
   return {
@@ -154,6 +156,13 @@ export async function startBroker (name: BrokerName, opts: BrokerOptions): Promi
       rmSync(dir, { recursive: true, force: true })
     }
   }
+}
+
+/** The first error line of a broker's stderr and the lines after it (or its last lines), for one-line reports. */
+export function lastLines (s: string, n = 3): string {
+  const lines = s.trim().split('\n').filter(l => l.trim() !== '')
+  const err = lines.findIndex(l => /RangeError|Error:|FATAL/.test(l))
+  return (err >= 0 ? lines.slice(err, err + n) : lines.slice(-n)).join(' | ').slice(0, 400)
 }
 
 /** User + system CPU time of a process, in ms. */

@@ -9,8 +9,8 @@ import { parseArgs } from 'node:util'
 import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir, cpus, loadavg, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, MIDGE_MAIN, type BrokerName } from './brokers.js'
-import { allScenarios, FULL, QUICK, lastLines, type Measurement, type Scenario, type Timing } from './scenarios.js'
+import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, lastLines, MIDGE_MAIN, type BrokerName } from './brokers.js'
+import { allScenarios, FULL, QUICK, type Measurement, type Scenario, type Timing } from './scenarios.js'
 
 interface RunRecord {
   broker: BrokerName

@@ -5,7 +5,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { cpuMsOf, rssKiBOf, type RunningBroker, type BrokerOptions } from './brokers.js'
+import { cpuMsOf, rssKiBOf, lastLines, type RunningBroker, type BrokerOptions } from './brokers.js'
 import type { ToWorker, FromWorker, GroupSpec, TransportSpec, Collected } from './protocol.js'
 
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'worker.js')
@@ -14,12 +14,14 @@ export interface Timing {
   warmMs: number
   measureMs: number
   latencyMs: number
+  /** Latency runs warm up longer: the first seconds after start-up (JIT, first $SYS round) are not steady state. */
+  latencyWarmMs: number
   idleConnections: number
   retained: number
 }
 
-export const FULL: Timing = { warmMs: 1000, measureMs: 4000, latencyMs: 5000, idleConnections: 10_000, retained: 10_000 }
-export const QUICK: Timing = { warmMs: 500, measureMs: 1500, latencyMs: 2000, idleConnections: 2000, retained: 2000 }
+export const FULL: Timing = { warmMs: 1000, measureMs: 4000, latencyMs: 5000, latencyWarmMs: 2000, idleConnections: 10_000, retained: 10_000 }
+export const QUICK: Timing = { warmMs: 500, measureMs: 1500, latencyMs: 2000, latencyWarmMs: 1000, idleConnections: 2000, retained: 2000 }
 
 export interface Measurement {
   /** The primary metric. */
@@ -97,12 +99,6 @@ function assertAlive (ctx: ScenarioContext): void {
   if (e) throw new Error(`broker died (code ${e.code ?? '-'}, signal ${e.signal ?? '-'}): ${lastLines(ctx.broker.stderrTail())}`)
 }
 
-export function lastLines (s: string, n = 3): string {
-  const lines = s.trim().split('\n').filter(l => l.trim() !== '')
-  const err = lines.findIndex(l => /RangeError|Error:|FATAL/.test(l))
-  return (err >= 0 ? lines.slice(err, err + n) : lines.slice(-n)).join(' | ').slice(0, 400)
-}
-
 interface LoadPlan {
   transport: TransportSpec['kind']
   subs: GroupSpec[]
@@ -112,7 +108,7 @@ interface LoadPlan {
 }
 
 /** Subscribers in one worker (or more), publishers in another; returns totals over the measured window. */
-async function runLoad (ctx: ScenarioContext, plan: LoadPlan, measureMs: number): Promise<{ subs: Collected[], pubs: Collected[], brokerCpuPct: number, genCpuPct: number, seconds: number }> {
+async function runLoad (ctx: ScenarioContext, plan: LoadPlan, measureMs: number, warmMs = ctx.timing.warmMs): Promise<{ subs: Collected[], pubs: Collected[], brokerCpuPct: number, genCpuPct: number, seconds: number }> {
   const t = transportOf(ctx, plan.transport)
   const subWorkers = Array.from({ length: plan.subWorkers ?? 1 }, () => new Worker())
   const pubWorker = new Worker()
@@ -123,7 +119,7 @@ async function runLoad (ctx: ScenarioContext, plan: LoadPlan, measureMs: number)
     await pubWorker.request({ cmd: 'setup', transport: t, connectConcurrency: 100, groups: plan.pubs })
     assertAlive(ctx)
     await Promise.all(all.map(w => w.request({ cmd: 'start' })))
-    await sleep(ctx.timing.warmMs)
+    await sleep(warmMs)
     assertAlive(ctx)
     const cpu0 = cpuMsOf(ctx.broker.pid)
     const t0 = process.hrtime.bigint()
@@ -207,7 +203,7 @@ function latency (qos: 0 | 1, rate: number): Scenario {
         transport: 'tcp',
         subs: [sub('bench/lat', qos, 1, { latency: true })],
         pubs: [pubs(1, qos, { topic: 'bench/lat', mode: 'rate', rate })]
-      }, ctx.timing.latencyMs)
+      }, ctx.timing.latencyMs, ctx.timing.latencyWarmMs)
       const lat = (r.subs[0]!.latenciesUs ?? []).sort((a, b) => a - b)
       const q = (p: number): number => lat.length === 0 ? NaN : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! / 1000
       return {
