@@ -126,7 +126,11 @@ export class Broker {
       attachCluster(cluster, this.aedes, () => this.durability.replay(this.aedes, journal), log)
     }
     wireStats(this.aedes, this.stats, c => this.contexts.get(c.conn as Duplex)?.listener.id)
-    this.sys = new SysPublisher({ aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval })
+    this.sys = new SysPublisher({
+      aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval,
+      // every node publishes its own tree: retained $SYS/broker/... values of several nodes would overwrite each other
+      ...(cluster ? { prefix: `$SYS/nodes/${cluster.nodeId}/` } : {})
+    })
     this.sys.start()
     registerObservabilityRoutes(this.router, {
       metrics: createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }),

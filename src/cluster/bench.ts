@@ -80,6 +80,7 @@ class Worker {
   }
 }
 
+interface Result { msgPerSec: number, cpuPct: number, usPerMsg: number, lost: number }
 interface Scenario { name: string, subs: GroupSpec[], pubs: GroupSpec[] }
 
 const sub = (filter: string, qos: 0 | 1, count: number, prefix: string): GroupSpec => ({ kind: 'sub', count, idPrefix: prefix, clean: true, filter, qos })
@@ -96,7 +97,7 @@ function share (groups: GroupSpec[], k: number, n: number): GroupSpec[] {
   return groups.map(g => ({ ...g, count: Math.floor(g.count / n) + (k < g.count % n ? 1 : 0), idPrefix: `${g.idPrefix}n${k}-` })).filter(g => g.count > 0)
 }
 
-async function measure (s: Scenario, ports: number[], pids: number[]): Promise<{ msgPerSec: number, cpuPct: number, lost: number }> {
+async function measure (s: Scenario, ports: number[], pids: number[]): Promise<Result> {
   const subW = ports.map(() => new Worker())
   const pubW = ports.map(() => new Worker())
   try {
@@ -117,7 +118,7 @@ async function measure (s: Scenario, ports: number[], pids: number[]): Promise<{
     await Promise.all(all.map(w => w.request({ cmd: 'stopPublishing' })))
     const received = got.reduce((sum, g) => sum + g.data.received, 0)
     const lost = [...got, ...pubGot].reduce((sum, g) => sum + g.data.lost, 0)
-    return { msgPerSec: received / seconds, cpuPct: cpu / (seconds * 10), lost }
+    return { msgPerSec: received / seconds, cpuPct: cpu / (seconds * 10), usPerMsg: received > 0 ? cpu * 1000 / received : NaN, lost }
   } finally {
     await Promise.all([...subW, ...pubW].map(w => w.close()))
   }
@@ -128,7 +129,7 @@ const median = (v: number[]): number => { const s = [...v].sort((a, b) => a - b)
 async function main (): Promise<void> {
   process.stdout.write(`cluster bench: ${RUNS} run(s) x ${MEASURE_MS} ms; node ${process.version}; ${cpus().length} CPU(s) ${cpus()[0]?.model ?? ''}; load ${loadavg().map(x => x.toFixed(2)).join(' ')}\n`)
   const setups = ['1 node', '1 node + Redis', '2 nodes + Redis'] as const
-  const rows: Record<string, Record<string, Array<{ msgPerSec: number, cpuPct: number, lost: number }>>> = {}
+  const rows: Record<string, Record<string, Result[]>> = {}
   for (let run = 0; run < RUNS; run++) {
     for (const setup of setups) {
       const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-bench-'))
@@ -150,7 +151,7 @@ async function main (): Promise<void> {
         for (const s of SCENARIOS) {
           const m = await measure(s, ports, procs.map(p => p.pid))
           ;((rows[s.name] ??= {})[setup] ??= []).push(m)
-          process.stderr.write(`  run ${run + 1} ${s.name} ${setup}: ${Math.round(m.msgPerSec)} msg/s, cpu ${m.cpuPct.toFixed(0)}%${m.lost ? `, ${m.lost} connection(s) lost` : ''}\n`)
+          process.stderr.write(`  run ${run + 1} ${s.name} ${setup}: ${Math.round(m.msgPerSec)} msg/s, cpu ${m.cpuPct.toFixed(0)}%, ${m.usPerMsg.toFixed(1)} us/msg${m.lost ? `, ${m.lost} connection(s) lost` : ''}\n`)
         }
       } finally {
         for (const p of procs.reverse()) await p.stop()
@@ -158,11 +159,11 @@ async function main (): Promise<void> {
       }
     }
   }
-  process.stdout.write('\nscenario   setup               msg/s (median)   broker+redis cpu% (median)\n')
+  process.stdout.write('\n(medians; cpu% = all Midge nodes + redis-server, % of one core; us/msg = their CPU time per delivered message)\nscenario   setup               msg/s      cpu%   us/msg\n')
   for (const [name, bySetup] of Object.entries(rows)) {
     for (const setup of setups) {
       const r = bySetup[setup] ?? []
-      process.stdout.write(`${name.padEnd(10)} ${setup.padEnd(18)} ${String(Math.round(median(r.map(x => x.msgPerSec)))).padStart(14)}   ${median(r.map(x => x.cpuPct)).toFixed(0).padStart(10)}\n`)
+      process.stdout.write(`${name.padEnd(10)} ${setup.padEnd(18)} ${String(Math.round(median(r.map(x => x.msgPerSec)))).padStart(9)}  ${median(r.map(x => x.cpuPct)).toFixed(0).padStart(5)}  ${median(r.map(x => x.usPerMsg)).toFixed(1).padStart(7)}\n`)
     }
   }
 }

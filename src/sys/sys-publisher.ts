@@ -67,6 +67,8 @@ export interface SysPublisherDeps {
   stats: BrokerStats
   log: Logger
   intervalSeconds: number
+  /** Where the tree goes instead of `$SYS/broker/`: a cluster node's own `$SYS/nodes/<node_id>/` (issue 7). */
+  prefix?: string
 }
 
 export class SysPublisher {
@@ -115,7 +117,7 @@ export class SysPublisher {
       this.last.set(suffix, value)
       pending.push(new Promise<void>(resolve => {
         aedes.publish({
-          cmd: 'publish', topic: SYS_PREFIX + suffix, payload: Buffer.from(value), qos: 2, retain: true, dup: false
+          cmd: 'publish', topic: (this.deps.prefix ?? SYS_PREFIX) + suffix, payload: Buffer.from(value), qos: 2, retain: true, dup: false
         } as Parameters<Aedes['publish']>[0], () => resolve())
       }))
     }

@@ -9,11 +9,11 @@ import { tempDir } from '../helpers/start-broker.js'
 import { spawnMidge, runMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
 
-const conf = (redisUrl: string, node: string): string => `listener 0 127.0.0.1
+const conf = (redisUrl: string, node: string, sysInterval = 0): string => `listener 0 127.0.0.1
 allow_anonymous true
 cluster_redis ${redisUrl}
 node_id ${node}
-sys_interval 0
+sys_interval ${sysInterval}
 `
 
 interface Got { topic: string, payload: string, qos: number, retain: boolean }
@@ -63,14 +63,14 @@ let removeDir: () => Promise<void>
 let a: MidgeProcess
 let b: MidgeProcess
 
-async function node (r: TestRedis, id: string): Promise<MidgeProcess> {
-  return spawnMidge(await writeConf(dir, conf(r.url, id), `${id}.conf`), dir)
+async function node (r: TestRedis, id: string, sysInterval = 0): Promise<MidgeProcess> {
+  return spawnMidge(await writeConf(dir, conf(r.url, id, sysInterval), `${id}.conf`), dir)
 }
 
 beforeAll(async () => {
   redis = await startRedis()
   ;({ dir, remove: removeDir } = await tempDir('midge-cluster-'))
-  ;[a, b] = await Promise.all([node(redis, 'a'), node(redis, 'b')])
+  ;[a, b] = await Promise.all([node(redis, 'a', 1), node(redis, 'b', 1)])
 }, 30_000)
 
 afterAll(async () => {
@@ -82,6 +82,17 @@ afterAll(async () => {
 test('each node logs its node id and takes a broker id <node_id>-<n> from Redis', () => {
   expect(a.output()).toMatch(/"nodeId":"a".*Cluster node a \(broker id a-1\) on Redis redis:\/\/127\.0\.0\.1:\d+\/0\./)
   expect(b.output()).toMatch(/Cluster node b \(broker id b-1\)/)
+})
+
+test('each node publishes its own $SYS tree under $SYS/nodes/<node_id>/, seen from every node', async ({ onTestFinished }) => {
+  const c = await connect(b.url(), { clientId: 'sys-reader' })
+  onTestFinished(() => c.endAsync(true))
+  const got = collect(c)
+  await c.subscribeAsync('$SYS/nodes/+/version', { qos: 0 })
+  await until(c, got, g => new Set(g.map(x => x.topic)).size >= 2, 'both nodes\' version')
+  const version = got.find(g => g.topic === '$SYS/nodes/a/version')?.payload
+  expect(version).toMatch(/^midge version \S+$/)
+  expect([...new Set(got.map(g => `${g.topic} ${g.payload}`))].sort()).toEqual([`$SYS/nodes/a/version ${version}`, `$SYS/nodes/b/version ${version}`])
 })
 
 test('a client on node A receives what a client on node B publishes, at QoS 0, 1 and 2', async ({ onTestFinished }) => {
