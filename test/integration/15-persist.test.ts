@@ -111,11 +111,11 @@ async function checkRestored (m: MidgeProcess): Promise<void> {
   }
 }
 
-for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
-  test(`QoS 1/2 messages queued for an offline session, retained messages and subscriptions survive ${signal}`, async ({ onTestFinished }) => {
+for (const [signal, sync] of [['SIGKILL', false], ['SIGTERM', false], ['SIGKILL', true]] as const) {
+  test(`QoS 1/2 messages queued for an offline session, retained messages and subscriptions survive ${signal}${sync ? ' (persistence_sync true)' : ''}`, async ({ onTestFinished }) => {
     const { dir, remove } = await tempDir('midge-persist-')
     onTestFinished(remove)
-    const conf = await writeConf(dir, CONF)
+    const conf = await writeConf(dir, CONF + (sync ? 'persistence_sync true\n' : ''))
     const first = await spawnMidge(conf, dir)
     onTestFinished(async () => { await first.kill('SIGKILL') })
     await fillWhileOffline(first)
