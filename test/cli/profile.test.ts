@@ -62,4 +62,4 @@ test('the README\'s commands make the certificates and start the profile; TLS, p
   expect(await (await fetch(`http://127.0.0.1:${port(8080)}/healthz`)).json()).toEqual({ status: 'ok' })
   const stopped = await m.kill('SIGTERM')
   expect(stopped.code).toBe(0)
-})
+}, 60_000) // four processes make RSA keys: slow on a loaded machine
