@@ -287,6 +287,9 @@ export function allScenarios (): Scenario[] {
   return [
     ...counts.map(n => fanIn(0, n)),
     ...counts.map(n => fanIn(1, n)),
+    // the crash case: publishers write as fast as TCP lets them (as MQTT.js does), no pacing
+    throughput('flood-q0-p20', "QoS 0 flood: 20 publishers writing as fast as TCP allows -> one 'bench/in/#' subscriber",
+      () => ({ transport: 'tcp', subs: [sub('bench/in/#', 0)], pubs: [pubs(20, 0, { mode: 'flood' })] })),
     fanOut(0, 100),
     fanOut(0, 500),
     fanOut(1, 100),
