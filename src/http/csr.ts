@@ -49,7 +49,8 @@ export class CsrSigner {
         return readFileSync(path, 'utf8')
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
-        throw new BrokerError('TLS', `Error: unable to load ${what} "${path}" (${cfg.source}): ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}.`, { cause: err })
+        const reason = code === 'ENOENT' ? 'no such file (make a CA with "midge certs ca --dir DIR")' : code ?? (err as Error).message
+        throw new BrokerError('TLS', `Error: unable to load ${what} "${path}" (${cfg.source}): ${reason}.`, { cause: err })
       }
     }
     const ca = read(cfg.cafile, 'http_csr_cafile')
