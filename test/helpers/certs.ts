@@ -28,14 +28,18 @@ export function makeTestCerts (): TestCerts {
   const caFiles = writePem(dir, 'ca', ca)
   const day = 86_400_000
   const otherCa = createCa('Other CA')
+  // four RSA keys in all (key generation dominates on a loaded 2-core machine): the expired server certificate
+  // reuses the server key, bob and mallory reuse alice's; every certificate is still distinct
+  const server = createServerCert(ca, ['localhost', '127.0.0.1'])
+  const alice = createClientCert(ca, 'alice')
   return {
     dir,
     ca: caFiles.cert,
-    server: writePem(dir, 'server', createServerCert(ca, ['localhost', '127.0.0.1'])),
-    expired: writePem(dir, 'expired', createServerCert(ca, ['localhost', '127.0.0.1'], { notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) })),
-    alice: writePem(dir, 'alice', createClientCert(ca, 'alice')),
-    bob: writePem(dir, 'bob', createClientCert(ca, 'bob')),
-    rogue: writePem(dir, 'rogue', createClientCert(otherCa, 'mallory')),
+    server: writePem(dir, 'server', server),
+    expired: writePem(dir, 'expired', createServerCert(ca, ['localhost', '127.0.0.1'], { key: server.key, notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) })),
+    alice: writePem(dir, 'alice', alice),
+    bob: writePem(dir, 'bob', createClientCert(ca, 'bob', { key: alice.key })),
+    rogue: writePem(dir, 'rogue', createClientCert(otherCa, 'mallory', { key: alice.key })),
     remove: () => rmSync(dir, { recursive: true, force: true })
   }
 }

@@ -19,7 +19,7 @@ import { createServerCert, signClientCsr } from '../../src/cli/certs.js'
 import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
 
 let certs: TestCerts
-beforeAll(() => { certs = makeTestCerts() })
+beforeAll(() => { certs = makeTestCerts() }, 60_000) // RSA key generation: slow on a loaded machine
 afterAll(() => certs.remove())
 
 const tlsConf = (extra = '') => `listener 0 127.0.0.1\ncafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n${extra}`
