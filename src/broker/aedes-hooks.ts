@@ -8,9 +8,10 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
+import { topicMatches } from './topic-match.js'
 import { checkConnect, screenWill } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
-import { topicTooLong, type SubscriptionCounter } from './limits.js'
+import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
 
 /** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
 export const DROP_TOPIC = '$MIDGE/dropped'
@@ -51,7 +52,7 @@ export interface Hooks {
   authenticate: (client: Client, username: Readonly<string | undefined>, password: Readonly<Buffer | undefined>, cb: (err: AuthError | null, ok: boolean | null) => void) => void
   authorizePublish: (client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void) => void
   authorizeSubscribe: (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
-  authorizeForward?: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+  authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
 }
 
 export function createHooks (deps: HookDeps): Hooks {
@@ -80,6 +81,8 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(new Error(`will topic exceeds max_topic_length ${limits.maxTopicLength}`), false)
         return
       }
+      const badWill = packet.will ? badWillTopic(packet.will.topic) : undefined
+      if (badWill !== undefined) { cb(new Error(badWill), false); return }
       clientInfo.set(client, {
         ctx,
         username: packet.username,
@@ -131,6 +134,7 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(new Error(`topic exceeds max_topic_length ${limits.maxTopicLength}`))
         return
       }
+      if (hasNul(packet.topic)) { cb(new Error('U+0000 in topic')); return }
       if (limits.messageSizeLimit > 0 && packet.payload.length > limits.messageSizeLimit) {
         cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
         return
@@ -162,6 +166,7 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))
         return
       }
+      if (hasNul(sub.topic)) { cb(new Error('U+0000 in topic filter')); return }
       const info = clientInfo.get(client)
       if (!info) { cb(null, sub); return }
       // deny_bare_wildcard_subscription (Midge extension, issue 5): test.mosquitto.org refuses `#` to anonymous clients
@@ -183,15 +188,38 @@ export function createHooks (deps: HookDeps): Hooks {
         }
         cb(null, ok ? sub : null)
       }, (err: Error) => cb(err))
-    }
+    },
+
+    authorizeForward: (_c, p) => p
   }
 
-  if (auth.checksReceive) {
-    hooks.authorizeForward = (client, packet) => {
+  const checkRead = auth.checksReceive
+  hooks.authorizeForward = (client, packet) => {
+    if (checkRead) {
       const info = clientInfo.get(client)
-      if (!info) return packet
-      return auth.authorizeReceive(info.ctx.listener, { clientId: client.id, username: info.username, topic: packet.topic }) ? packet : null
+      if (info && !auth.authorizeReceive(info.ctx.listener, { clientId: client.id, username: info.username, topic: packet.topic })) return null
     }
+    if (packet.qos > 0) clampQos(client, packet)
+    return packet
   }
   return hooks
+}
+
+/**
+ * [MQTT-3.8.4-6] / [MQTT-3.3.5-1]: deliver at min(publish QoS, highest QoS among the client's matching subscriptions).
+ * aedes 1.2.0 only downgrades when a subscription's filter equals the topic exactly, so a QoS 2 publish reached a
+ * QoS 1 `w/+` subscriber at QoS 2 (test: 02-subpub "wildcard subscription QoS caps delivery QoS").
+ * The packet here is a fresh copy per delivery, so changing its qos is safe.
+ */
+function clampQos (client: Client, packet: AedesPublishPacket): void {
+  const subs = (client as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
+  let max = -1
+  for (const filter in subs) {
+    const q = subs[filter]!.qos
+    if (q > max && topicMatches(filter, packet.topic)) {
+      max = q
+      if (max >= packet.qos) return
+    }
+  }
+  if (max >= 0 && max < packet.qos) packet.qos = max as 0 | 1 | 2
 }

@@ -163,3 +163,20 @@ export function capReadBatch (stream: { read: (size?: number) => unknown }, maxP
     return buf
   }
 }
+
+/**
+ * Why a will topic is not a valid topic name, or undefined if it is: empty, a wildcard, or U+0000
+ * ([MQTT-1.5.3-2], [MQTT-3.3.2-2]). aedes stores and later publishes such a will unchecked (a retained message on
+ * `a/+b` came out of the fuzz test); mosquitto 2.0.11 closes the connection without CONNACK, and so does Midge.
+ */
+export function badWillTopic (topic: string): string | undefined {
+  if (topic.length === 0) return 'empty will topic'
+  if (topic.includes('+') || topic.includes('#')) return 'wildcard in will topic'
+  if (topic.includes('\u0000')) return 'U+0000 in will topic'
+  return undefined
+}
+
+/** [MQTT-1.5.3-2] a UTF-8 string in MQTT must not contain U+0000: mosquitto 2.0.11 closes the connection. */
+export function hasNul (topic: string): boolean {
+  return topic.includes('\u0000')
+}

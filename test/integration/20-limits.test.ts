@@ -366,3 +366,51 @@ test('a filter refused by max_subscriptions_per_client is not restored with a pe
   for (let i = 0; i < 2; i++) topics.push((await again.next('publish') as unknown as { topic: string }).topic)
   expect(topics).toEqual(['z/1', 'z/2'])
 })
+
+// ------------------------------------------------------------------------------------ invalid topic names
+
+test('a will topic with a wildcard or U+0000, or empty, closes the connection without CONNACK, as mosquitto 2.0.11 does', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  // mqtt-packet refuses to generate these: CONNECT with will flag, will topic T, will message 'x'
+  const connectWithWill = (topic: Buffer) => {
+    const body = Buffer.concat([
+      Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x06, 0, 60]), // MQTT v4, clean session + will flag, keepalive 60
+      Buffer.from([0, 1, 0x77]), // client id 'w'
+      Buffer.from([0, topic.length]), topic,
+      Buffer.from([0, 1, 0x78])
+    ])
+    return Buffer.concat([Buffer.from([0x10, body.length]), body])
+  }
+  for (const topic of ['fz/+b', 'fz/#', 'a\u0000b', '']) {
+    const c = await RawClient.connect(b.port())
+    c.write(connectWithWill(Buffer.from(topic)))
+    expect(await bytesUntilClose(c), JSON.stringify(topic)).toEqual(Buffer.alloc(0))
+  }
+  const ok = await RawClient.connect(b.port())
+  onTestFinished(() => ok.end())
+  ok.write(connectWithWill(Buffer.from('fz/b')))
+  expect(connackCode(await ok.next('connack'))).toBe(0)
+})
+
+test('U+0000 in a PUBLISH topic or SUBSCRIBE filter closes the connection, nothing is routed [MQTT-1.5.3-2]', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const sub = await RawClient.connect(b.port())
+  onTestFinished(() => sub.end())
+  await sub.connectMqtt({ clientId: 'nul-sub' })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/#', qos: 1 }] })
+  await sub.next('suback')
+  const pub = await RawClient.connect(b.port())
+  await pub.connectMqtt({ clientId: 'nul-pub' })
+  pub.send({ cmd: 'publish', topic: 'a/\u0000', payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false })
+  await pub.closed
+  expect(pub.packets.filter(p => p.cmd === 'puback')).toEqual([])
+  const s2 = await RawClient.connect(b.port())
+  await s2.connectMqtt({ clientId: 'nul-sub2' })
+  s2.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/\u0000/#', qos: 0 }] })
+  await s2.closed
+  expect(s2.packets.filter(p => p.cmd === 'suback')).toEqual([])
+  await sub.ping()
+  expect(sub.packets.filter(p => p.cmd === 'publish')).toEqual([])
+})
