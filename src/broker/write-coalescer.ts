@@ -30,7 +30,7 @@ export function coalesceWrites (stream: Duplex): void {
     // WebSocket frame each. One frame may carry several MQTT packets [MQTT-6.0.0-2]: send the turn's packets as one.
     s._writev = function writevAsOne (chunks, cb) {
       const bufs = chunks.map(c => typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk)
-      s._write(bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs), 'buffer', cb)
+      s._write(bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs), 'buffer' as BufferEncoding, cb)
     }
   }
   let corked = false
