@@ -236,6 +236,7 @@ test('max_connection_rate: connections beyond N per second from one address are 
   onTestFinished(() => b.close())
   // the limit counts per wall-clock second: start the burst at the beginning of one so all 20 attempts land in it
   await new Promise(resolve => setTimeout(resolve, 1000 - (Date.now() % 1000)))
+  const firstWindow = Math.floor(Date.now() / 1000)
   const attempts = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
     const c = await RawClient.connect(b.port())
     onTestFinished(() => c.end())
@@ -244,7 +245,16 @@ test('max_connection_rate: connections beyond N per second from one address are 
     return { c, outcome }
   }))
   const outcomes = attempts.map(a => a.outcome).sort()
-  expect(outcomes).toEqual([...Array(5).fill('connack 0'), ...Array(15).fill('closed')].sort())
+  if (Math.floor(Date.now() / 1000) === firstWindow) {
+    // every admission decision (made in this process, before the outcomes arrived) fell in one window
+    expect(outcomes).toEqual([...Array(5).fill('connack 0'), ...Array(15).fill('closed')].sort())
+  } else {
+    // a loaded machine stretched the burst over a second boundary: two windows, at most 5 each
+    const admitted = outcomes.filter(o => o === 'connack 0').length
+    expect(admitted).toBeGreaterThanOrEqual(5)
+    expect(admitted).toBeLessThanOrEqual(10)
+    expect(outcomes.filter(o => o !== 'connack 0').every(o => o === 'closed')).toBe(true)
+  }
   for (const a of attempts.filter(x => x.outcome === 'closed')) expect(Buffer.concat(a.c.received)).toEqual(Buffer.alloc(0))
   // a different source address (all of 127/8 is loopback on Linux) is admitted in the same second
   const socket = net.connect({ port: b.port(), host: '127.0.0.1', localAddress: '127.0.0.2' })
