@@ -118,7 +118,10 @@ export class SysPublisher {
       pending.push(new Promise<void>(resolve => {
         aedes.publish({
           cmd: 'publish', topic: (this.deps.prefix ?? SYS_PREFIX) + suffix, payload: Buffer.from(value), qos: 2, retain: true, dup: false
-        } as Parameters<Aedes['publish']>[0], () => resolve())
+        } as Parameters<Aedes['publish']>[0], (err?: Error | null) => {
+          if (err) this.last.delete(suffix) // not stored: publish it again next interval
+          resolve()
+        })
       }))
     }
     await Promise.all(pending)
