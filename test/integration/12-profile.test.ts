@@ -275,8 +275,8 @@ test.concurrent('the CSR page: CA download, a CSR from openssl req signed, and t
   const tls = ['-h', '127.0.0.1', '-p', String(port(8884)), '--cafile', join(certs, 'ca.crt'), '--cert', join(dir, 'client.crt'), '--key', join(dir, 'client.key')]
   const sub = run('mosquitto_sub', [...tls, '-t', 'csr/test', '-C', '1', '-W', '10', '-q', '1', '-i', 'csr-sub'])
   const watcher = await connected(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'csr-watch' }, onTestFinished)
-  // wait until the mosquitto_sub client is connected ($SYS/broker/clients/connected counts it) before publishing
-  await watcher.subscribeAsync('$SYS/broker/clients/connected', { qos: 0 })
+  // wait until the mosquitto_sub client has subscribed ($SYS/broker/subscriptions/count: the watcher's and its) before publishing
+  await watcher.subscribeAsync('$SYS/broker/subscriptions/count', { qos: 0 })
   await new Promise<void>(resolve => watcher.on('message', (_t, p) => { if (Number(p.toString()) >= 2) resolve() }))
   await run('mosquitto_pub', [...tls, '-t', 'csr/test', '-m', 'signed by the page', '-q', '1', '-i', 'csr-pub'])
   expect((await sub).stdout).toBe('signed by the page\n')
