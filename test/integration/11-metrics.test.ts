@@ -1,7 +1,8 @@
 /** GET /metrics (Prometheus text format) and GET /healthz on websockets listeners, checked against what the test did. */
 import { test, expect } from 'vitest'
 import { once } from 'node:events'
-import { writeFileSync } from 'node:fs'
+import { writeFileSync, readFileSync } from 'node:fs'
+import https from 'node:https'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import net, { type Socket } from 'node:net'
@@ -11,6 +12,7 @@ import mqttPacket from 'mqtt-packet'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { VERSION } from '../../src/version.js'
+import { makeTestCerts } from '../helpers/certs.js'
 
 const CONF = [
   'sys_interval 0',
@@ -207,4 +209,19 @@ test.concurrent('protocol http: an HTTP-only listener serves /metrics and /healt
   const ws = new WebSocket(`${http.replace('http', 'ws')}/mqtt`, 'mqtt')
   const [err] = await once(ws, 'error') as [Error]
   expect(err.message).toBe('Unexpected server response: 404')
+})
+
+test.concurrent('protocol http with certfile/keyfile serves /healthz over HTTPS', async ({ onTestFinished }) => {
+  const certs = makeTestCerts()
+  onTestFinished(async () => certs.remove())
+  const b = await startTestBroker(`sys_interval 0\nlistener 0 127.0.0.1\nprotocol http\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n`)
+  onTestFinished(() => b.close())
+  expect(b.broker.url('https')).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
+  const body = await new Promise<string>((resolve, reject) => {
+    https.get(`${b.broker.url('https')}/healthz`, { ca: readFileSync(certs.ca) }, res => {
+      let s = ''
+      res.setEncoding('utf8').on('data', (d: string) => { s += d }).on('end', () => resolve(`${res.statusCode} ${s}`))
+    }).on('error', reject)
+  })
+  expect(body).toBe('200 {"status":"ok"}\n')
 })
