@@ -13,7 +13,8 @@ import { pathToFileURL, fileURLToPath } from 'node:url'
 import { once } from 'node:events'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
-export const DIST_MAIN = join(ROOT, 'dist/main.js')
+/** The daemon to run; MIDGE_CHILD_MAIN points the hardening tests at another build (e.g. to show a regression). */
+export const DIST_MAIN = process.env.MIDGE_CHILD_MAIN ?? join(ROOT, 'dist/main.js')
 const PROBE = pathToFileURL(join(ROOT, 'test/helpers/broker-probe.mjs')).href
 
 export interface ProbeStats {
