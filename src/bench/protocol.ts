@@ -54,7 +54,7 @@ export interface Collected {
 export type FromWorker =
   | { ok: true, cmd: 'setup', connectMs: number }
   | { ok: true, cmd: 'collect', data: Collected }
-  | { ok: true, cmd: 'retainedLoad', ms: number }
+  | { ok: true, cmd: 'retainedLoad', ms: number, acked: number }
   | { ok: true, cmd: 'retainedFetch', ms: number, received: number }
   | { ok: true, cmd: 'start' | 'mark' | 'stopPublishing' | 'close' }
   | { ok: false, cmd: string, error: string }

@@ -95,7 +95,13 @@ async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunR
   }
   const rssStartKiB = rssKiBOf(broker.pid)
   try {
-    const m = await s.run({ broker, timing, ca: certs?.ca })
+    // every scenario is bounded in time, whatever the broker does
+    let timer: NodeJS.Timeout | undefined
+    const limitMs = 180_000
+    const m = await Promise.race([
+      s.run({ broker, timing, ca: certs?.ca }),
+      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs) })
+    ]).finally(() => clearTimeout(timer))
     return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, m }
   } catch (err) {
     const e = broker.exited()

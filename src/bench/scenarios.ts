@@ -263,7 +263,8 @@ const retained: Scenario = {
     const t = transportOf(ctx, 'tcp')
     const w = new Worker()
     try {
-      const load = await w.request<{ ok: true, cmd: 'retainedLoad', ms: number }>({ cmd: 'retainedLoad', transport: t, count: n, payloadBytes: 64 })
+      const load = await w.request<{ ok: true, cmd: 'retainedLoad', ms: number, acked: number }>({ cmd: 'retainedLoad', transport: t, count: n, payloadBytes: 64 })
+      if (load.acked !== n) throw new Error(`the broker acknowledged ${load.acked} of ${n} QoS 1 retained publishes (100 in flight) within 60 s`)
       // the first fetch waits until the broker has stored every message; the second is the one measured
       const first = await w.request<{ ok: true, cmd: 'retainedFetch', ms: number, received: number }>({ cmd: 'retainedFetch', transport: t, count: n, timeoutMs: 30_000 })
       const cpu0 = cpuMsOf(ctx.broker.pid)

@@ -237,7 +237,7 @@ function collect (): Collected {
   return out
 }
 
-async function retainedLoad (t: TransportSpec, count: number, payloadBytes: number): Promise<number> {
+async function retainedLoad (t: TransportSpec, count: number, payloadBytes: number): Promise<{ ms: number, acked: number }> {
   const c = new Client('bench-retain-loader', { kind: 'idle', count: 1, idPrefix: '', clean: true }, 0)
   await c.open(t)
   const t0 = process.hrtime.bigint()
@@ -246,6 +246,8 @@ async function retainedLoad (t: TransportSpec, count: number, payloadBytes: numb
   let sent = 0
   let acked = 0
   await new Promise<void>(resolve => {
+    // a broker that stops acknowledging must not hang the bench
+    const timer = setTimeout(resolve, 60_000)
     const sendSome = (n: number): void => {
       const parts: Buffer[] = []
       for (let k = 0; k < n && sent < count; k++, sent++) {
@@ -258,7 +260,7 @@ async function retainedLoad (t: TransportSpec, count: number, payloadBytes: numb
     const scanner = new wire.Scanner((type) => {
       if (type !== wire.PUBACK) return
       acked++
-      if (acked === count) resolve()
+      if (acked === count) { clearTimeout(timer); resolve() }
     })
     c.stream.removeAllListeners('data')
     c.stream.on('data', (chunk: Buffer) => {
@@ -270,7 +272,7 @@ async function retainedLoad (t: TransportSpec, count: number, payloadBytes: numb
   })
   const ms = Number(process.hrtime.bigint() - t0) / 1e6
   await c.close()
-  return ms
+  return { ms: acked === count ? ms : NaN, acked }
 }
 
 async function retainedFetch (t: TransportSpec, count: number, timeoutMs: number): Promise<{ ms: number, received: number }> {
@@ -329,7 +331,7 @@ async function handle (m: ToWorker): Promise<void> {
         send({ ok: true, cmd: 'stopPublishing' })
         return
       case 'retainedLoad':
-        send({ ok: true, cmd: 'retainedLoad', ms: await retainedLoad(m.transport, m.count, m.payloadBytes) })
+        send({ ok: true, cmd: 'retainedLoad', ...(await retainedLoad(m.transport, m.count, m.payloadBytes)) })
         return
       case 'retainedFetch':
         send({ ok: true, cmd: 'retainedFetch', ...(await retainedFetch(m.transport, m.count, m.timeoutMs)) })
