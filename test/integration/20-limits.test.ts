@@ -424,3 +424,34 @@ test('U+0000 in a PUBLISH topic or SUBSCRIBE filter closes the connection, nothi
   await sub.ping()
   expect(sub.packets.filter(p => p.cmd === 'publish')).toEqual([])
 })
+
+// ------------------------------------------------------------------------------------ fairness
+
+test('aedes gets at most 16 packets per read from one connection, whatever arrives in one TCP segment (fairness under floods)', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await RawClient.connect(b.port())
+  onTestFinished(() => c.end())
+  await c.connectMqtt({ clientId: 'batch' })
+  // watch what aedes reads from the server side of this connection (outermost wrapper: exactly what the parser gets)
+  const conn = (b.broker.aedes as unknown as { clients: Record<string, { conn: { read: (n?: number) => Buffer | null } }> }).clients.batch!.conn
+  const inner = conn.read.bind(conn)
+  const perRead: number[] = []
+  conn.read = (n?: number) => {
+    const buf = inner(n)
+    if (buf) {
+      let count = 0
+      for (let i = 0; i < buf.length;) { // these PUBLISH packets are small: one remaining-length byte
+        count++
+        i += 2 + buf[i + 1]!
+      }
+      perRead.push(count)
+    }
+    return buf
+  }
+  const one = mqttPacket.generate({ cmd: 'publish', topic: 'b/t', payload: Buffer.from('x'), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket)
+  c.write(Buffer.concat(Array.from({ length: 200 }, () => one)))
+  await c.ping()
+  expect(perRead.reduce((a, n) => a + n, 0)).toBe(201) // 200 publishes and the PINGREQ
+  expect(Math.max(...perRead)).toBeLessThanOrEqual(16)
+})
