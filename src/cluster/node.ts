@@ -79,10 +79,14 @@ export class ClusterNode {
     }
   }
 
-  /** aedes-persistence-redis on the store connection. */
+  /**
+   * aedes-persistence-redis on the store connection. Its `maxSessionDelivery` (default 1000) caps what a reconnecting
+   * persistent session gets of its offline queue: the rest waited in Redis for the next reconnect (measured: 1300
+   * queued, 1000 delivered). -1 makes its LRANGE 0..-1 read the whole queue, as the LevelDB store does.
+   */
   async createStore (): Promise<unknown> {
     const { default: redisPersistence } = await import('aedes-persistence-redis')
-    return redisPersistence({ conn: this.conns.store })
+    return redisPersistence({ conn: this.conns.store, maxSessionDelivery: -1 })
   }
 
   /**
