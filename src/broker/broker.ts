@@ -19,7 +19,7 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
-import { ConnectionRateLimiter, SubscriptionCounter, capReadBatch } from './limits.js'
+import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites } from './write-coalescer.js'
@@ -62,6 +62,8 @@ export class Broker {
   private readonly listeners: Listener[] = []
   private rateLimiter!: ConnectionRateLimiter
   private subscriptionCounter!: SubscriptionCounter
+  /** max_connections refusals are logged once per listener per second (limits.ts, issue 9) */
+  private readonly refusalLog = new OncePerSecond()
   private closing: Promise<void> | undefined
   /** $SYS and /metrics counters (src/sys/, issue 5). */
   readonly stats = new BrokerStats()
@@ -196,7 +198,7 @@ export class Broker {
       return
     }
     if (lc.maxConnections >= 0 && count >= lc.maxConnections) {
-      log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connections (${lc.maxConnections}) reached.`)
+      if (this.refusalLog.first(lc.id)) log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connections (${lc.maxConnections}) reached.`)
       stream.destroy()
       return
     }

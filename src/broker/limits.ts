@@ -180,3 +180,23 @@ export function badWillTopic (topic: string): string | undefined {
 export function hasNul (topic: string): boolean {
   return topic.includes('\u0000')
 }
+
+/**
+ * True for the first event of `key` in the current second, false for the rest: for log lines an attacker can
+ * trigger at will (refused connections), which would otherwise fill the disk and, written synchronously, stall
+ * the event loop. Memory: the keys seen within one second.
+ */
+export class OncePerSecond {
+  private window = 0
+  private seen = new Set<string>()
+
+  constructor (private readonly now: () => number = Date.now) {}
+
+  first (key: string): boolean {
+    const window = Math.floor(this.now() / 1000)
+    if (window !== this.window) { this.window = window; this.seen = new Set() }
+    if (this.seen.has(key)) return false
+    if (this.seen.size < 10_000) this.seen.add(key)
+    return true
+  }
+}

@@ -455,3 +455,31 @@ test('aedes gets at most 16 packets per read from one connection, whatever arriv
   expect(perRead.reduce((a, n) => a + n, 0)).toBe(201) // 200 publishes and the PINGREQ
   expect(Math.max(...perRead)).toBeLessThanOrEqual(16)
 })
+
+test('refused connections are logged once per second, not once each: a connection flood cannot flood the log', async ({ onTestFinished }) => {
+  const b = await startChildBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_connections 2\nmax_connection_rate 25\n')
+  onTestFinished(async () => { await b.close() })
+  const port = b.ports[0]!
+  const held: RawClient[] = []
+  for (let i = 0; i < 2; i++) {
+    const c = await RawClient.connect(port)
+    onTestFinished(() => c.end())
+    expect(connackCode(await c.connectMqtt({ clientId: `held${i}` }))).toBe(0)
+    held.push(c)
+  }
+  // 40 more in a burst at the start of a second: 23 more fit the rate (25/s) and hit max_connections, 17 hit the rate
+  await new Promise(resolve => setTimeout(resolve, 1000 - (Date.now() % 1000)))
+  const window = Math.floor(Date.now() / 1000)
+  await Promise.all(Array.from({ length: 40 }, async () => {
+    const c = await RawClient.connect(port)
+    await c.closed
+  }))
+  await held[0]!.ping() // barrier: the broker has handled the burst (and logged it) before answering
+  const lines = b.stderr().split('\n')
+  const count = (text: string) => lines.filter(l => l.includes(text)).length
+  const windows = Math.floor(Date.now() / 1000) - window + 1
+  expect(count('max_connections (2) reached')).toBeGreaterThanOrEqual(1)
+  expect(count('max_connections (2) reached')).toBeLessThanOrEqual(windows)
+  expect(count('max_connection_rate (25/s) exceeded')).toBeGreaterThanOrEqual(1)
+  expect(count('max_connection_rate (25/s) exceeded')).toBeLessThanOrEqual(windows)
+}, 30_000)
