@@ -100,7 +100,12 @@ async function main (): Promise<void> {
   const tUp = Date.now()
   const idAtUp = sent1
   down = false
-  const firstAfter = await new Promise<number>(resolve => { const n = got0; const i = setInterval(() => { if (got0 > n) { clearInterval(i); resolve(Date.now() - tUp) } }, 10) })
+  const firstAfter = await new Promise<number>(resolve => {
+    const n = got0
+    const i = setInterval(() => {
+      if (got0 > n) { clearInterval(i); resolve(Date.now() - tUp) } else if (Date.now() - tUp > 20_000) { clearInterval(i); resolve(NaN) }
+    }, 10)
+  })
   await sleep(2000)
   stopped = true
   clearInterval(timer)
@@ -114,7 +119,7 @@ async function main (): Promise<void> {
   if (process.env.OUTAGE_DEBUG) process.stderr.write(nodes.map(n => n.out().split('\n').filter(l => !/New connection|New client/.test(l)).join('\n')).join('\n----\n'))
   const lines = [
     `Redis ${values.kill ? 'SIGKILLed (data lost)' : 'stopped with SHUTDOWN SAVE (data kept)'} for ${Date.now() - t0 - (Date.now() - tUp)} ms, ${RATE} msg/s of QoS 1 and ${RATE} msg/s of QoS 0`,
-    `QoS 1: published ${sent1}, acknowledged ${acked.size} (${ackDuringOutage} while Redis was down), received ${got1.size} distinct, acknowledged but not received ${lostAcked}, received twice ${dups}`,
+    `QoS 1: published ${sent1}, acknowledged ${acked.size} (${ackDuringOutage} while Redis was down; the rest are still the publisher's to resend), received ${got1.size} distinct, acknowledged but not received ${lostAcked}, received twice ${dups}`,
     `QoS 0: published ${sent0}, received ${got0} (${sent0 - got0} lost)`,
     `first message delivered ${firstAfter} ms after Redis accepted connections again`
   ]
