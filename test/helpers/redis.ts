@@ -37,7 +37,8 @@ export interface TestRedis {
   close (): Promise<void>
 }
 
-export async function startRedis (): Promise<TestRedis> {
+/** `extraArgs`: more redis-server options (e.g. `--requirepass`). */
+export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'midge-redis-'))
   const port = await freePort()
   let proc: ChildProcess | undefined
@@ -45,7 +46,7 @@ export async function startRedis (): Promise<TestRedis> {
 
   const start = async (): Promise<void> => {
     const p = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--dbfilename', 'dump.rdb', '--logfile', ''], { stdio: ['ignore', 'pipe', 'pipe'] })
+      '--dir', dir, '--dbfilename', 'dump.rdb', '--logfile', '', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
     proc = p
     const from = out.length
     await new Promise<void>((resolve, reject) => {

@@ -268,6 +268,26 @@ test('Redis unavailable at start-up: one clear line, exit 1', async () => {
   expect(r.output).not.toMatch(/running/)
 })
 
+test('Redis with a password: cluster_redis_password connects, a wrong one is one clear line and exit 1', async ({ onTestFinished }) => {
+  const r = await startRedis(['--requirepass', 's3cret-pw'])
+  onTestFinished(() => r.close())
+  const bad = await writeConf(dir, `${conf(r.url, 'pw1')}cluster_redis_password wrong-pw\n`, 'pw-bad.conf')
+  const refused = await runMidge(['-c', bad], dir)
+  expect(refused.code).toBe(1)
+  expect(refused.output).toMatch(/Error: cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+\/0 \(cluster_redis, .*pw-bad\.conf:3\): WRONGPASS/)
+  expect(refused.output).not.toMatch(/wrong-pw|s3cret/)
+  const good = await spawnMidge(await writeConf(dir, `${conf(r.url, 'pw2')}cluster_redis_password s3cret-pw\n`, 'pw-good.conf'), dir)
+  onTestFinished(async () => { await good.kill('SIGKILL') })
+  const c = await connect(good.url(), { clientId: 'pw-client' })
+  onTestFinished(() => c.endAsync(true))
+  const got = collect(c)
+  await c.subscribeAsync('pw/#', { qos: 1 })
+  await c.publishAsync('pw/x', 'through redis', { qos: 1 })
+  await until(c, got, g => g.length >= 1, 'the message')
+  expect(got[0]?.payload).toBe('through redis')
+  expect(good.output()).not.toMatch(/s3cret/)
+})
+
 test('bad cluster options are config errors (exit 3) naming file:line', async () => {
   const cases: Array<[string, RegExp]> = [
     ['cluster_redis http://x:1/0\n', /Invalid cluster_redis value \(http:\/\/x:1\/0\): scheme http: is not redis: or rediss:\. Error found at .*bad\.conf:3\./],
