@@ -107,6 +107,10 @@ export function capReadBatch (stream: { read: (size?: number) => unknown }, maxP
   let headerPrefix: Buffer | null = null
 
   stream.read = function cappedRead (size?: number): Buffer | null {
+    // Node's own `read(0)` calls (maybeReadMore, 'readable' set-up) discard what they get: never hand them `pending`.
+    // Without this, held-back packets vanished: QoS 2 publishes never completed and the parser lost sync
+    // ("Invalid header flag bits") in 15-persist and 15-persist-slow-consumer (issue 3).
+    if (size === 0) return origRead(0)
     let buf: Buffer | null
     if (pending !== null) {
       buf = pending
