@@ -97,11 +97,18 @@ export class Durability {
         const p = packet as PublishPacket & { brokerId?: string, brokerCounter?: number }
         p.brokerId = a.id
         p.brokerCounter = ++a.counter
-        if (packet.qos !== 1 || journal === undefined) { cb(null); return }
+        const c = client as unknown as { closed?: boolean, connected?: boolean, connecting?: boolean, will?: unknown }
+        // a will is kept in the store by aedes until it is published; nothing to journal
+        if (packet.qos !== 1 || journal === undefined || c.closed === true || c.will === packet) { cb(null); return }
         this.needsJournal(packet).then(need => {
           if (!need) { cb(null); return }
           this.stats.journalled++
-          return journal.record(packet as unknown as JournalPacket).then(() => cb(null))
+          return journal.record(packet as unknown as JournalPacket).then(() => {
+            cb(null)
+            // aedes writes the PUBACK synchronously in that callback and publishes only if the client is still
+            // connected: if it is gone, nothing was acknowledged or published, and the entry must not be replayed
+            if (c.connected !== true && c.connecting !== true) journal.complete(packet)
+          })
         }).catch((e: Error) => cb(e))
       })
     }

@@ -128,3 +128,30 @@ for (const [signal, sync] of [['SIGKILL', false], ['SIGTERM', false], ['SIGKILL'
     await checkRestored(second)
   }, 90_000)
 }
+
+test('a persistent subscription survives SIGKILL right after its SUBACK', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-persist-')
+  onTestFinished(remove)
+  const conf = await writeConf(dir, CONF)
+  const first = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await first.kill('SIGKILL') })
+  const sub = await connect(first.url(), { clientId: 'subber', clean: false })
+  sub.on('error', () => {})
+  const granted = await sub.subscribeAsync('s/#', { qos: 1 })
+  expect(granted.map(g => g.qos)).toEqual([1])
+  // no DISCONNECT, no grace: the process dies as soon as the SUBACK is in
+  expect((await first.kill('SIGKILL')).signal).toBe('SIGKILL')
+  sub.end(true)
+
+  const second = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await second.kill('SIGKILL') })
+  const pub = await connect(second.url(), { clientId: 'pub', clean: true })
+  await pub.publishAsync('s/x', 'routed', { qos: 1 })
+  await pub.endAsync()
+  const back = await connect(second.url(), { clientId: 'subber', clean: false })
+  onTestFinished(() => back.endAsync(true))
+  expect(sessionPresent.get(back)).toBe(true)
+  const got = collect(back)
+  await until(back, got, g => g.length >= 1, 'the queued message')
+  expect(got.map(g => [g.topic, g.payload, g.qos])).toEqual([['s/x', 'routed', 1]])
+}, 60_000)
