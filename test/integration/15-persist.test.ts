@@ -7,6 +7,7 @@ import { once, type EventEmitter } from 'node:events'
 import mqtt, { type MqttClient, type IPublishPacket, type IConnackPacket } from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
 import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
+import { RawClient } from '../helpers/raw-client.js'
 
 const CONF = `listener 0 127.0.0.1
 allow_anonymous true
@@ -154,4 +155,40 @@ test('a persistent subscription survives SIGKILL right after its SUBACK', async 
   const got = collect(back)
   await until(back, got, g => g.length >= 1, 'the queued message')
   expect(got.map(g => [g.topic, g.payload, g.qos])).toEqual([['s/x', 'routed', 1]])
+}, 60_000)
+
+test('QoS 1/2 messages in flight to a subscriber (sent, not acknowledged) are sent again with DUP after SIGKILL', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-persist-')
+  onTestFinished(remove)
+  const conf = await writeConf(dir, CONF)
+  const first = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await first.kill('SIGKILL') })
+  // a raw subscriber that receives but never acknowledges
+  const raw = await RawClient.connect(first.ports[0]!)
+  expect((await raw.connectMqtt({ clientId: 'holder', clean: false })).returnCode).toBe(0)
+  raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'f/#', qos: 2 }] })
+  await raw.next('suback')
+  const pub = await connect(first.url(), { clientId: 'pub', clean: true })
+  await pub.publishAsync('f/one', 'q1', { qos: 1 })
+  await pub.publishAsync('f/two', 'q2', { qos: 2 })
+  const sent = [await raw.next('publish'), await raw.next('publish')]
+  expect(sent.map(p => [p.topic, p.payload.toString(), p.qos, p.dup])).toEqual([['f/one', 'q1', 1, false], ['f/two', 'q2', 2, false]])
+  pub.end(true)
+  expect((await first.kill('SIGKILL')).signal).toBe('SIGKILL')
+  raw.end()
+
+  const second = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await second.kill('SIGKILL') })
+  const again = await RawClient.connect(second.ports[0]!)
+  onTestFinished(() => again.end())
+  const connack = await again.connectMqtt({ clientId: 'holder', clean: false })
+  expect([connack.returnCode, connack.sessionPresent]).toEqual([0, true])
+  const resent = [await again.next('publish'), await again.next('publish')]
+  expect(resent.map(p => [p.topic, p.payload.toString(), p.qos, p.dup])).toEqual([['f/one', 'q1', 1, true], ['f/two', 'q2', 2, true]])
+  again.send({ cmd: 'puback', messageId: resent[0]!.messageId })
+  again.send({ cmd: 'pubrec', messageId: resent[1]!.messageId })
+  expect((await again.next('pubrel')).messageId).toBe(resent[1]!.messageId)
+  again.send({ cmd: 'pubcomp', messageId: resent[1]!.messageId })
+  await again.ping()
+  expect(again.packets.filter(p => p.cmd === 'publish')).toEqual([])
 }, 60_000)
