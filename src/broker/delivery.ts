@@ -24,6 +24,7 @@
  *    aedes would fail to find it in the store and close the connection.
  */
 import type { Client } from 'aedes'
+import { topicMatches } from './topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 
@@ -38,6 +39,15 @@ interface AedesClientInternals {
   deliverQoS: Deliver
   deliver0: Deliver
   duplicates: Record<string, number>
+  subscriptions: Record<string, { qos: number }>
+}
+
+/** True if one of the client's subscriptions with QoS > 0 matches `topic`. */
+function hasQosSubscription (client: AedesClientInternals, topic: string): boolean {
+  for (const filter in client.subscriptions) {
+    if (client.subscriptions[filter]!.qos > 0 && topicMatches(filter, topic)) return true
+  }
+  return false
 }
 
 export interface DeliveryOptions {
@@ -108,9 +118,12 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     timer.unref()
   }
 
-  const wrap = (orig: Deliver): Deliver => function deliver (packet, cb) {
+  const wrap = (orig: Deliver, qos0: boolean): Deliver => function deliver (packet, cb) {
     // deliverQoS hands a QoS 0 message on to deliver0: already counted by the outer call
     if (client.closed || current === packet) { orig(packet, cb); return }
+    // (1) one copy at the highest QoS granted [MQTT-3.3.5-1]: the QoS 0 subscription must not be the one that
+    // wins when a QoS 1/2 subscription of the same client matches too (test: 02-subpub "overlapping subscriptions")
+    if (qos0 && packet.qos > 0 && hasQosSubscription(client, packet.topic)) { setImmediate(cb); return }
     if (packet.qos > 0 && !client.clean && client.id !== null && opts.accounting?.wasRefused(client.id, { brokerId: packet.brokerId ?? undefined, brokerCounter: packet.brokerCounter })) {
       setImmediate(cb)
       return
@@ -152,6 +165,6 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // ... unless it is stuck: then it does not wait at all
     if (stuck) setImmediate(cb)
   }
-  client.deliverQoS = wrap(origQoS)
-  client.deliver0 = wrap(orig0)
+  client.deliverQoS = wrap(origQoS, false)
+  client.deliver0 = wrap(orig0, true)
 }
