@@ -11,6 +11,7 @@
  * wills of the previous run are published by aedes as those of a broker that is gone.
  */
 import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
 import type { ClusterConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import { BrokerError } from '../errors.js'
@@ -86,7 +87,7 @@ export class ClusterNode {
    */
   async createStore (): Promise<unknown> {
     const { default: redisPersistence } = await import('aedes-persistence-redis')
-    return redisPersistence({ conn: this.conns.store, maxSessionDelivery: -1 })
+    return claimWills(redisPersistence({ conn: this.conns.store, maxSessionDelivery: -1 }) as object, this.conns.store)
   }
 
   /**
@@ -110,6 +111,29 @@ export class ClusterNode {
     this.health.close()
     await this.journal.close()
   }
+}
+
+/**
+ * Every node publishes the wills of a broker that is gone (aedes `_clearWills`, every 4 heartbeats), with nothing
+ * that stops two nodes from publishing the same will: with three nodes, a will of a client of the dead node reached
+ * its subscriber twice (40-cluster). A node now publishes a will only if it is the first to claim it in Redis.
+ */
+function claimWills (store: object, redis: RedisClient): object {
+  interface Will { brokerId?: string, clientId?: string }
+  const streamWill = (Reflect.get(store, 'streamWill') as (brokers: unknown) => AsyncIterable<Will>).bind(store)
+  async function * claimed (brokers: unknown): AsyncGenerator<Will> {
+    for await (const w of streamWill(brokers)) {
+      const key = `midge:will-claim:${w.brokerId ?? ''}:${encodeURIComponent(w.clientId ?? '')}`
+      if (await redis.set(key, '1', 'PX', 60_000, 'NX') === 'OK') yield w
+    }
+  }
+  return new Proxy(store, {
+    get (target, prop) {
+      if (prop === 'streamWill') return (brokers: unknown) => Readable.from(claimed(brokers))
+      const v = Reflect.get(target, prop) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
 }
 
 /** mqemitter-redis' close waits for Redis to answer QUIT: with Redis gone, drop the connections after 1 s. */

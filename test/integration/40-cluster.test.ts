@@ -247,6 +247,12 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   const missing = (): string[] => { const have = new Set(got.map(g => g.payload)); return [...acked].filter(p => !have.has(p)) }
   await until(back, got, () => missing().length === 0, `${acked.size} acknowledged messages`, 25_000).catch(async err => {
     const queued = await redis.command('LLEN', 'outgoing:keeper')
+    if (process.env.CLUSTER_DEBUG) {
+      const head = await redis.command('LRANGE', 'outgoing:keeper', '0', '7')
+      console.log('HEAD', head.replace(/\r\n/g, ' '))
+      const firstKey = /packet:[^\r]+/.exec(head)?.[0]
+      if (firstKey) console.log('FIRST', firstKey, (await redis.command('GET', firstKey)).slice(0, 200).replace(/[^\x20-\x7e]/g, '.'))
+    }
     throw new Error(`${(err as Error).message}; missing ${missing().length}: ${missing().slice(0, 10).join(' ')}; queue length ${queued.trim()}; first received ${JSON.stringify(got.slice(0, 3))}\nnode d:\n${d.output().slice(-3000)}`)
   })
   // QoS 2 messages arrive exactly once
