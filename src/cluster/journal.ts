@@ -40,7 +40,8 @@ export class RedisJournal {
   private seq = 0
   private readonly keys = new WeakMap<object, string>()
   private readonly inflight = new Set<Promise<unknown>>()
-  private readonly hash: string
+  private hash: string
+  private generation = 0
   private renewTimer: NodeJS.Timeout | undefined
   private claims = 0
   /** Journal writes done (tests, metrics). */
@@ -61,9 +62,19 @@ export class RedisJournal {
     await this.redis.set(`midge:alive:${this.brokerId}`, '1', 'PX', LEASE_MS)
   }
 
-  /** Entries of journals whose node is gone, claimed by this node (Durability publishes them again). */
+  /** Set when Redis came back after an outage: the next pending() also reclaims this node's own journal. */
+  reclaimNeeded = false
+
+  /**
+   * Entries of journals whose node is gone, claimed by this node, and after an outage this node's own (Durability
+   * publishes them again: at start-up, then every sweep).
+   */
   async pending (): Promise<JournalEntry[]> {
     const out: JournalEntry[] = []
+    if (this.reclaimNeeded) {
+      this.reclaimNeeded = false
+      out.push(...await this.reclaimOwn())
+    }
     for (const member of await this.redis.smembers(SET_KEY)) {
       const [owner, key] = member.split('|')
       if (owner === undefined || key === undefined || owner === this.brokerId) continue
@@ -87,20 +98,46 @@ export class RedisJournal {
     return out
   }
 
+  /**
+   * After Redis was lost: entries of this node that were journalled but whose publish failed with Redis are left
+   * in its journal, and no other node replays the journal of a node that is alive. Moves this node's journal aside
+   * (new entries go to a new hash) and returns it for Durability to publish again, like a dead node's.
+   */
+  async reclaimOwn (): Promise<JournalEntry[]> {
+    const old = this.hash
+    this.hash = `midge:journal:${this.brokerId}:g${++this.generation}`
+    await this.redis.sadd(SET_KEY, `${this.brokerId}|${this.hash}`)
+    const mine = `midge:journal:${this.brokerId}:claim:${++this.claims}`
+    try {
+      await this.redis.rename(old, mine)
+    } catch {
+      await this.redis.srem(SET_KEY, `${this.brokerId}|${old}`)
+      return []
+    }
+    await this.redis.sadd(SET_KEY, `${this.brokerId}|${mine}`)
+    await this.redis.srem(SET_KEY, `${this.brokerId}|${old}`)
+    const entries = Object.entries(await this.redis.hgetallBuffer(mine)).sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0)
+    if (entries.length > 0) this.log.warn({ count: entries.length }, `Publishing again ${entries.length} acknowledged QoS 1 message(s) journalled before Redis was lost.`)
+    else await this.redis.srem(SET_KEY, `${this.brokerId}|${mine}`)
+    return entries.map(([field, value]) => decode(`${mine}|${field}`, value))
+  }
+
   /** Resolves once the entry is in Redis. Its aedes brokerId/brokerCounter are already assigned. */
   record (packet: JournalPacket & object): Promise<void> {
     const field = String(++this.seq).padStart(16, '0')
-    this.keys.set(packet, field)
+    const hash = this.hash
+    this.keys.set(packet, `${hash}|${field}`)
     const value = encode({ ...packet, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
-    return this.track(this.redis.hset(this.hash, field, value)).then(() => { this.written++ })
+    return this.track(this.redis.hset(hash, field, value)).then(() => { this.written++ })
   }
 
   /** aedes stored the publish: its entry can go. */
   complete (packet: object): void {
-    const field = this.keys.get(packet)
-    if (field === undefined) return
+    const key = this.keys.get(packet)
+    if (key === undefined) return
     this.keys.delete(packet)
-    this.track(this.redis.hdel(this.hash, field)).catch((err: Error) => this.log.warn({ err: err.message }, 'journal: could not delete a completed entry (it will be published again if this node dies)'))
+    const i = key.lastIndexOf('|')
+    this.track(this.redis.hdel(key.slice(0, i), key.slice(i + 1))).catch((err: Error) => this.log.warn({ err: err.message }, 'journal: could not delete a completed entry (it will be published again if this node dies)'))
   }
 
   /** A replayed entry (`<claimed hash>|<field>`) is published again: delete it. */

@@ -71,6 +71,8 @@ export class ClusterNode {
       const health = new RedisHealth({ store, pub, sub }, redisLabel(c), log)
       const journal = new RedisJournal(store, brokerId, log)
       await journal.start()
+      // publishes journalled before an outage may have failed after their PUBACK: the next sweep publishes them again
+      health.on('up', () => { journal.reclaimNeeded = true })
       log.info({ brokerId, redis: redisLabel(c) }, `Cluster node ${c.nodeId} (broker id ${brokerId}) on Redis ${redisLabel(c)}.`)
       return new ClusterNode(c, brokerId, { store, pub, sub }, withCloseDeadline(mq, pub, sub), journal, health, log)
     } catch (err) {
