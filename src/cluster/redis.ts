@@ -10,6 +10,7 @@
  */
 import { createRequire } from 'node:module'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import type { Redis as RedisClient, RedisOptions } from 'ioredis'
 import type { ClusterConfig } from '../config/schema.js'
 import { redactUrl } from '../config/mosquitto-conf.js'
@@ -46,8 +47,9 @@ export function redisOptions (c: ClusterConfig, name: string): RedisOptions {
         throw new BrokerError('REDIS', `Error: cannot read cluster_redis_cafile ${c.redisCafile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}.`, { cause: err })
       }
     }
-    const host = new URL(c.redisUrl).hostname
-    opts.tls = { servername: host, ...(ca !== undefined ? { ca } : {}) }
+    const host = new URL(c.redisUrl).hostname.replace(/^\[|\]$/g, '')
+    // SNI takes a host name only (RFC 6066); an address is checked against the certificate's IP entries
+    opts.tls = { ...(isIP(host) === 0 ? { servername: host } : {}), ...(ca !== undefined ? { ca } : {}) }
   }
   return opts
 }

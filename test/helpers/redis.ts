@@ -37,15 +37,19 @@ export interface TestRedis {
   close (): Promise<void>
 }
 
-/** `extraArgs`: more redis-server options (e.g. `--requirepass`). */
-export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> {
+/**
+ * `extraArgs`: more redis-server options (e.g. `--requirepass`). `tls`: the port speaks TLS only (PEM files for
+ * `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`; clients need no certificate). `command()` needs plain TCP.
+ */
+export async function startRedis (extraArgs: string[] = [], tls?: { cert: string, key: string, ca: string }): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'midge-redis-'))
   const port = await freePort()
   let proc: ChildProcess | undefined
   let out = ''
 
   const start = async (): Promise<void> => {
-    const p = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    const ports = tls ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no'] : ['--port', String(port)]
+    const p = spawn(REDIS_SERVER, [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', 'dump.rdb', '--logfile', '', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
     proc = p
     const from = out.length
@@ -91,7 +95,7 @@ export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> 
   await start()
   return {
     port,
-    url: `redis://127.0.0.1:${port}/0`,
+    url: `${tls ? 'rediss' : 'redis'}://127.0.0.1:${port}/0`,
     dir,
     output: () => out,
     start,

@@ -296,6 +296,33 @@ test('Redis with a password: cluster_redis_password connects, a wrong one is one
   expect(good.output()).not.toMatch(/s3cret/)
 })
 
+test('Redis over TLS: rediss:// with cluster_redis_cafile connects; without the CA, one clear line and exit 1', async ({ onTestFinished }) => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const run = promisify(execFile)
+  const t = (f: string): string => `${dir}/${f}`
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', t('ca.key'), '-out', t('ca.pem'), '-days', '1', '-subj', '/CN=midge-test-ca'])
+  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', t('redis.key'), '-out', t('redis.csr'), '-subj', '/CN=localhost'])
+  const { writeFile } = await import('node:fs/promises')
+  await writeFile(t('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
+  await run('openssl', ['x509', '-req', '-in', t('redis.csr'), '-CA', t('ca.pem'), '-CAkey', t('ca.key'), '-CAcreateserial', '-out', t('redis.pem'), '-days', '1', '-extfile', t('ext')])
+  const r = await startRedis([], { cert: t('redis.pem'), key: t('redis.key'), ca: t('ca.pem') })
+  onTestFinished(() => r.close())
+  expect(r.url).toMatch(/^rediss:/)
+  const refused = await runMidge(['-c', await writeConf(dir, conf(r.url, 'tls1'), 'tls-noca.conf')], dir)
+  expect(refused.code).toBe(1)
+  expect(refused.output).toMatch(/Error: cannot connect to Redis at rediss:\/\/127\.0\.0\.1:\d+\/0 \(cluster_redis, .*tls-noca\.conf:3\): .*(self[- ]signed|unable to verify|certificate)/i)
+  const good = await spawnMidge(await writeConf(dir, `${conf(r.url, 'tls2')}cluster_redis_cafile ${t('ca.pem')}\n`, 'tls-ca.conf'), dir)
+  onTestFinished(async () => { await good.kill('SIGKILL') })
+  const c = await connect(good.url(), { clientId: 'tls-client' })
+  onTestFinished(() => c.endAsync(true))
+  const got = collect(c)
+  await c.subscribeAsync('tls/#', { qos: 1 })
+  await c.publishAsync('tls/x', 'over TLS', { qos: 1 })
+  await until(c, got, g => g.length >= 1, 'the message')
+  expect(got[0]?.payload).toBe('over TLS')
+})
+
 test('bad cluster options are config errors (exit 3) naming file:line', async () => {
   const cases: Array<[string, RegExp]> = [
     ['cluster_redis http://x:1/0\n', /Invalid cluster_redis value \(http:\/\/x:1\/0\): scheme http: is not redis: or rediss:\. Error found at .*bad\.conf:3\./],
