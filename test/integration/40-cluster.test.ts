@@ -369,8 +369,14 @@ test('docker/compose.cluster.yaml is valid: Redis, two Midge nodes, HAProxy; the
 test('Redis lost while running: logged, publishes and connections refused, everything resumes when it is back', async ({ onTestFinished }) => {
   const r2 = await startRedis()
   onTestFinished(() => r2.close())
-  const [e, f] = await Promise.all([node(r2, 'e'), node(r2, 'f')])
+  // node e also serves /healthz (websockets listener): what the load balancer checks (docker/cluster/haproxy.cfg)
+  const [e, f] = await Promise.all([
+    spawnMidge(await writeConf(dir, `${conf(r2.url, 'e')}listener 0 127.0.0.1\nprotocol websockets\n`, 'e-ws.conf'), dir),
+    node(r2, 'f')
+  ])
   onTestFinished(async () => { await Promise.all([e.kill('SIGKILL'), f.kill('SIGKILL')]) })
+  const health = async (): Promise<number> => (await fetch(`http://127.0.0.1:${e.ports[1]}/healthz`)).status
+  expect(await health()).toBe(200)
   const watch = await connect(f.url(), { clientId: 'watch', clean: false, reconnectPeriod: 100, reconnectOnConnackError: true })
   onTestFinished(() => watch.endAsync(true))
   watch.on('error', () => {})
@@ -387,6 +393,8 @@ test('Redis lost while running: logged, publishes and connections refused, every
   const watchClosed = once(watch as unknown as EventEmitter, 'close')
   await r2.stop({ save: true })
   await Promise.all([logged(e, /Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/), logged(f, /Redis connection lost/)])
+  // the load balancer takes the node out: /healthz cannot write its probe to the store
+  expect(await health()).toBe(503)
   // a publish now is not acknowledged: the connection closes, MQTT.js keeps the message
   let acked = false
   const during = pub.publishAsync('z/2', 'during', { qos: 1 }).then(() => { acked = true })
@@ -400,6 +408,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
 
   await r2.start()
   await Promise.all([logged(e, /Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/), logged(f, /Redis connection back/)])
+  expect(await health()).toBe(200)
   // the publisher reconnected and sent its message again; the persistent subscriber gets it
   await during
   await until(watch, got, g => g.some(x => x.payload === 'during'), 'the message published during the outage', 20_000)
