@@ -19,6 +19,7 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { markResendsDup } from './resend-dup.js'
+import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { TopicEmitter } from './emitter.js'
@@ -104,7 +105,7 @@ export class Broker {
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits (issue 3)
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
-      persistence: persistenceFastPaths(markResendsDup(this.durability.persistence)), // cheap QoS 2 lookups (issue 8)
+      persistence: persistenceFastPaths(markResendsDup(resolveInCallOrder(this.durability.persistence))), // cheap QoS 2 lookups (issue 8)
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
       mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
