@@ -2,7 +2,7 @@
  * Stable error codes of the admin API (`/api/v1`). Every error answer is JSON:
  *   { "error": { "code": "MIDGE_ERR_ADMIN_...", "message": "...", "details": [{ "field": "...", "message": "..." }] } }
  * The code and the HTTP status never change for a given condition; the message is for people and may.
- * docs/openapi.yaml and docs/readme/admin.md list the same table (a test keeps them in sync).
+ * docs/openapi.yaml and README.md list the same table (a test keeps them in sync).
  */
 export const ADMIN_ERR = {
   UNAUTHENTICATED: { code: 'MIDGE_ERR_ADMIN_UNAUTHENTICATED', status: 401 },

@@ -201,6 +201,16 @@ try {
   rmSync(certDir, { recursive: true, force: true })
 }
 
+// the cost of the store, from the twin scenarios run above (issue 3)
+const mem = results.find(r => r.name === 'memory-q1-p10')
+const lvl = results.find(r => r.name === 'level-q1-p10')
+if (mem && lvl) {
+  const q = (a?: number, b?: number): string => a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-'
+  process.stdout.write('\nQoS 1 with persistence on vs off (level-q1-p10 / memory-q1-p10), per broker:\n')
+  for (const b of brokers) process.stdout.write(`  ${pad(b, 10)} ${q(lvl.median[b], mem.median[b])}\n`)
+  process.stdout.write(`  Midge with LevelDB / mosquitto with persistence: ${q(lvl.median.midge, lvl.median.mosquitto)}\n`)
+}
+
 // start-up time and idle RSS of every broker, from every run of every scenario
 const starts: Partial<Record<BrokerName, { startMs: number, rssStartKiB: number }>> = {}
 for (const b of brokers) {

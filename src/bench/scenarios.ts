@@ -300,6 +300,13 @@ export function allScenarios (): Scenario[] {
     latency(1, 1000),
     idle,
     retained,
+    // the same load in memory, so one run gives the cost of the store as a ratio (printed after the table; issue 3)
+    throughput('memory-q1-p10', 'QoS 1, persistence off, persistent sessions: 10 publishers -> one subscriber (twin of level-q1-p10)',
+      () => ({
+        transport: 'tcp',
+        subs: [sub('bench/in/#', 1, 1, { clean: false, idPrefix: 'bench-dsub-' })],
+        pubs: [pubs(10, 1, { clean: false, idPrefix: 'bench-dpub-' })]
+      })),
     throughput('level-q1-p10', 'QoS 1, persistence on (LevelDB / mosquitto.db), persistent sessions: 10 publishers -> one subscriber',
       () => ({
         transport: 'tcp',
