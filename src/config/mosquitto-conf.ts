@@ -39,7 +39,11 @@ export function lexConf (text: string, file: string): ConfEntry[] {
   for (let i = 0; i < lines.length; i++) {
     const trimmed = (lines[i] ?? '').trim()
     if (trimmed === '' || trimmed.startsWith('#')) continue
-    const [key, ...args] = trimmed.split(/\s+/)
+    const [key, ...tokens] = trimmed.split(/\s+/)
+    // after the first value, a token starting with '#' begins a trailing comment (mosquitto ignores what follows a
+    // value); the first value is taken as it is, so a password or path may start with '#'
+    const hash = tokens.findIndex((t, i) => i > 0 && t.startsWith('#'))
+    const args = hash < 0 ? tokens : tokens.slice(0, hash)
     entries.push({ key: key!, args, file, line: i + 1 })
   }
   return entries

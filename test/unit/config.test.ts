@@ -134,3 +134,9 @@ test('the config object is frozen', () => {
   const c = load('listener 1883')
   expect(Object.isFrozen(c) && Object.isFrozen(c.listeners[0]) && Object.isFrozen(c.limits)).toBe(true)
 })
+
+test('a trailing # comment after a value is ignored; the first value may itself start with #', () => {
+  const c = load('listener 1883 # plain MQTT\nmax_queued_messages 50   # per client\npid_file #odd-name\n')
+  expect([c.listeners[0]!.port, c.listeners[0]!.bindAddress, c.limits.maxQueuedMessages, c.pidFile?.endsWith('#odd-name')]).toEqual([1883, undefined, 50, true])
+  expect(c.warnings).toEqual([])
+})
