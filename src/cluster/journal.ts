@@ -16,25 +16,12 @@
  * completed may then be queued twice: QoS 1 is "at least once".
  */
 import type { Logger } from '../logging/logger.js'
-import type { JournalEntry, JournalPacket } from '../persistence/journal.js'
+import { encode, decode, type JournalEntry, type JournalPacket } from '../persistence/journal.js'
 import type { RedisClient } from './redis.js'
 
 export const LEASE_MS = 5_000
 const RENEW_MS = 1_000
 const SET_KEY = 'midge:journals'
-
-function encode (p: JournalPacket & { brokerId: string, brokerCounter: number }): Buffer {
-  const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter }))
-  const len = Buffer.alloc(4)
-  len.writeUInt32BE(head.length)
-  return Buffer.concat([len, head, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)])
-}
-
-function decode (key: string, v: Buffer): JournalEntry {
-  const n = v.readUInt32BE(0)
-  const h = JSON.parse(v.subarray(4, 4 + n).toString()) as { t: string, q: 0 | 1 | 2, r: boolean, b: string, c: number }
-  return { key, topic: h.t, qos: h.q, retain: h.r, brokerId: h.b, brokerCounter: h.c, payload: Buffer.from(v.subarray(4 + n)) }
-}
 
 export class RedisJournal {
   private seq = 0

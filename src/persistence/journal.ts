@@ -40,14 +40,15 @@ export interface JournalEntry extends JournalPacket {
 
 interface Pending { key: string, value: Buffer, resolve: () => void, reject: (err: Error) => void }
 
-function encode (p: JournalEntry): Buffer {
+/** One journal value: a length-prefixed JSON head, then the payload bytes (shared with the Redis journal). */
+export function encode (p: Omit<JournalEntry, 'key'>): Buffer {
   const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter }))
   const len = Buffer.alloc(4)
   len.writeUInt32BE(head.length)
   return Buffer.concat([len, head, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)])
 }
 
-function decode (key: string, v: Buffer): JournalEntry {
+export function decode (key: string, v: Buffer): JournalEntry {
   const n = v.readUInt32BE(0)
   const h = JSON.parse(v.subarray(4, 4 + n).toString()) as { t: string, q: 0 | 1 | 2, r: boolean, b: string, c: number }
   return { key, topic: h.t, qos: h.q, retain: h.r, brokerId: h.b, brokerCounter: h.c, payload: Buffer.from(v.subarray(4 + n)) }
@@ -77,7 +78,7 @@ export class PublishJournal {
   record (packet: JournalPacket & object): Promise<void> {
     const key = `${PREFIX}${String(++this.seq).padStart(16, '0')}`
     this.keys.set(packet, key)
-    const value = encode({ ...packet, key, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
+    const value = encode({ ...packet, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
     return new Promise<void>((resolve, reject) => {
       this.puts.push({ key, value, resolve, reject })
       this.kick()
