@@ -22,6 +22,21 @@
  *
  * 3. A message the store refused for this client (its queue full, see persistence/limits.ts) is not delivered:
  *    aedes would fail to find it in the store and close the connection.
+ *
+ * 4. `max_inflight_messages` (mosquitto's outgoing window): at most N QoS 1/2 PUBLISH packets sent to this client
+ *    and not yet acknowledged, by PUBACK for QoS 1 and by PUBCOMP for QoS 2 (a PUBREC does not free the slot, as in
+ *    mosquitto). aedes 1.2.0 has no window: it writes every message at once. Further QoS 1/2 deliveries wait here,
+ *    in order, and go out one per acknowledgement. At most `max_queued_messages` wait (as in mosquitto; beyond, they
+ *    are dropped and counted as in (2)) once the client has acknowledged nothing for `stuckAfterMs`: a subscriber
+ *    that keeps acknowledging is not dropped because QoS 0 traffic delays its acks. Each holds its publisher like a pending write, and a client that reads
+ *    but acknowledges nothing for `stuckAfterMs` is stuck.
+ *    QoS 0 messages are not windowed (mosquitto sends them while QoS 1/2 ones are queued).
+ *    Midge gives each windowed message its packet identifier itself, from aedes' own counter (`_nextId`, which
+ *    QoSPacket uses when the packet has none), and reads PUBACK/PUBCOMP off aedes' parser: the broker's `ack`
+ *    event carries the stored packet, which clean sessions do not have, so it cannot tell which message was acked.
+ *    Not covered: the stored queue aedes sends on reconnect (lib/handlers/connect.js `emptyQueue`) writes straight
+ *    to the socket with `write(client, packet, next)`, not through deliverQoS; those messages go out unwindowed and
+ *    their acknowledgements free no slot here; live deliveries during that time use the window on their own.
  */
 import type { Client } from 'aedes'
 import { topicMatches } from './topic-match.js'
@@ -29,17 +44,43 @@ import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 
 type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) => void
-interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number }
+interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number }
+interface Waiting { packet: DeliverPacket, release: (() => void) | undefined }
+type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
+interface AedesBrokerInternals { authorizeForward: AuthorizeForward }
 
 interface AedesClientInternals {
   id: string | null
   clean: boolean
   closed: boolean
-  conn: { writableLength?: number }
+  conn: { writableLength?: number, once: (event: 'close', fn: () => void) => void }
   deliverQoS: Deliver
   deliver0: Deliver
   duplicates: Record<string, number>
   subscriptions: Record<string, { qos: number }>
+  broker: AedesBrokerInternals
+  _nextId: number
+  _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
+}
+
+/**
+ * (4) What aedes' `authorizeForward` answered in the current synchronous deliverQoS call: aedes decides there
+ * (dedupe, then authorizeForward) whether it will write the message, and builds the QoSPacket from that answer
+ * one tick later. Wrapped once per broker.
+ */
+let forwardedTo: unknown
+let forwarded: DeliverPacket | null | undefined
+const wrappedBrokers = new WeakSet<object>()
+function captureForward (broker: AedesBrokerInternals): void {
+  if (wrappedBrokers.has(broker)) return
+  wrappedBrokers.add(broker)
+  const orig = broker.authorizeForward
+  broker.authorizeForward = function authorizeForward (client, packet) {
+    const r = orig.call(this, client, packet)
+    forwardedTo = client
+    forwarded = r
+    return r
+  }
 }
 
 /** True if one of the client's subscriptions with QoS > 0 matches `topic`. */
@@ -53,6 +94,10 @@ function hasQosSubscription (client: AedesClientInternals, topic: string): boole
 export interface DeliveryOptions {
   /** Messages waiting for one client's socket before new ones are dropped; 0 = no limit. */
   maxPending: number
+  /** QoS 1/2 messages sent to one client and not yet acknowledged (`max_inflight_messages`); 0 = no limit. */
+  maxInflight?: number
+  /** Messages waiting for a slot in that window before new ones are dropped (`max_queued_messages`); 0 = no limit. */
+  maxWaiting?: number
   /** Bytes buffered for one client's socket before new messages are dropped; 0 = no limit. */
   maxPendingBytes: number
   /** A client none of whose writes completed for this long is stuck: publishers stop waiting for it. */
@@ -74,6 +119,14 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
   let pending = 0
   let dropping = false
+  // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
+  const window = opts.maxInflight ?? 0
+  let inflight = 0
+  const inflightIds = new Map<number, number>()
+  let waiting: Waiting[] = []
+  let waitHead = 0
+  /** When the last acknowledgement freed a slot, or the window last started filling. */
+  let lastAck = Date.now()
 
   // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
   // then `duplicates[id] = counter` records. The packet being delivered is `current`.
@@ -104,7 +157,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     if (timer !== undefined) return
     timer = setTimeout(function check () {
       timer = undefined
-      if (pending === 0) return
+      if (pending === 0 && waitHead === waiting.length) return
       const idle = Date.now() - lastProgress
       if (idle >= opts.stuckAfterMs) {
         // not one write of this client completed for a while: stop holding the publishers
@@ -128,29 +181,50 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       setImmediate(cb)
       return
     }
+    // (4) it would wait for the window: as mosquitto, at most `max_queued_messages` wait, unless the client is
+    // acknowledging (one within `stuckAfterMs`): a subscriber that keeps up is not dropped for its ack round trip
+    const waits = window > 0 && !qos0 && packet.qos > 0 && (inflight >= window || waitHead < waiting.length)
     const full = (opts.maxPending > 0 && pending >= opts.maxPending) ||
-      (opts.maxPendingBytes > 0 && (client.conn.writableLength ?? 0) >= opts.maxPendingBytes)
+      (opts.maxPendingBytes > 0 && (client.conn.writableLength ?? 0) >= opts.maxPendingBytes) ||
+      (waits && opts.maxWaiting !== undefined && opts.maxWaiting > 0 && waiting.length - waitHead >= opts.maxWaiting &&
+        Date.now() - lastAck >= opts.stuckAfterMs)
     if (full) {
       opts.stats.droppedSlowConsumer++
       if (!dropping) {
         dropping = true
-        opts.log.warn({ clientId: client.id, topic: packet.topic, pending },
+        opts.log.warn({ clientId: client.id, topic: packet.topic, pending, waiting: waiting.length - waitHead },
           `Outgoing messages are being dropped for client ${client.id ?? '?'}: it is not reading (max_inflight_messages + max_queued_messages reached).`)
       }
       setImmediate(cb)
       return
     }
-    if (pending === 0) lastProgress = Date.now()
-    pending++
+    if (pending === 0 && waitHead === waiting.length) lastProgress = Date.now()
     let release: (() => void) | undefined
     if (!stuck) {
       // as aedes: the publisher waits until this client's socket took the message (backpressure) ...
       release = () => { if (held.delete(release!)) cb() }
       held.add(release)
       watch()
+    } else {
+      // ... unless it is stuck: then it does not wait at all
+      setImmediate(cb)
     }
+    // (4) the window is full, or older messages wait for it: wait in order (the publisher too, until it is written
+    // or this client is stuck: a client that reads but does not acknowledge is stuck after `stuckAfterMs`)
+    if (waits) {
+      waiting.push({ packet, release })
+      return
+    }
+    send(orig, qos0, packet, release)
+  }
+
+  /** Hand one message to aedes; `release` frees the publisher once it is written. */
+  const send = (orig: Deliver, qos0: boolean, packet: DeliverPacket, release: (() => void) | undefined): void => {
+    pending++
     const prev = current
     current = packet
+    const windowed = window > 0 && !qos0 && packet.qos > 0
+    if (windowed) forwarded = forwardedTo = undefined
     try {
       orig(packet, () => {
         pending--
@@ -162,9 +236,58 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     } finally {
       current = prev
     }
-    // ... unless it is stuck: then it does not wait at all
-    if (stuck) setImmediate(cb)
+    // (4) aedes will write it (not a duplicate, authorizeForward let it through): give it the next packet id, which
+    // QoSPacket takes instead of its own, and hold a slot until it is acknowledged. aedes lowers the QoS to an
+    // exact-topic subscription's after that: a message going out at QoS 0 takes no slot.
+    if (windowed && forwardedTo === client && forwarded) {
+      const sub = client.subscriptions[forwarded.topic]
+      const qos = sub !== undefined && sub.qos < forwarded.qos ? sub.qos : forwarded.qos
+      if (qos > 0 && !forwarded.messageId) {
+        const id = client._nextId
+        client._nextId = id >= 65535 ? 1 : id + 1
+        forwarded.messageId = id
+        inflightIds.set(id, qos)
+        if (inflight++ === 0) lastAck = Date.now()
+      }
+    }
   }
+
+  /** (4) Slots are free: send what waits, oldest first. */
+  const flush = (): void => {
+    while (inflight < window && waitHead < waiting.length) {
+      if (client.closed) { waiting = []; waitHead = 0; return }
+      const w = waiting[waitHead]!
+      waiting[waitHead++] = undefined as unknown as Waiting
+      send(origQoS, false, w.packet, w.release)
+    }
+    if (waitHead === waiting.length) { waiting = []; waitHead = 0 } else if (waitHead > 1024 && waitHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitHead)
+      waitHead = 0
+    }
+  }
+
+  if (window > 0) {
+    captureForward(client.broker)
+    // PUBACK frees a QoS 1 slot, PUBCOMP a QoS 2 one; an identifier this window did not send frees nothing
+    client._parser.prependListener('packet', (p) => {
+      if (p.cmd !== 'puback' && p.cmd !== 'pubcomp') return
+      const qos = inflightIds.get(p.messageId!)
+      if (qos !== (p.cmd === 'puback' ? 1 : 2)) return
+      inflightIds.delete(p.messageId!)
+      inflight--
+      lastProgress = lastAck = Date.now()
+      flush()
+    })
+    // the connection is gone: what waits is not sent (a persistent session keeps it in its stored queue), its
+    // publishers go on
+    client.conn.once('close', () => {
+      const left = waiting
+      waiting = []
+      waitHead = 0
+      for (const w of left) w?.release?.()
+    })
+  }
+
   client.deliverQoS = wrap(origQoS, false)
   client.deliver0 = wrap(orig0, true)
 }

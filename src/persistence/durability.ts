@@ -174,6 +174,8 @@ export class Durability {
     const l = this.config.limits
     installDelivery(client, {
       maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
+      maxInflight: l.maxInflightMessages,
+      maxWaiting: l.maxQueuedMessages,
       maxPendingBytes: l.maxQueuedBytes,
       stuckAfterMs: STUCK_AFTER_MS,
       stats: this.stats,

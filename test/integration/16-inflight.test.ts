@@ -1,0 +1,138 @@
+/**
+ * max_inflight_messages: QoS 1/2 messages sent to one client and not yet acknowledged (src/broker/delivery.ts (4)).
+ * Midge follows the documented meaning: at most N in flight, one more released per PUBACK (QoS 1) or PUBCOMP (QoS 2).
+ *
+ * Debian's mosquitto 2.0.11, run with `mosquitto -c conf` and `max_inflight_messages 5` against the same raw
+ * subscriber (12 publishes, PINGREQ round trip plus 150 ms after each step):
+ *  - QoS 1: 5 PUBLISH packets before the PINGRESP (m1-m5, ids 1-5), as here. But the first PUBACK released 5 more
+ *    at once (m6-m10: 9 in flight) and the second the last 2; Midge releases exactly one per PUBACK.
+ *  - QoS 2: 5 before the PINGRESP; a PUBREC got its PUBREL and released nothing, as here. The PUBCOMPs released
+ *    nothing either: m6-m12 were still not sent 3 s after the fifth PUBCOMP. Midge releases one per PUBCOMP.
+ *  - `max_inflight_messages 0` and the default (20): all 12 at once, as here.
+ *  - A PUBCOMP for a QoS 1 message: mosquitto closed the connection; Midge ignores it (frees no slot).
+ */
+import { test, expect } from 'vitest'
+import { startTestBroker } from '../helpers/start-broker.js'
+import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
+
+const N = 12
+
+/** Publish N messages at `qos` to `w/<i>` and wait for the publisher's acknowledgements (QoS 1 PUBACK / QoS 2 PUBCOMP):
+ * by then each message has been written to the subscriber or is waiting for its window. */
+async function publishAll (port: number, qos: 1 | 2, onFinished: (fn: () => void) => void): Promise<void> {
+  const pub = await RawClient.connect(port)
+  onFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  for (let i = 1; i <= N; i++) pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos, messageId: i, retain: false, dup: false })
+  const ids = Array.from({ length: N }, (_, i) => i + 1)
+  const acks = async (cmd: string): Promise<number[]> => {
+    const got: number[] = []
+    for (let i = 1; i <= N; i++) got.push((await pub.next(cmd)).messageId as number)
+    return got.sort((a, b) => a - b)
+  }
+  if (qos === 1) {
+    expect(await acks('puback')).toEqual(ids)
+    return
+  }
+  // QoS 2 goes out on PUBREL: release them in publish order once all are received
+  expect(await acks('pubrec')).toEqual(ids)
+  for (const i of ids) pub.send({ cmd: 'pubrel', messageId: i })
+  expect(await acks('pubcomp')).toEqual(ids)
+}
+
+/** Every PUBLISH the subscriber has received and not yet taken, after a PINGREQ round trip. */
+async function drainPublishes (sub: RawClient): Promise<AnyPacket[]> {
+  await sub.ping()
+  const got = sub.packets.filter(p => p.cmd === 'publish')
+  sub.packets.splice(0, sub.packets.length, ...sub.packets.filter(p => p.cmd !== 'publish'))
+  return got
+}
+
+async function subscriber (port: number, qos: 1 | 2, onFinished: (fn: () => void) => void): Promise<RawClient> {
+  const sub = await RawClient.connect(port)
+  onFinished(() => sub.end())
+  await sub.connectMqtt({ clientId: 'inflight-sub' })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/#', qos }] })
+  expect((await sub.next('suback')).granted).toEqual([qos])
+  return sub
+}
+
+/** The window scenario against a broker on `port` configured with `max_inflight_messages 5`. */
+async function windowOfFive (port: number, qos: 1 | 2, onFinished: (fn: () => void) => void): Promise<void> {
+  const sub = await subscriber(port, qos, onFinished)
+  await publishAll(port, qos, onFinished)
+  const first = await drainPublishes(sub)
+  expect(first.map(p => p.payload.toString())).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+  expect(first.every(p => p.qos === qos)).toBe(true)
+  const outstanding = [...first]
+  for (let next = 6; outstanding.length > 0; ) {
+    // the packet ids in flight at once are distinct
+    expect(new Set(outstanding.map(p => p.messageId)).size).toBe(outstanding.length)
+    const oldest = outstanding.shift()!
+    if (qos === 2) {
+      // PUBREC: the broker answers PUBREL and the message stays in flight until PUBCOMP
+      sub.send({ cmd: 'pubrec', messageId: oldest.messageId })
+      expect((await sub.next('pubrel')).messageId).toBe(oldest.messageId)
+      expect(await drainPublishes(sub)).toEqual([])
+      sub.send({ cmd: 'pubcomp', messageId: oldest.messageId })
+    } else {
+      sub.send({ cmd: 'puback', messageId: oldest.messageId })
+    }
+    if (next <= N) {
+      const p = await sub.next('publish')
+      expect(p.payload.toString()).toBe(`m${next}`)
+      expect(p.topic).toBe(`w/${next}`)
+      next++
+      outstanding.push(p)
+    }
+    // exactly one: nothing else came with it
+    expect(await drainPublishes(sub)).toEqual([])
+  }
+}
+
+test('max_inflight_messages 5: 5 QoS 1 messages in flight, each PUBACK releases exactly one more, in order', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 5\n')
+  onTestFinished(() => b.close())
+  await windowOfFive(b.port(), 1, onTestFinished)
+})
+
+test('max_inflight_messages 5: a QoS 2 message stays in flight until PUBCOMP (PUBREC releases nothing)', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 5\n')
+  onTestFinished(() => b.close())
+  await windowOfFive(b.port(), 2, onTestFinished)
+})
+
+test('max_inflight_messages 5: an unknown or mismatched acknowledgement frees no slot', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 5\n')
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  await publishAll(b.port(), 1, onTestFinished)
+  const first = await drainPublishes(sub)
+  expect(first).toHaveLength(5)
+  const used = new Set(first.map(p => p.messageId as number))
+  let bogus = 1
+  while (used.has(bogus)) bogus++
+  sub.send({ cmd: 'puback', messageId: bogus })
+  sub.send({ cmd: 'pubcomp', messageId: first[0]!.messageId }) // a QoS 1 message is acknowledged by PUBACK only
+  expect(await drainPublishes(sub)).toEqual([])
+  sub.send({ cmd: 'puback', messageId: first[0]!.messageId })
+  expect((await sub.next('publish')).payload.toString()).toBe('m6')
+})
+
+test('max_inflight_messages 0: no window, all QoS 1 messages are sent at once', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n')
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  await publishAll(b.port(), 1, onTestFinished)
+  const all = await drainPublishes(sub)
+  expect(all.map(p => p.payload.toString())).toEqual(Array.from({ length: N }, (_, i) => `m${i + 1}`))
+  expect(new Set(all.map(p => p.messageId)).size).toBe(N)
+})
+
+test('default max_inflight_messages (20): 12 unacknowledged QoS 1 messages all go out', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  await publishAll(b.port(), 1, onTestFinished)
+  expect(await drainPublishes(sub)).toHaveLength(N)
+})
