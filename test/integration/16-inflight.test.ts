@@ -136,3 +136,31 @@ test('default max_inflight_messages (20): 12 unacknowledged QoS 1 messages all g
   await publishAll(b.port(), 1, onTestFinished)
   expect(await drainPublishes(sub)).toHaveLength(N)
 })
+
+test('persistent session: what waits for the window when the client goes is sent from the store on reconnect, in order', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 5\n')
+  onTestFinished(() => b.close())
+  const sub = await RawClient.connect(b.port())
+  onTestFinished(() => sub.end())
+  await sub.connectMqtt({ clientId: 'inflight-keep', clean: false })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/#', qos: 1 }] })
+  await sub.next('suback')
+  await publishAll(b.port(), 1, onTestFinished)
+  expect((await drainPublishes(sub)).map(p => p.payload.toString())).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+  sub.end()
+  await sub.closed
+
+  const again = await RawClient.connect(b.port())
+  onTestFinished(() => again.end())
+  expect(await again.connectMqtt({ clientId: 'inflight-keep', clean: false })).toMatchObject({ returnCode: 0, sessionPresent: true })
+  // aedes sends the stored queue itself (lib/handlers/connect.js emptyQueue), outside the window: all 12 at once,
+  // m1-m5 again with DUP. mosquitto 2.0.11 (same steps) resends m1-m5 with DUP and keeps m6-m12 until
+  // acknowledgements come (with its refill above: m6-m10 after the first PUBACK, m11-m12 after the second).
+  const got: AnyPacket[] = []
+  while (got.length < N) got.push(await again.next('publish'))
+  expect(got.map(p => p.payload.toString())).toEqual(Array.from({ length: N }, (_, i) => `m${i + 1}`))
+  expect(got.slice(0, 5).every(p => p.dup === true)).toBe(true)
+  // acknowledging them all leaves nothing behind
+  for (const p of got) again.send({ cmd: 'puback', messageId: p.messageId })
+  expect(await drainPublishes(again)).toEqual([])
+})
