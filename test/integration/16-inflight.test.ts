@@ -164,3 +164,34 @@ test('persistent session: what waits for the window when the client goes is sent
   for (const p of got) again.send({ cmd: 'puback', messageId: p.messageId })
   expect(await drainPublishes(again)).toEqual([])
 })
+
+test('max_inflight_messages 2 + max_queued_messages 3: a client that acknowledges nothing gets 2 + 3, the rest is dropped', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 2\nmax_queued_messages 3\n')
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const send = async (from: number, to: number): Promise<void> => {
+    for (let i = from; i <= to; i++) pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+    for (let i = from; i <= to; i++) await pub.next('puback')
+  }
+  // m3 and m4 wait: within a second of the last acknowledgement (or of the first send) nothing is dropped
+  await send(1, 4)
+  const first = await drainPublishes(sub)
+  expect(first.map(p => p.payload.toString())).toEqual(['m1', 'm2'])
+  // the bound is about time by design (no acknowledgement for stuckAfterMs = 1 s): wait that long, not an event
+  await new Promise(resolve => setTimeout(resolve, 1200))
+  // now at most 3 wait: m5 joins m3 and m4, m6-m8 are dropped (mosquitto 2.0.11 with the same options and steps:
+  // m1-m2 sent, m3-m5 queued, m6-m8 dropped; it delivers m3-m5 as the PUBACKs come, with its refill above)
+  await send(5, 8)
+  const outstanding = [...first]
+  const got = first.map(p => p.payload.toString())
+  while (outstanding.length > 0) {
+    sub.send({ cmd: 'puback', messageId: outstanding.shift()!.messageId })
+    const more = await drainPublishes(sub)
+    outstanding.push(...more)
+    got.push(...more.map(p => p.payload.toString()))
+  }
+  expect(got).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+})
