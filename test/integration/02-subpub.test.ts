@@ -82,7 +82,7 @@ test.for([
   const sub = await RawClient.connect(b.port())
   onTestFinished(() => sub.end())
   await sub.connectMqtt({ clientId: 'overlap' })
-  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: subs.map(([topic, qos]) => ({ topic, qos })) })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: subs.map(([topic, qos]) => ({ topic, qos: qos as 0 | 1 | 2 })) })
   expect((await sub.next('suback')).granted).toEqual(subs.map(([, q]) => q))
   const pub = await connect(b.url(), { clientId: 'p' }, onTestFinished)
   await pub.publishAsync('o/t', 'once', { qos: 2 })
