@@ -34,3 +34,11 @@ export async function barrier (c: MqttClient): Promise<void> {
   const topic = `$barrier-none/${Math.random()}`
   await c.publishAsync(topic.slice(1), '', { qos: 1 })
 }
+
+/** Connects, starts collecting and subscribes: the watcher most tests need. */
+export async function subscriber (url: string, clientId: string, filter: string, qos: 0 | 1 | 2, onFinished?: (fn: OnTestFinishedHandler) => void) {
+  const client = await connect(url, { clientId }, onFinished)
+  const got = collect(client)
+  await client.subscribeAsync(filter, { qos })
+  return { client, ...got }
+}

@@ -1,6 +1,6 @@
 import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
-import { connect, collect } from '../helpers/mqtt.js'
+import { connect, subscriber } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
 
 const will = { topic: 'dev/status', payload: Buffer.from('offline'), qos: 1 as const, retain: true }
@@ -8,26 +8,20 @@ const will = { topic: 'dev/status', payload: Buffer.from('offline'), qos: 1 as c
 test('the will is published when the connection drops without DISCONNECT [MQTT-3.1.2-8]', async ({ onTestFinished }) => {
   const b = await startTestBroker()
   onTestFinished(() => b.close())
-  const watcher = await connect(b.url(), { clientId: 'watch' }, onTestFinished)
-  const got = collect(watcher)
-  await watcher.subscribeAsync('dev/status', { qos: 1 })
+  const { client: watcher, ...got } = await subscriber(b.url(), 'watch', 'dev/status', 1, onTestFinished)
   const dev = await RawClient.connect(b.port())
   await dev.connectMqtt({ clientId: 'dev', will })
   dev.end() // abnormal: TCP closed, no DISCONNECT
   expect((await got.take(1)).map(m => [m.topic, m.payload, m.qos])).toEqual([['dev/status', 'offline', 1]])
   // and it was retained
-  const late = await connect(b.url(), { clientId: 'late' }, onTestFinished)
-  const gl = collect(late)
-  await late.subscribeAsync('dev/status', { qos: 1 })
+  const { client: late, ...gl } = await subscriber(b.url(), 'late', 'dev/status', 1, onTestFinished)
   expect((await gl.take(1)).map(m => [m.payload, m.retain])).toEqual([['offline', true]])
 })
 
 test('no will after a clean DISCONNECT [MQTT-3.1.2-10]', async ({ onTestFinished }) => {
   const b = await startTestBroker()
   onTestFinished(() => b.close())
-  const watcher = await connect(b.url(), { clientId: 'watch' }, onTestFinished)
-  const got = collect(watcher)
-  await watcher.subscribeAsync('dev/#', { qos: 1 })
+  const { client: watcher, ...got } = await subscriber(b.url(), 'watch', 'dev/#', 1, onTestFinished)
   const dev = await RawClient.connect(b.port())
   await dev.connectMqtt({ clientId: 'dev', will: { ...will, retain: false } })
   dev.send({ cmd: 'disconnect' })
@@ -40,9 +34,7 @@ test('no will after a clean DISCONNECT [MQTT-3.1.2-10]', async ({ onTestFinished
 test('keepalive: no packet for 1.5x keepalive closes the connection and fires the will [MQTT-3.1.2-24]', async ({ onTestFinished }) => {
   const b = await startTestBroker()
   onTestFinished(() => b.close())
-  const watcher = await connect(b.url(), { clientId: 'watch' }, onTestFinished)
-  const got = collect(watcher)
-  await watcher.subscribeAsync('dev/status', { qos: 1 })
+  const { client: watcher, ...got } = await subscriber(b.url(), 'watch', 'dev/status', 1, onTestFinished)
   const dev = await RawClient.connect(b.port())
   const t0 = Date.now()
   await dev.connectMqtt({ clientId: 'dev', keepalive: 1, will: { ...will, retain: false } })
@@ -69,9 +61,7 @@ test('keepalive: PINGREQ within the interval keeps the connection open', async (
 test('the will of a client taken over is published (the old connection ended abnormally)', async ({ onTestFinished }) => {
   const b = await startTestBroker()
   onTestFinished(() => b.close())
-  const watcher = await connect(b.url(), { clientId: 'watch' }, onTestFinished)
-  const got = collect(watcher)
-  await watcher.subscribeAsync('dev/status', { qos: 1 })
+  const { client: watcher, ...got } = await subscriber(b.url(), 'watch', 'dev/status', 1, onTestFinished)
   const first = await RawClient.connect(b.port())
   await first.connectMqtt({ clientId: 'same', will: { ...will, retain: false } })
   const second = await RawClient.connect(b.port())
