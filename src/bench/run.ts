@@ -6,9 +6,11 @@
  *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--out FILE]
  */
 import { parseArgs } from 'node:util'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir, cpus, loadavg, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { join, dirname } from 'node:path'
 import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, lastLines, MIDGE_MAIN, type BrokerName } from './brokers.js'
 import { allScenarios, FULL, QUICK, type Measurement, type Scenario, type Timing } from './scenarios.js'
 
@@ -45,9 +47,15 @@ const { values } = parseArgs({
     scenario: { type: 'string' },
     brokers: { type: 'string' },
     out: { type: 'string' },
-    list: { type: 'boolean', default: false }
+    list: { type: 'boolean', default: false },
+    cluster: { type: 'boolean', default: false }
   }
 })
+
+if (values.cluster && values.scenario === undefined) {
+  runClusterBench(values.runs !== undefined ? Number(values.runs) : (values.quick ? 1 : 3))
+  process.exit(0)
+}
 
 const scenarios = allScenarios()
 if (values.list) {
@@ -239,3 +247,20 @@ writeFileSync(out, JSON.stringify({
   results
 }, null, 2) + '\n')
 process.stdout.write(`\nwrote ${out}\n`)
+
+// 1 node vs 2 nodes on Redis (issue 7), after a full run of every scenario
+if (values.cluster || (values.scenario === undefined && !values.quick)) runClusterBench(runs)
+
+/**
+ * 1 node vs 2 nodes on Redis (issue 7): dist/cluster/bench.js with Debian's redis-server. `--cluster` runs only this;
+ * a full run of every scenario ends with it.
+ */
+function runClusterBench (n: number): void {
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    process.stdout.write('\nredis-server is not installed: skipping 1 node vs 2 nodes on Redis (Debian: apt-get install redis-server).\n')
+    return
+  }
+  process.stdout.write('\n1 node vs 2 nodes on Redis (dist/cluster/bench.js):\n')
+  const r = spawnSync(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), '..', 'cluster', 'bench.js'), '--runs', String(n)], { stdio: 'inherit' })
+  if (r.status !== 0) process.stderr.write(`cluster bench failed (exit ${r.status ?? r.signal})\n`)
+}
