@@ -148,6 +148,7 @@ export class Broker {
     for (const lc of config.listeners) {
       const listener = listenerFactories[lc.transport](lc, {
         onConnection: (stream, ctx, req) => this.onConnection(stream, ctx, req),
+        admit: this.rateLimiter.enabled ? (remoteAddress, l) => this.admit(remoteAddress, l) : undefined,
         log,
         http: this.router.handle,
         maxPayload: config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD + 5 : undefined
@@ -187,18 +188,22 @@ export class Broker {
     return `${scheme}://${host}:${b.address.port}${transport === 'ws' || transport === 'wss' ? '/mqtt' : ''}`
   }
 
+  /**
+   * max_connection_rate, per source address: asked by every listener as soon as a TCP connection is accepted, before a
+   * TLS handshake or an HTTP request costs anything; only the first refusal per address and second is logged (issue 9).
+   */
+  private admit (remoteAddress: string | undefined, lc: ListenerConfig): boolean {
+    const rate = this.rateLimiter.admit(remoteAddress)
+    if (rate.ok) return true
+    if (rate.first) this.log.warn({ listener: lc.id, remoteAddress }, `Connection refused: max_connection_rate (${this.config.limits.maxConnectionRate}/s) exceeded by ${remoteAddress ?? '?'}.`)
+    return false
+  }
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
     const count = this.connections.get(lc.id) ?? 0
     if (this.closing) { stream.destroy(); return }
-    // max_connection_rate: per source address, before any MQTT work; only the first refusal per second is logged (issue 9)
-    const rate = this.rateLimiter.admit(ctx.remoteAddress)
-    if (!rate.ok) {
-      if (rate.first) log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connection_rate (${config.limits.maxConnectionRate}/s) exceeded by ${ctx.remoteAddress ?? '?'}.`)
-      stream.destroy()
-      return
-    }
     if (lc.maxConnections >= 0 && count >= lc.maxConnections) {
       if (this.refusalLog.first(lc.id)) log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `Connection refused: max_connections (${lc.maxConnections}) reached.`)
       stream.destroy()

@@ -46,3 +46,12 @@ export function closeServer (server: Server): Promise<void> {
     server.close(() => resolve())
   })
 }
+
+/** Destroys accepted sockets that the broker does not admit, before any TLS or HTTP work is done on them. */
+export function gateConnections (server: Server, cfg: ListenerConfig, admit: ((remoteAddress: string | undefined, l: ListenerConfig) => boolean) | undefined): void {
+  if (!admit) return
+  // prepended: runs before node's own TLS/HTTP connection handling, so a refused socket costs no handshake
+  server.prependListener('connection', (socket: import('node:net').Socket) => {
+    if (!admit(socket.remoteAddress, cfg)) socket.destroy()
+  })
+}

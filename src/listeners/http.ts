@@ -1,7 +1,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { ListenerFactory } from './types.js'
-import { closeServer, listenServer } from './bind.js'
+import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions } from './tls-options.js'
 
 /**
@@ -15,6 +15,7 @@ export const httpListener: ListenerFactory = (cfg, deps) => {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
   }
   const server = cfg.transport === 'https' ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
+  gateConnections(server, cfg, deps.admit)
   server.on('upgrade', (_req, socket) => {
     socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
   })

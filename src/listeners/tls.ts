@@ -1,6 +1,6 @@
 import tls from 'node:tls'
 import type { ListenerFactory } from './types.js'
-import { closeServer, listenServer } from './bind.js'
+import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions, tlsPeerOf } from './tls-options.js'
 
 /** MQTT over TLS: a listener with certfile/keyfile (mosquitto's option names). */
@@ -14,6 +14,7 @@ export const tlsListener: ListenerFactory = (cfg, deps) => {
       tlsPeer: tlsPeerOf(socket)
     })
   })
+  gateConnections(server, cfg, deps.admit)
   server.on('tlsClientError', (err, socket) => {
     deps.log.info({ listener: cfg.id, remoteAddress: socket.remoteAddress, err: err.message }, 'TLS handshake failed')
   })

@@ -26,6 +26,11 @@ export interface ListenerDeps {
   http?: HttpHandler
   /** Largest WebSocket frame accepted (bytes). */
   maxPayload?: number
+  /**
+   * Asked for every accepted TCP connection before anything else happens on it (before a TLS handshake or an HTTP
+   * request is read): false destroys the socket at once. max_connection_rate lives here (issue 9).
+   */
+  admit?: (remoteAddress: string | undefined, listener: ListenerConfig) => boolean
 }
 
 export interface Listener {

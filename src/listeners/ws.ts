@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
 import type { ListenerFactory } from './types.js'
-import { closeServer, listenServer } from './bind.js'
+import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions, tlsPeerOf } from './tls-options.js'
 
 /** Paths that MQTT clients use for MQTT over WebSocket: `/mqtt` (MQTT.js, paho, mosquitto) and `/`. */
@@ -42,6 +42,7 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
   }
   const server = secure ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
+  gateConnections(server, cfg, deps.admit)
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,

@@ -10,6 +10,9 @@ import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { startChildBroker } from '../helpers/child-broker.js'
+import { makeTestCerts } from '../helpers/certs.js'
+import tls from 'node:tls'
+import { readFileSync } from 'node:fs'
 
 const CONNECT = (clientId: string, extra: Record<string, unknown> = {}) =>
   ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, ...extra })
@@ -483,3 +486,24 @@ test('refused connections are logged once per second, not once each: a connectio
   expect(count('max_connection_rate (25/s) exceeded')).toBeGreaterThanOrEqual(1)
   expect(count('max_connection_rate (25/s) exceeded')).toBeLessThanOrEqual(windows)
 }, 30_000)
+
+test('max_connection_rate on a TLS listener refuses before the handshake: no ServerHello for a refused connection', async ({ onTestFinished }) => {
+  const certs = makeTestCerts()
+  onTestFinished(() => certs.remove())
+  const b = await startTestBroker(`listener 0 127.0.0.1\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\nallow_anonymous true\nmax_connection_rate 2\n`)
+  onTestFinished(() => b.close())
+  // start at the beginning of a second so all attempts fall in one window
+  await new Promise(resolve => setTimeout(resolve, 1000 - (Date.now() % 1000)))
+  const window = Math.floor(Date.now() / 1000)
+  const outcomes = await Promise.all(Array.from({ length: 6 }, () => new Promise<string>(resolve => {
+    const s = tls.connect({ port: b.port('tls'), host: '127.0.0.1', ca: readFileSync(certs.ca), servername: 'localhost' })
+    s.once('secureConnect', () => { resolve('handshake'); s.destroy() })
+    s.once('error', () => resolve('refused'))
+    s.once('close', () => resolve('refused'))
+  })))
+  const handshakes = outcomes.filter(o => o === 'handshake').length
+  // one window: exactly 2 admitted; a loaded machine may stretch the burst over two windows: at most 2 in each
+  if (Math.floor(Date.now() / 1000) === window) expect(handshakes).toBe(2)
+  else expect(handshakes).toBeGreaterThanOrEqual(2)
+  expect(handshakes).toBeLessThanOrEqual(4)
+})
