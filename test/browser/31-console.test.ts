@@ -5,7 +5,7 @@
  * page at phone width. Screenshots go to a temp dir (printed), kept for a look after the run.
  */
 import { test, expect, beforeAll, afterAll } from 'vitest'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, writeFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
@@ -47,7 +47,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => {})
-  console.log(`console screenshots: ${shots}`)
+  // the screenshots are for a person to look at: kept with MIDGE_KEEP_SCREENSHOTS=1, otherwise removed with the rest
+  if (process.env.MIDGE_KEEP_SCREENSHOTS === '1') console.log(`console screenshots: ${shots}`)
+  else await rm(shots, { recursive: true, force: true })
 })
 
 /** data-client of each row of the clients table, in order. */

@@ -1,5 +1,5 @@
 import { test, expect } from 'vitest'
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, BrokerError } from '../../src/index.js'
@@ -97,8 +97,9 @@ test('known-ignored options warn once and do not fail', () => {
   ])
 })
 
-test('include_dir reads *.conf in alphabetical order with file:line in errors', () => {
+test('include_dir reads *.conf in alphabetical order with file:line in errors', ({ onTestFinished }) => {
   const dir = mkdtempSync(join(tmpdir(), 'midge-conf-'))
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
   mkdirSync(join(dir, 'conf.d'))
   writeFileSync(join(dir, 'conf.d', 'b.conf'), 'listener 1884\n')
   writeFileSync(join(dir, 'conf.d', 'a.conf'), 'listener 1883\nallow_anonymous true\n')
