@@ -115,11 +115,17 @@ export class BrokerStats {
     const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
     let subscriptions = 0
     let persistentLive = 0
+    /** QoS 1/2 subscriptions of connected persistent sessions: the store's offline count includes them. */
+    let persistentLiveQosSubs = 0
     for (const id in clients) {
       const c = clients[id]!
-      const n = Object.keys((c as unknown as { subscriptions: object }).subscriptions).length
+      const subs = (c as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
+      const n = Object.keys(subs).length
       subscriptions += n
-      if (!c.clean && n > 0) persistentLive++
+      if (!c.clean && n > 0) {
+        persistentLive++
+        for (const f in subs) if (subs[f]!.qos > 0) persistentLiveQosSubs++
+      }
     }
     let retainedCount = 0
     let retainedBytes = 0
@@ -128,6 +134,8 @@ export class BrokerStats {
       retainedBytes += p.payload.length
     }
     const offline = persistence.countOffline ? await persistence.countOffline() : { clientsCount: 0, subsCount: 0 }
+    // as mosquitto counts them, the subscriptions of disconnected persistent sessions too (the store counts QoS 1/2 ones)
+    subscriptions += Math.max(0, offline.subsCount - persistentLiveQosSubs)
     const connected = aedes.connectedClients
     const disconnected = Math.max(0, offline.clientsCount - persistentLive)
     const heap = process.memoryUsage().heapUsed
