@@ -1,26 +1,77 @@
 /**
- * Runs the built daemon (`node dist/main.js -c FILE`) as a real child process, on a data dir the test owns, so that
- * it can be SIGKILLed and started again on the same store (issue 3). Build first: `npm run build`.
- * Ready = the log line `Midge version ... running`; ports come from `Opening <transport> listen socket on port N.`
+ * Long-running child processes for tests: the built daemon (`node dist/main.js -c FILE`, build first with
+ * `npm run build`) and Debian's mosquitto as the reference broker. A real process can be SIGKILLed and started again
+ * on the same store (issue 3). Ready = its "... running" log line; ports come from its "listen socket on port N" lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import net from 'node:net'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { run, type RunResult } from './proc.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
 export const MIDGE_MAIN = join(ROOT, 'dist/main.js')
 
-export interface MidgeProcess {
+/** The old name of Daemon, used by the persistence and cluster tests. */
+export type MidgeProcess = Daemon
+
+export type Exit = { code: number | null, signal: NodeJS.Signals | null }
+
+export interface Daemon {
   proc: ChildProcess
+  /** Bound port of each listener, in config order. */
   ports: number[]
   url (i?: number): string
   /** stderr + stdout so far. */
   output (): string
+  /** Resolves when `re` matches output written after this call, or rejects after timeoutMs or at exit. */
+  waitFor (re: RegExp, timeoutMs?: number): Promise<string>
   /** Resolves with the exit code (or signal) once the process has exited. */
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-  kill (signal?: NodeJS.Signals): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  exited: Promise<Exit>
+  /** Sends `signal` (SIGTERM by default) unless it has exited, then waits for the exit. */
+  kill (signal?: NodeJS.Signals): Promise<Exit>
+  stop (): Promise<void>
+}
+
+function daemon (proc: ChildProcess, ready: RegExp, portRe: RegExp, timeoutMs: number): Promise<Daemon> {
+  let out = ''
+  const listeners = new Set<() => void>()
+  const onData = (d: string): void => { out += d; for (const l of listeners) l() }
+  proc.stdout!.setEncoding('utf8').on('data', onData)
+  proc.stderr!.setEncoding('utf8').on('data', onData)
+  const exited = new Promise<Exit>(res => proc.once('exit', (code, signal) => res({ code, signal })))
+  const waitFor = (re: RegExp, ms = timeoutMs, from = 0): Promise<string> => new Promise((res, rej) => {
+    const check = (): boolean => {
+      const m = re.exec(out.slice(from))
+      if (m) { cleanup(); res(m[0]); return true }
+      return false
+    }
+    const t = setTimeout(() => { cleanup(); rej(new Error(`timed out waiting for ${re}:\n${out}`)) }, ms)
+    const onExit = (): void => { if (!check()) { cleanup(); rej(new Error(`process exited while waiting for ${re}:\n${out}`)) } }
+    const cleanup = (): void => { clearTimeout(t); listeners.delete(check); proc.off('exit', onExit) }
+    listeners.add(check)
+    proc.once('exit', onExit)
+    check()
+  })
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<Exit> => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
+    return exited
+  }
+  return waitFor(ready).then(() => {
+    const ports = [...out.matchAll(portRe)].map(m => Number(m[1]))
+    return {
+      proc,
+      ports,
+      url: (i = 0) => `mqtt://127.0.0.1:${ports[i]}`,
+      output: () => out,
+      waitFor: (re: RegExp, ms?: number) => waitFor(re, ms, out.length),
+      exited,
+      kill,
+      stop: async () => { await kill('SIGTERM') }
+    }
+  }, err => { proc.kill('SIGKILL'); throw err })
 }
 
 /** Writes `conf` (with `{dir}` replaced) to `<dir>/<name>` and returns its path. */
@@ -30,51 +81,43 @@ export async function writeConf (dir: string, conf: string, name = 'midge.conf')
   return path
 }
 
-function run (args: string[], cwd: string): { proc: ChildProcess, output: () => string, exited: MidgeProcess['exited'] } {
+function mainOrThrow (): string {
   if (!existsSync(MIDGE_MAIN)) throw new Error(`${MIDGE_MAIN} is missing: run \`npm run build\` first`)
-  const proc = spawn(process.execPath, [MIDGE_MAIN, ...args], {
+  return MIDGE_MAIN
+}
+
+/** Starts Midge on `confPath` (in `cwd`) and waits until it logs that it runs. Rejects, with its output, if it exits first. */
+export function spawnMidge (confPath: string, cwd?: string, timeoutMs = 20_000): Promise<Daemon> {
+  const proc = spawn(process.execPath, [mainOrThrow(), '-c', confPath], {
     cwd,
     env: { ...process.env, MIDGE_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
-  let out = ''
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(res => proc.once('exit', (code, signal) => res({ code, signal })))
-  return { proc, output: () => out, exited }
+  return daemon(proc, /Midge version \S+ running/, /Opening \w+ listen socket on port (\d+)\./g, timeoutMs)
 }
 
-/** Starts Midge on `confPath` and waits until it logs that it runs. Rejects (with its output) if it exits first. */
-export async function spawnMidge (confPath: string, cwd: string, timeoutMs = 20_000): Promise<MidgeProcess> {
-  const { proc, output, exited } = run(['-c', confPath], cwd)
-  await new Promise<void>((resolveReady, reject) => {
-    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`Midge did not start in ${timeoutMs} ms:\n${output()}`)) }, timeoutMs)
-    const check = (): void => {
-      if (/Midge version \S+ running/.test(output())) { clearTimeout(t); resolveReady() }
-    }
-    proc.stderr!.on('data', check)
-    proc.stdout!.on('data', check)
-    void exited.then(({ code, signal }) => { clearTimeout(t); reject(new Error(`Midge exited (${code ?? signal}) before running:\n${output()}`)) })
-  })
-  const ports = [...output().matchAll(/Opening \w+ listen socket on port (\d+)\./g)].map(m => Number(m[1]))
-  return {
-    proc,
-    ports,
-    url: (i = 0) => `mqtt://127.0.0.1:${ports[i]}`,
-    output,
-    exited,
-    kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
-      return exited
-    }
-  }
+/** Debian's mosquitto on `conf` (which must log to stderr), ready once it logs "running". */
+export function spawnMosquitto (confPath: string, timeoutMs = 10_000): Promise<Daemon> {
+  const proc = spawn('mosquitto', ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] })
+  return daemon(proc, /mosquitto version \S+ running/, /Opening ipv4 listen socket on port (\d+)\./g, timeoutMs)
 }
 
-/** Runs `midge ARGS` to completion (subcommands, start-up failures): exit code and output. */
+/** Runs `midge ARGS` to completion (subcommands, start-up failures). */
+export function midge (args: string[], opts: { input?: string, cwd?: string, timeoutMs?: number } = {}): Promise<RunResult> {
+  return run(process.execPath, [mainOrThrow(), ...args], { timeoutMs: 20_000, ...opts })
+}
+
+/** `midge ARGS` with stdout and stderr as one string (what a person sees in a terminal). */
 export async function runMidge (args: string[], cwd: string, timeoutMs = 20_000): Promise<{ code: number | null, output: string }> {
-  const { proc, output, exited } = run(args, cwd)
-  const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs)
-  const { code } = await exited
-  clearTimeout(t)
-  return { code, output: output() }
+  const r = await midge(args, { cwd, timeoutMs })
+  return { code: r.code, output: r.stdout + r.stderr }
+}
+
+/** A port that was free a moment ago (for mosquitto, which cannot report an ephemeral port). */
+export async function freePort (): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>(res => srv.listen(0, '127.0.0.1', () => res()))
+  const port = (srv.address() as net.AddressInfo).port
+  await new Promise<void>(res => srv.close(() => res()))
+  return port
 }
