@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
-import { topicMatches } from './topic-match.js'
+import { maxMatchingQos } from './topic-match.js'
 import { checkConnect, screenWill } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
@@ -213,13 +213,6 @@ export function createHooks (deps: HookDeps): Hooks {
  */
 function clampQos (client: Client, packet: AedesPublishPacket): void {
   const subs = (client as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
-  let max = -1
-  for (const filter in subs) {
-    const q = subs[filter]!.qos
-    if (q > max && topicMatches(filter, packet.topic)) {
-      max = q
-      if (max >= packet.qos) return
-    }
-  }
+  const max = maxMatchingQos(subs, packet.topic, packet.qos)
   if (max >= 0 && max < packet.qos) packet.qos = max as 0 | 1 | 2
 }

@@ -39,7 +39,7 @@
  *    their acknowledgements free no slot here; live deliveries during that time use the window on their own.
  */
 import type { Client } from 'aedes'
-import { topicMatches } from './topic-match.js'
+import { maxMatchingQos } from './topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 
@@ -83,13 +83,6 @@ function captureForward (broker: AedesBrokerInternals): void {
   }
 }
 
-/** True if one of the client's subscriptions with QoS > 0 matches `topic`. */
-function hasQosSubscription (client: AedesClientInternals, topic: string): boolean {
-  for (const filter in client.subscriptions) {
-    if (client.subscriptions[filter]!.qos > 0 && topicMatches(filter, topic)) return true
-  }
-  return false
-}
 
 export interface DeliveryOptions {
   /** Messages waiting for one client's socket before new ones are dropped; 0 = no limit. */
@@ -176,11 +169,14 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     if (client.closed || current === packet) { orig(packet, cb); return }
     // (1) one copy at the highest QoS granted [MQTT-3.3.5-1]: the QoS 0 subscription must not be the one that
     // wins when a QoS 1/2 subscription of the same client matches too (test: 02-subpub "overlapping subscriptions")
-    if (qos0 && packet.qos > 0 && hasQosSubscription(client, packet.topic)) { setImmediate(cb); return }
+    const viaQos0 = qos0 && packet.qos > 0
+    if (viaQos0 && maxMatchingQos(client.subscriptions, packet.topic, packet.qos) > 0) { setImmediate(cb); return }
     if (packet.qos > 0 && !client.clean && client.id !== null && opts.accounting?.wasRefused(client.id, { brokerId: packet.brokerId ?? undefined, brokerCounter: packet.brokerCounter })) {
       setImmediate(cb)
       return
     }
+    // this QoS 0 subscription is the client's highest match: it goes out at 0, so authorizeForward need not scan again
+    if (viaQos0) packet.qos = 0
     // (4) it would wait for the window: as mosquitto, at most `max_queued_messages` wait, unless the client is
     // acknowledging (one within `stuckAfterMs`): a subscriber that keeps up is not dropped for its ack round trip
     const waits = window > 0 && !qos0 && packet.qos > 0 && (inflight >= window || waitHead < waiting.length)

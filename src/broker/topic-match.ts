@@ -30,3 +30,19 @@ export function topicMatches (filter: string, topic: string): boolean {
   }
   return ti === tl
 }
+
+/**
+ * The highest QoS among `subscriptions` whose filter matches `topic`, stopping early once `cap` is reached
+ * (the publish QoS: nothing above it matters); -1 if none matches. [MQTT-3.8.4-6] / [MQTT-3.3.5-1]
+ */
+export function maxMatchingQos (subscriptions: Record<string, { qos: number }>, topic: string, cap: number): number {
+  let max = -1
+  for (const filter in subscriptions) {
+    const q = subscriptions[filter]!.qos
+    if (q > max && topicMatches(filter, topic)) {
+      max = q
+      if (max >= cap) break
+    }
+  }
+  return max
+}
