@@ -10,6 +10,7 @@
  */
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
+import { topicMatches } from '../broker/topic-match.js'
 
 export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
 
@@ -17,20 +18,6 @@ const DOLLAR = 36
 const MIDGE_SYS = '$SYS/broker/'
 /** Every topic aedes 1.2 publishes for its own bookkeeping (aedes.js, handlers/subscribe.js, handlers/unsubscribe.js). */
 const AEDES_SYS = /^\$SYS\/[^/]+\/(?:heartbeat|birth|new\/clients|disconnect\/clients|new\/subscribes|new\/unsubscribes)$/
-
-/** MQTT topic filter match (no `$` special case: callers only pass filters that start with `$`). */
-export function topicMatches (filter: string, topic: string): boolean {
-  if (filter === topic) return true
-  const f = filter.split('/')
-  const t = topic.split('/')
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i]
-    if (level === '#') return true
-    if (i >= t.length) return false
-    if (level !== '+' && level !== t[i]) return false
-  }
-  return f.length === t.length
-}
 
 function dollarSubscribed (client: Client, topic: string): boolean {
   const subs = (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions
