@@ -45,3 +45,12 @@ export function describeError (err: unknown): string {
   if (err instanceof Error) return err.message
   return String(err)
 }
+
+/** Why a file could not be read, in a few words for an error line ("no such file", "permission denied", ...). */
+export function fileErrorReason (err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ENOENT') return 'no such file'
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied'
+  if (code === 'EISDIR') return 'is a directory'
+  return (err as Error).message
+}

@@ -13,7 +13,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { BrokerError } from '../errors.js'
+import { BrokerError, fileErrorReason } from '../errors.js'
 import type { IncomingMessage } from 'node:http'
 import { parsePasswordFile } from '../auth/password-file.js'
 import { DUMMY_HASH, verifyPassword, type ParsedHash } from '../auth/password-hash.js'
@@ -120,8 +120,7 @@ function hostOf (origin: string): string | undefined {
 export function checkAdminPasswordFile (file: string): void {
   let text: string
   try { text = readFileSync(file, 'utf8') } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    throw new BrokerError('AUTH_FILE', `Error: unable to open admin_password_file "${file}": ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}.`, { cause: err })
+    throw new BrokerError('AUTH_FILE', `Error: unable to open admin_password_file "${file}": ${fileErrorReason(err)}.`, { cause: err })
   }
   const t = parsePasswordFile(text, file)
   if (t.users.size === 0) throw new BrokerError('AUTH_FILE', `Error: admin_password_file "${file}" holds no valid user:hash line (make one with "mosquitto_passwd -c ${file} admin").${t.problems.length > 0 ? ` ${t.problems.join(' ')}` : ''}`)

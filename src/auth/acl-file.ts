@@ -15,7 +15,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { BrokerError } from '../errors.js'
+import { BrokerError, fileErrorReason } from '../errors.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthProvider, AuthProviderFactory, AuthorizeRequest, AuthResult, ReceiveRequest } from './types.js'
 import { compileFilter, filterCovers, filterMatches, filtersOverlap, validFilter, type CompiledFilter } from './topic-match.js'
@@ -221,9 +221,7 @@ function verdict (bits: number, want: number): AuthResult {
 }
 
 function readError (file: string, err: unknown): BrokerError {
-  const code = (err as NodeJS.ErrnoException).code
-  const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message
-  return new BrokerError('AUTH_FILE', `Error: unable to open acl_file "${file}": ${reason}.`, { cause: err })
+  return new BrokerError('AUTH_FILE', `Error: unable to open acl_file "${file}": ${fileErrorReason(err)}.`, { cause: err })
 }
 
 export const aclFileFactory: AuthProviderFactory = async (auth, log) =>

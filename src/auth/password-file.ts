@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { BrokerError } from '../errors.js'
+import { BrokerError, fileErrorReason } from '../errors.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthProvider, AuthProviderFactory, AuthenticateRequest, AuthResult } from './types.js'
 import { DUMMY_HASH, parseHash, verifyPassword, type ParsedHash } from './password-hash.js'
@@ -36,9 +36,7 @@ export function parsePasswordFile (text: string, file: string): PasswordTable {
 }
 
 function readError (file: string, err: unknown): BrokerError {
-  const code = (err as NodeJS.ErrnoException).code
-  const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message
-  return new BrokerError('AUTH_FILE', `Error: unable to open password_file "${file}": ${reason}.`, { cause: err })
+  return new BrokerError('AUTH_FILE', `Error: unable to open password_file "${file}": ${fileErrorReason(err)}.`, { cause: err })
 }
 
 export class PasswordFileProvider implements AuthProvider {

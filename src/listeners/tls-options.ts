@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
 import tls from 'node:tls'
 import type { TLSSocket } from 'node:tls'
-import { BrokerError } from '../errors.js'
+import { BrokerError, fileErrorReason } from '../errors.js'
 import type { ListenerConfig, TlsConfig } from '../config/schema.js'
 import type { ConnectionContext } from './types.js'
 import type { Logger } from '../logging/logger.js'
@@ -14,9 +14,7 @@ function readPem (path: string, what: string, cfg: ListenerConfig): Buffer {
   try {
     return readFileSync(path)
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message
-    throw new BrokerError('TLS', `Error: unable to load ${what} "${path}" for ${cfg.transport} listener on port ${cfg.port} (${cfg.source}): ${reason}.`, { cause: err })
+    throw new BrokerError('TLS', `Error: unable to load ${what} "${path}" for ${cfg.transport} listener on port ${cfg.port} (${cfg.source}): ${fileErrorReason(err)}.`, { cause: err })
   }
 }
 
