@@ -16,13 +16,19 @@ export function markResendsDup<T extends object> (persistence: T): T {
   return new Proxy(persistence, {
     get (target, prop, receiver) {
       if (prop === 'outgoingStream') {
-        return (client: unknown) => p.outgoingStream(client).pipe(new Transform({
-          objectMode: true,
-          transform (packet: OutgoingPacket, _enc, cb) {
-            if (packet.cmd !== 'pubrel' && packet.messageId) packet.dup = true
-            cb(null, packet)
-          }
-        }))
+        return (client: unknown) => {
+          const mark = new Transform({
+            objectMode: true,
+            transform (packet: OutgoingPacket, _enc, cb) {
+              if (packet.cmd !== 'pubrel' && packet.messageId) packet.dup = true
+              cb(null, packet)
+            }
+          })
+          // pipe() does not carry errors: a store read that fails must end aedes' pipeline, not leave it waiting
+          const source = p.outgoingStream(client)
+          source.once('error', err => mark.destroy(err))
+          return source.pipe(mark)
+        }
       }
       const v = Reflect.get(target, prop, receiver) as unknown
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
