@@ -105,7 +105,8 @@ export class Broker {
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits (issue 3)
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
-      persistence: persistenceFastPaths(markResendsDup(resolveInCallOrder(this.durability.persistence))), // cheap QoS 2 lookups (issue 8)
+      // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
+      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence)), // cheap QoS 2 lookups (issue 8)
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
       mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,

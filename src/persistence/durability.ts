@@ -187,6 +187,7 @@ export class Durability {
   /** Before the store closes: stop sweeping, write the last journal deletions. */
   async close (): Promise<void> {
     await this.expiry?.stop()
+    await this.journal?.settled?.(1_500)
     await this.journal?.flush()
   }
 }

@@ -62,6 +62,9 @@ export class PublishJournal {
   private writing: Promise<void> | undefined
   /** Journal writes done (tests, metrics). */
   written = 0
+  /** Entries recorded whose publish has not completed yet, and who waits for that count to reach 0. */
+  private open = 0
+  private onSettled: (() => void) | undefined
 
   constructor (private readonly db: ClassicLevel<string, Buffer>, private readonly log: Logger) {}
 
@@ -78,6 +81,7 @@ export class PublishJournal {
   record (packet: JournalPacket & object): Promise<void> {
     const key = `${PREFIX}${String(++this.seq).padStart(16, '0')}`
     this.keys.set(packet, key)
+    this.open++
     const value = encode({ ...packet, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
     return new Promise<void>((resolve, reject) => {
       this.puts.push({ key, value, resolve, reject })
@@ -90,6 +94,7 @@ export class PublishJournal {
     const key = this.keys.get(packet)
     if (key === undefined) return
     this.keys.delete(packet)
+    if (--this.open === 0) this.onSettled?.()
     this.dels.push(key)
     this.kick()
   }
@@ -97,6 +102,19 @@ export class PublishJournal {
   remove (key: string): void {
     this.dels.push(key)
     this.kick()
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) until every recorded publish has completed, so that a graceful stop does not leave
+   * entries behind that the next start would publish again (duplicates, counted against queue limits twice).
+   */
+  settled (timeoutMs: number): Promise<void> {
+    if (this.open <= 0) return Promise.resolve()
+    return new Promise(resolve => {
+      const t = setTimeout(done, timeoutMs)
+      function done (): void { clearTimeout(t); resolve() }
+      this.onSettled = done
+    })
   }
 
   /** Waits for every queued write. */

@@ -33,6 +33,6 @@ export interface PersistenceBackend {
 }
 
 /** What Durability needs of a QoS 1 journal (persistence/journal.ts in LevelDB, cluster/journal.ts in Redis). */
-export type JournalStore = Pick<PublishJournal, 'pending' | 'record' | 'complete' | 'remove' | 'flush'>
+export type JournalStore = Pick<PublishJournal, 'pending' | 'record' | 'complete' | 'remove' | 'flush'> & Partial<Pick<PublishJournal, 'settled'>>
 
 export type PersistenceFactory = (cfg: PersistenceConfig, log: Logger) => Promise<PersistenceBackend>
