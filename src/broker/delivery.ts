@@ -15,8 +15,8 @@
  *    stalls its publishers (and so everyone they publish to) until `drainTimeout` (30 s) closes it. Midge keeps
  *    that backpressure while the subscriber makes progress, but once none of its writes has completed for
  *    `stuckAfterMs` (1 s) it releases the publishers and stops holding them for that client until it reads again.
- *    What waits for its socket is bounded: beyond `max_inflight_messages + max_queued_messages` messages (or
- *    `max_queued_bytes` buffered), messages to that client are dropped, counted (`stats.droppedSlowConsumer`) and
+ *    What waits for its socket is bounded: once it is stuck, beyond `max_inflight_messages + max_queued_messages`
+ *    messages (or, at any time, `max_queued_bytes` buffered), messages to that client are dropped, counted (`stats.droppedSlowConsumer`) and
  *    logged once per episode. For a persistent session a dropped QoS 1/2 message stays in its stored queue and is
  *    sent when the client reconnects; `drainTimeout` still closes a client that reads nothing for 30 s.
  *
@@ -108,7 +108,6 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const origQoS = client.deliverQoS
   const orig0 = client.deliver0
   let current: DeliverPacket | undefined
-  const seen = new Set<string>()
   /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
   let pending = 0
   let dropping = false
@@ -122,16 +121,32 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let lastAck = Date.now()
 
   // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
-  // then `duplicates[id] = counter` records. The packet being delivered is `current`.
+  // then `duplicates[id] = counter` records. The packet being delivered is `current`. The last SEEN_LIMIT
+  // (brokerId, counter) pairs delivered are kept per broker id as numbers, evicted oldest first from a ring: no
+  // string per lookup, no Set iterator (a Set's first entry is found by skipping its deleted slots).
+  const seen = new Map<string, Set<number>>()
+  const ringIds: Array<string | undefined> = new Array(SEEN_LIMIT)
+  const ringCounters = new Float64Array(SEEN_LIMIT)
+  let ringAt = 0
   client.duplicates = new Proxy(Object.create(null) as Record<string, number>, {
     get (_t, id) {
       if (current === undefined || typeof id !== 'string') return 0
-      return seen.has(`${id}:${current.brokerCounter}`) ? Number.POSITIVE_INFINITY : 0
+      return seen.get(id)?.has(current.brokerCounter ?? 0) === true ? Number.POSITIVE_INFINITY : 0
     },
     set (_t, id) {
       if (current === undefined || typeof id !== 'string') return true
-      if (seen.size >= SEEN_LIMIT) seen.delete(seen.values().next().value as string)
-      seen.add(`${id}:${current.brokerCounter}`)
+      const counter = current.brokerCounter ?? 0
+      const oldId = ringIds[ringAt]
+      if (oldId !== undefined) seen.get(oldId)?.delete(ringCounters[ringAt]!)
+      let set = seen.get(id)
+      if (set === undefined) {
+        if (seen.size >= SEEN_LIMIT) for (const [k, v] of seen) if (v.size === 0) seen.delete(k)
+        seen.set(id, set = new Set())
+      }
+      set.add(counter)
+      ringIds[ringAt] = id
+      ringCounters[ringAt] = counter
+      ringAt = ringAt + 1 === SEEN_LIMIT ? 0 : ringAt + 1
       return true
     },
     deleteProperty () { return true }
@@ -180,7 +195,10 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // (4) it would wait for the window: as mosquitto, at most `max_queued_messages` wait, unless the client is
     // acknowledging (one within `stuckAfterMs`): a subscriber that keeps up is not dropped for its ack round trip
     const waits = window > 0 && !qos0 && packet.qos > 0 && (inflight >= window || waitHead < waiting.length)
-    const full = (opts.maxPending > 0 && pending >= opts.maxPending) ||
+    // the count limit applies to a stuck client only: while it makes progress its publishers wait for it (bounded
+    // by what they may send per read), and a burst of one event-loop turn (200 publishers' reads, thousands of
+    // messages handed to aedes before the first is written) is not a slow consumer
+    const full = (stuck && opts.maxPending > 0 && pending >= opts.maxPending) ||
       (opts.maxPendingBytes > 0 && (client.conn.writableLength ?? 0) >= opts.maxPendingBytes) ||
       (waits && opts.maxWaiting !== undefined && opts.maxWaiting > 0 && waiting.length - waitHead >= opts.maxWaiting &&
         Date.now() - lastAck >= opts.stuckAfterMs)
