@@ -1,50 +1,105 @@
 /**
- * Coalesces what aedes writes to one connection during one turn of the event loop into one socket write.
+ * Coalesces what aedes writes to one connection during one turn of the event loop into one socket write of one
+ * buffer.
  *
  * aedes delivers every message to every subscriber in its own `setImmediate` callback and writes it with
- * mqtt-packet's `writeToStream`, which corks the stream and uncorks it on `process.nextTick`, that is, right after
- * that one callback. So every delivered message costs one `writev` system call plus a libuv write request:
- * profiling a QoS 0 fan-in (5 publishers, one subscriber, `node --cpu-prof`) put 26% of Midge's CPU time under
- * `uncork` -> `writev`, the largest single cost. see issue 8.
+ * mqtt-packet's `writeToStream`, which writes a PUBLISH field by field (fixed header, length, topic length, topic,
+ * payload: five `write()` calls), corks the stream and uncorks it on `process.nextTick`, that is, right after that
+ * one callback. Left alone, every delivered message costs one `writev` system call with five tiny chunks plus a
+ * libuv write request: profiling a QoS 0 fan-in (5 publishers, one subscriber, `node --cpu-prof`) put 26% of Midge's
+ * CPU time under `uncork` -> `writev`. Corking the stream for the whole turn (this module's first version) made it
+ * one `writev` per turn, but Node still kept one buffered-chunk record per field and handed the kernel one iovec per
+ * field: `writev` and stream bookkeeping were still 20% of the busy time (see issue 8).
  *
- * Here the first write of a turn corks the stream once more, and a `setImmediate` uncorks it: every packet
- * written by the immediates of this turn (hundreds under load) leaves in one `writev`. When idle the cost is one
- * extra immediate per write burst, well under a millisecond of added latency. `write()` keeps its return value
- * (the buffered length still counts against the high-water mark), so aedes' backpressure and drain handling are
- * unchanged; `end()` and `destroy()` flush or discard corked data as usual. Over WebSocket the turn's packets go out
- * as one binary frame.
+ * Here the chunks of a turn are collected in an array and, in a `setImmediate`, concatenated and written with one
+ * `write()`: one buffer, one iovec, one WebSocket frame (several MQTT packets in one frame are allowed,
+ * [MQTT-6.0.0-2]). Chunks of 16 KiB or more are written as they are, in order, without being copied.
+ *
+ * Backpressure is kept: `write()` returns false once the collected bytes plus what the stream already buffers reach
+ * its high-water mark, and a `drain` event follows (from the stream when its write of the batch returned false, or
+ * emitted here once the batch is handed over when the stream took it without complaint). `end()` writes the
+ * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
  */
 import type { Duplex } from 'node:stream'
 
-type Chunk = { chunk: Buffer | string, encoding: BufferEncoding }
-type WithWrite = Duplex & {
-  _writev?: ((chunks: Chunk[], cb: (err?: Error | null) => void) => void) | null
-  _write: (chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void) => void
-}
+type WriteCb = (err?: Error | null) => void
+type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
+
+/** Chunks at least this large are not copied into the turn's buffer. */
+const COPY_LIMIT = 16 * 1024
 
 export function coalesceWrites (stream: Duplex): void {
-  if (typeof stream.cork !== 'function') return
-  const s = stream as WithWrite
-  if (!s._writev && typeof s._write === 'function') {
-    // ws' createWebSocketStream has no _writev, so uncork would still hand the chunks to _write one by one, one
-    // WebSocket frame each. One frame may carry several MQTT packets [MQTT-6.0.0-2]: send the turn's packets as one.
-    s._writev = function writevAsOne (chunks, cb) {
-      const bufs = chunks.map(c => typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk)
-      s._write(bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs), 'buffer' as BufferEncoding, cb)
+  const write = stream.write as WriteFn
+  const end = stream.end as (...args: unknown[]) => Duplex
+  let parts: Buffer[] = []
+  let bytes = 0
+  let callbacks: WriteCb[] | undefined
+  let scheduled = false
+  /** write() returned false to someone for this batch: a `drain` is owed. */
+  let owed = false
+
+  const flush = (): void => {
+    scheduled = false
+    if (parts.length === 0) return
+    const batch = parts
+    const cbs = callbacks
+    parts = []
+    bytes = 0
+    callbacks = undefined
+    if (stream.destroyed) {
+      if (cbs !== undefined) for (const cb of cbs) cb(new Error('write after destroy'))
+      return
+    }
+    const done: WriteCb | undefined = cbs === undefined ? undefined : err => { for (const cb of cbs) cb(err) }
+    let ok = true
+    let run = 0
+    let runBytes = 0
+    const writeRun = (upTo: number, last: boolean): void => {
+      if (upTo === run) return
+      const chunk = upTo - run === 1 ? batch[run]! : Buffer.concat(batch.slice(run, upTo), runBytes)
+      ok = write.call(stream, chunk, undefined, last ? done : undefined) && ok
+      run = upTo
+      runBytes = 0
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const b = batch[i]!
+      if (b.length >= COPY_LIMIT) {
+        writeRun(i, false)
+        run = i
+        runBytes = b.length
+        writeRun(i + 1, i + 1 === batch.length)
+      } else {
+        runBytes += b.length
+      }
+    }
+    writeRun(batch.length, true)
+    if (owed) {
+      owed = false
+      // the stream took the batch below its high-water mark: it will not emit drain itself
+      if (ok) stream.emit('drain')
     }
   }
-  let corked = false
-  const flush = (): void => {
-    corked = false
-    if (stream.writableCorked > 0) stream.uncork()
-  }
-  const write = stream.write
-  stream.write = function coalescedWrite (this: Duplex, ...args: Parameters<Duplex['write']>): boolean {
-    if (!corked && !stream.writableEnded && !stream.destroyed) {
-      corked = true
-      stream.cork()
+
+  stream.write = function coalescedWrite (this: Duplex, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+    if (stream.writableEnded || stream.destroyed) return write.call(this, chunk, encoding, cb)
+    if (typeof encoding === 'function') { cb = encoding; encoding = undefined }
+    const buf = typeof chunk === 'string'
+      ? Buffer.from(chunk, (encoding as BufferEncoding | undefined) ?? 'utf8')
+      : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array)
+    parts.push(buf)
+    bytes += buf.length
+    if (typeof cb === 'function') (callbacks ??= []).push(cb as WriteCb)
+    if (!scheduled) {
+      scheduled = true
       setImmediate(flush)
     }
-    return write.apply(this, args)
+    if (bytes + stream.writableLength < stream.writableHighWaterMark) return true
+    owed = true
+    return false
   } as Duplex['write']
+
+  stream.end = function coalescedEnd (this: Duplex, ...args: unknown[]): Duplex {
+    flush()
+    return end.apply(this, args)
+  } as Duplex['end']
 }
