@@ -34,9 +34,19 @@
  *    Midge gives each windowed message its packet identifier itself, from aedes' own counter (`_nextId`, which
  *    QoSPacket uses when the packet has none), and reads PUBACK/PUBCOMP off aedes' parser: the broker's `ack`
  *    event carries the stored packet, which clean sessions do not have, so it cannot tell which message was acked.
- *    Not covered: the stored queue aedes sends on reconnect (lib/handlers/connect.js `emptyQueue`) writes straight
- *    to the socket with `write(client, packet, next)`, not through deliverQoS; those messages go out unwindowed and
- *    their acknowledgements free no slot here; live deliveries during that time use the window on their own.
+ *    A live delivery never takes a packet identifier still in flight (a stored one included, see (5)).
+ *
+ * 5. The stored queue of a persistent session shares that window. aedes sends it on reconnect itself
+ *    (lib/handlers/connect.js `emptyQueue`: `persistence.outgoingStream(client)` piped to `write()`, after CONNACK,
+ *    not through deliverQoS), all of it at once. resend-dup.ts passes that stream through `admitStored` below: a
+ *    stored message goes on to aedes only when it has a slot (an already-sent one keeps its stored packet id and
+ *    DUP=1, a never-sent one gets the next free id), and the same PUBACK/PUBCOMP listener frees its slot. Until the
+ *    whole stored queue is written (aedes' `connected` event, emitted when `emptyQueue` ends), live QoS 1/2
+ *    deliveries wait behind it, so they go out after the stored ones, as in mosquitto; a stored message that aedes
+ *    clears instead of writing (authorizeForward refused it) frees its slot through `clearedStored`. The stored
+ *    messages sent are remembered by the duplicate filter (1): a live copy of one (enqueued before the store was
+ *    read) is not sent twice. If the connection closes mid-way, the stream ends with an error (as aedes' own write
+ *    error would end it); what was not sent stays in the store, which aedes only clears on acknowledgement.
  */
 import type { Client } from 'aedes'
 import { maxMatchingQos } from './topic-match.js'
@@ -51,6 +61,7 @@ interface AedesBrokerInternals { authorizeForward: AuthorizeForward }
 
 interface AedesClientInternals {
   id: string | null
+  once: (event: 'connected', fn: () => void) => void
   clean: boolean
   closed: boolean
   conn: { writableLength?: number, once: (event: 'close', fn: () => void) => void }
@@ -103,6 +114,30 @@ export interface DeliveryOptions {
 /** How many delivered `brokerId:counter` keys a client remembers for the duplicate filter. */
 const SEEN_LIMIT = 1024
 
+/** (5) A packet of a persistent session's stored queue, as the store's outgoingStream yields it. */
+export interface StoredPacket { cmd?: string, qos?: number, messageId?: number, brokerId?: string, brokerCounter?: number }
+interface StoredQueueWindow {
+  admit (packet: StoredPacket, go: (err?: Error) => void): void
+  cleared (messageId: number | undefined): void
+}
+const storedWindows = new WeakMap<object, StoredQueueWindow>()
+
+/**
+ * (5) Calls `go` once the stored packet may be handed to aedes: at once when it needs no slot (no window, QoS 0, an
+ * identifier already in flight), else when the client's window has a slot, which it then holds (a never-sent packet
+ * gets its packet id here). `go(err)` if the connection closes first.
+ */
+export function admitStored (client: unknown, packet: StoredPacket, go: (err?: Error) => void): void {
+  const w = typeof client === 'object' && client !== null ? storedWindows.get(client) : undefined
+  if (w === undefined) go()
+  else w.admit(packet, go)
+}
+
+/** (5) aedes cleared a stored message instead of writing it (or after its acknowledgement): free its slot if held. */
+export function clearedStored (client: unknown, messageId: number | undefined): void {
+  if (typeof client === 'object' && client !== null) storedWindows.get(client)?.cleared(messageId)
+}
+
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
   const client = aedesClient as unknown as AedesClientInternals
   const origQoS = client.deliverQoS
@@ -119,14 +154,20 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let waitHead = 0
   /** When the last acknowledgement freed a slot, or the window last started filling. */
   let lastAck = Date.now()
+  // (5) until aedes has written the stored queue (`connected`), live QoS 1/2 deliveries wait behind it; the ids of
+  // stored messages in flight; the stored packet waiting for a slot
+  let replaying = window > 0
+  const storedIds = new Set<number>()
+  let storedWaiting: { packet: StoredPacket, go: (err?: Error) => void } | undefined
 
   // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
   // then `duplicates[id] = counter` records. The packet being delivered is `current`. The last SEEN_LIMIT
   // (brokerId, counter) pairs delivered are kept per broker id as numbers, evicted oldest first from a ring: no
   // string per lookup, no Set iterator (a Set's first entry is found by skipping its deleted slots).
   const seen = new Map<string, Set<number>>()
-  const ringIds: Array<string | undefined> = new Array(SEEN_LIMIT)
-  const ringCounters = new Float64Array(SEEN_LIMIT)
+  // grown on demand (an idle connection holds none of it), then reused as a ring
+  const ringIds: string[] = []
+  const ringCounters: number[] = []
   let ringAt = 0
   client.duplicates = new Proxy(Object.create(null) as Record<string, number>, {
     get (_t, id) {
@@ -135,22 +176,29 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     },
     set (_t, id) {
       if (current === undefined || typeof id !== 'string') return true
-      const counter = current.brokerCounter ?? 0
-      const oldId = ringIds[ringAt]
-      if (oldId !== undefined) seen.get(oldId)?.delete(ringCounters[ringAt]!)
-      let set = seen.get(id)
-      if (set === undefined) {
-        if (seen.size >= SEEN_LIMIT) for (const [k, v] of seen) if (v.size === 0) seen.delete(k)
-        seen.set(id, set = new Set())
-      }
-      set.add(counter)
-      ringIds[ringAt] = id
-      ringCounters[ringAt] = counter
-      ringAt = ringAt + 1 === SEEN_LIMIT ? 0 : ringAt + 1
+      remember(id, current.brokerCounter ?? 0)
       return true
     },
     deleteProperty () { return true }
   })
+  function remember (id: string, counter: number): void {
+    const grown = ringIds.length === SEEN_LIMIT
+    if (grown) seen.get(ringIds[ringAt]!)?.delete(ringCounters[ringAt]!)
+    let set = seen.get(id)
+    if (set === undefined) {
+      if (seen.size >= SEEN_LIMIT) for (const [k, v] of seen) if (v.size === 0) seen.delete(k)
+      seen.set(id, set = new Set())
+    }
+    set.add(counter)
+    if (!grown) {
+      ringIds.push(id)
+      ringCounters.push(counter)
+      return
+    }
+    ringIds[ringAt] = id
+    ringCounters[ringAt] = counter
+    ringAt = ringAt + 1 === SEEN_LIMIT ? 0 : ringAt + 1
+  }
 
   // (2) emitter callbacks held for this client (the publishers wait for them), released when written or when stuck
   const held = new Set<() => void>()
@@ -194,7 +242,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     if (viaQos0) packet.qos = 0
     // (4) it would wait for the window: as mosquitto, at most `max_queued_messages` wait, unless the client is
     // acknowledging (one within `stuckAfterMs`): a subscriber that keeps up is not dropped for its ack round trip
-    const waits = window > 0 && !qos0 && packet.qos > 0 && (inflight >= window || waitHead < waiting.length)
+    const waits = window > 0 && !qos0 && packet.qos > 0 && (replaying || inflight >= window || waitHead < waiting.length)
     // the count limit applies to a stuck client only: while it makes progress its publishers wait for it (bounded
     // by what they may send per read), and a burst of one event-loop turn (200 publishers' reads, thousands of
     // messages handed to aedes before the first is written) is not a slow consumer
@@ -257,8 +305,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       const sub = client.subscriptions[forwarded.topic]
       const qos = sub !== undefined && sub.qos < forwarded.qos ? sub.qos : forwarded.qos
       if (qos > 0 && !forwarded.messageId) {
-        const id = client._nextId
-        client._nextId = id >= 65535 ? 1 : id + 1
+        const id = nextId()
         forwarded.messageId = id
         inflightIds.set(id, qos)
         if (inflight++ === 0) lastAck = Date.now()
@@ -266,9 +313,44 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     }
   }
 
+  /** (4) aedes' next packet identifier that is not in flight (a stored message's may be: see (5)). */
+  const nextId = (): number => {
+    let id = client._nextId
+    for (let i = 0; i < 65535 && inflightIds.has(id); i++) id = id >= 65535 ? 1 : id + 1
+    client._nextId = id >= 65535 ? 1 : id + 1
+    return id
+  }
+
+  /** (5) A stored packet takes a slot if it needs one and one is free; false if it must wait. */
+  const admitNow = (packet: StoredPacket): boolean => {
+    const qos = packet.cmd === 'pubrel' ? 2 : packet.qos ?? 0
+    if (qos === 0 || (packet.messageId && inflightIds.has(packet.messageId))) return true
+    if (inflight >= window) return false
+    // a never-sent message: QoSPacket keeps the id it has, and aedes stores it with outgoingUpdate
+    const id = packet.messageId || (packet.messageId = nextId())
+    inflightIds.set(id, qos)
+    storedIds.add(id)
+    if (inflight++ === 0) lastAck = Date.now()
+    if (packet.cmd !== 'pubrel' && packet.brokerId) remember(packet.brokerId, packet.brokerCounter ?? 0)
+    return true
+  }
+
+  /** (4)(5) One slot is free again: the stored queue first, then what waits, oldest first. */
+  const freed = (id: number): void => {
+    inflightIds.delete(id)
+    storedIds.delete(id)
+    inflight--
+    if (storedWaiting !== undefined && admitNow(storedWaiting.packet)) {
+      const { go } = storedWaiting
+      storedWaiting = undefined
+      go()
+    }
+    flush()
+  }
+
   /** (4) Slots are free: send what waits, oldest first. */
   const flush = (): void => {
-    while (inflight < window && waitHead < waiting.length) {
+    while (!replaying && inflight < window && waitHead < waiting.length) {
       if (client.closed) { waiting = []; waitHead = 0; return }
       const w = waiting[waitHead]!
       waiting[waitHead++] = undefined as unknown as Waiting
@@ -287,14 +369,30 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       if (p.cmd !== 'puback' && p.cmd !== 'pubcomp') return
       const qos = inflightIds.get(p.messageId!)
       if (qos !== (p.cmd === 'puback' ? 1 : 2)) return
-      inflightIds.delete(p.messageId!)
-      inflight--
       lastProgress = lastAck = Date.now()
+      freed(p.messageId!)
+    })
+    // (5) the stored queue is written: live deliveries go on, behind it
+    client.once('connected', () => {
+      replaying = false
       flush()
+    })
+    storedWindows.set(client, {
+      admit (packet, go) {
+        if (client.closed) { go(new Error('connection closed')); return }
+        if (admitNow(packet)) { go(); return }
+        storedWaiting = { packet, go }
+      },
+      cleared (messageId) {
+        if (messageId !== undefined && storedIds.has(messageId)) freed(messageId)
+      }
     })
     // the connection is gone: what waits is not sent (a persistent session keeps it in its stored queue), its
     // publishers go on
     client.conn.once('close', () => {
+      const stored = storedWaiting
+      storedWaiting = undefined
+      stored?.go(new Error('connection closed'))
       const left = waiting
       waiting = []
       waitHead = 0

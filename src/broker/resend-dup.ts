@@ -1,18 +1,28 @@
 /**
- * [MQTT-3.3.1-1] A QoS 1/2 PUBLISH that the broker sends again must carry DUP=1. aedes 1.2.0 resends the in-flight
- * messages of a persistent session on reconnect (from persistence.outgoingStream) with DUP=0 (test: 02-subpub
- * "QoS 1 outbound is resent with DUP"). A message that was already sent has a packet id assigned by
- * persistence.outgoingUpdate; a queued one that never left has none. So the stream of a session's outgoing
- * messages is passed through a mark that sets DUP on those with a packet id. aedes-packet copies `dup` when
- * aedes wraps the packet. The persistence object is wrapped, not modified.
+ * The stream of a persistent session's stored messages that aedes 1.2.0 sends on reconnect
+ * (`persistence.outgoingStream`, read by lib/handlers/connect.js `emptyQueue`), passed through two steps:
+ *
+ * - [MQTT-3.3.1-1] A QoS 1/2 PUBLISH that the broker sends again must carry DUP=1. aedes resends the in-flight
+ *   messages with DUP=0 (test: 02-subpub "QoS 1 outbound is resent with DUP"). A message that was already sent has
+ *   a packet id assigned by persistence.outgoingUpdate; a queued one that never left has none. So those with a
+ *   packet id get DUP set (aedes-packet copies `dup` when aedes wraps the packet).
+ * - `max_inflight_messages` (issue 3): each message goes on to aedes only when the client's outgoing window has a
+ *   slot for it (delivery.ts (5), `admitStored`): aedes writes whatever the stream yields at once. A message that
+ *   aedes then clears instead of writing (`outgoingClearMessageId`) frees its slot (`clearedStored`).
+ *
+ * The persistence object is wrapped, not modified.
  */
 import { Transform, type Readable } from 'node:stream'
+import { admitStored, clearedStored } from './delivery.js'
 
 interface OutgoingPacket { messageId?: number, dup?: boolean, cmd?: string }
-interface WithOutgoingStream { outgoingStream (client: unknown): Readable }
+interface WithOutgoing {
+  outgoingStream (client: unknown): Readable
+  outgoingClearMessageId (client: unknown, packet: OutgoingPacket): Promise<unknown>
+}
 
 export function markResendsDup<T extends object> (persistence: T): T {
-  const p = persistence as unknown as WithOutgoingStream
+  const p = persistence as unknown as WithOutgoing
   return new Proxy(persistence, {
     get (target, prop, receiver) {
       if (prop === 'outgoingStream') {
@@ -21,13 +31,21 @@ export function markResendsDup<T extends object> (persistence: T): T {
             objectMode: true,
             transform (packet: OutgoingPacket, _enc, cb) {
               if (packet.cmd !== 'pubrel' && packet.messageId) packet.dup = true
-              cb(null, packet)
+              admitStored(client, packet, err => err ? cb(err) : cb(null, packet))
             }
           })
-          // pipe() does not carry errors: a store read that fails must end aedes' pipeline, not leave it waiting
+          // pipe() does not carry errors: a store read that fails must end aedes' pipeline, not leave it waiting;
+          // and a stream that ends early (the client went while it waited for a slot) closes the store's iterator
           const source = p.outgoingStream(client)
           source.once('error', err => mark.destroy(err))
+          mark.once('close', () => source.destroy())
           return source.pipe(mark)
+        }
+      }
+      if (prop === 'outgoingClearMessageId') {
+        return (client: unknown, packet: OutgoingPacket) => {
+          clearedStored(client, packet.messageId)
+          return p.outgoingClearMessageId(client, packet)
         }
       }
       const v = Reflect.get(target, prop, receiver) as unknown
