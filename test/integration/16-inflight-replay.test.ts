@@ -52,9 +52,9 @@ async function client (port: number, clientId: string, clean: boolean, onFinishe
 
 /** Publishes `payloads` to r/<payload> one after the other, each completed (PUBACK, or PUBREC-PUBREL-PUBCOMP). */
 async function publish (pub: RawClient, payloads: string[], qos: (i: number) => 0 | 1 | 2): Promise<void> {
-  for (let i = 0; i < payloads.length; i++) {
+  for (const [i, payload] of payloads.entries()) {
     const q = qos(i + 1)
-    pub.send({ cmd: 'publish', topic: `r/${payloads[i]!}`, payload: payloads[i], qos: q, messageId: i + 1, retain: false, dup: false })
+    pub.send({ cmd: 'publish', topic: `r/${payload}`, payload, qos: q, messageId: i + 1, retain: false, dup: false })
     if (q === 1) await pub.next('puback')
     if (q === 2) {
       await pub.next('pubrec')
