@@ -42,11 +42,15 @@
  *    stored message goes on to aedes only when it has a slot (an already-sent one keeps its stored packet id and
  *    DUP=1, a never-sent one gets the next free id), and the same PUBACK/PUBCOMP listener frees its slot. Until the
  *    whole stored queue is written (aedes' `connected` event, emitted when `emptyQueue` ends), live QoS 1/2
- *    deliveries wait behind it, so they go out after the stored ones, as in mosquitto; a stored message that aedes
- *    clears instead of writing (authorizeForward refused it) frees its slot through `clearedStored`. The stored
- *    messages sent are remembered by the duplicate filter (1): a live copy of one (enqueued before the store was
- *    read) is not sent twice. If the connection closes mid-way, the stream ends with an error (as aedes' own write
- *    error would end it); what was not sent stays in the store, which aedes only clears on acknowledgement.
+ *    deliveries wait behind it, so they go out after the stored ones, as in mosquitto (QoS 0 ones do not wait).
+ *    aedes asks authorizeForward before it writes a stored message (the wrapper above sees the answer): refused, the
+ *    message is not written and its slot is free; lowered to the subscription's QoS (aedes stores the publish QoS,
+ *    aedes-hooks clampQos lowers it), its slot waits for that QoS's acknowledgement. The stored messages sent are
+ *    remembered by the duplicate filter (1): a live copy of one (enqueued before the store was read) is not sent
+ *    twice. If the connection closes mid-way, the stream ends with an error (as aedes' own write error would end
+ *    it); what was not sent stays in the store, which aedes only clears on acknowledgement. Measured with
+ *    `max_inflight_messages 5` and 50 queued (test: 16-inflight-replay): 5 before any acknowledgement, then one per
+ *    PUBACK/PUBCOMP; mosquitto 2.0.11 also sends 5 first, then 5 more per acknowledgement (up to 9 in flight).
  */
 import type { Client } from 'aedes'
 import { maxMatchingQos } from './topic-match.js'
@@ -90,6 +94,7 @@ function captureForward (broker: AedesBrokerInternals): void {
     const r = orig.call(this, client, packet)
     forwardedTo = client
     forwarded = r
+    if (typeof client === 'object' && client !== null) storedWindows.get(client)?.forwarded(packet, r)
     return r
   }
 }
@@ -118,7 +123,8 @@ const SEEN_LIMIT = 1024
 export interface StoredPacket { cmd?: string, qos?: number, messageId?: number, brokerId?: string, brokerCounter?: number }
 interface StoredQueueWindow {
   admit (packet: StoredPacket, go: (err?: Error) => void): void
-  cleared (messageId: number | undefined): void
+  /** (5) aedes' authorizeForward answered for a packet of this client. */
+  forwarded (packet: DeliverPacket, result: DeliverPacket | null | undefined): void
 }
 const storedWindows = new WeakMap<object, StoredQueueWindow>()
 
@@ -131,11 +137,6 @@ export function admitStored (client: unknown, packet: StoredPacket, go: (err?: E
   const w = typeof client === 'object' && client !== null ? storedWindows.get(client) : undefined
   if (w === undefined) go()
   else w.admit(packet, go)
-}
-
-/** (5) aedes cleared a stored message instead of writing it (or after its acknowledgement): free its slot if held. */
-export function clearedStored (client: unknown, messageId: number | undefined): void {
-  if (typeof client === 'object' && client !== null) storedWindows.get(client)?.cleared(messageId)
 }
 
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
@@ -157,7 +158,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   // (5) until aedes has written the stored queue (`connected`), live QoS 1/2 deliveries wait behind it; the ids of
   // stored messages in flight; the stored packet waiting for a slot
   let replaying = window > 0
-  const storedIds = new Set<number>()
+  const storedIds = new Map<number, StoredPacket>()
   let storedWaiting: { packet: StoredPacket, go: (err?: Error) => void } | undefined
 
   // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
@@ -329,7 +330,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // a never-sent message: QoSPacket keeps the id it has, and aedes stores it with outgoingUpdate
     const id = packet.messageId || (packet.messageId = nextId())
     inflightIds.set(id, qos)
-    storedIds.add(id)
+    storedIds.set(id, packet)
     if (inflight++ === 0) lastAck = Date.now()
     if (packet.cmd !== 'pubrel' && packet.brokerId) remember(packet.brokerId, packet.brokerCounter ?? 0)
     return true
@@ -383,8 +384,15 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
         if (admitNow(packet)) { go(); return }
         storedWaiting = { packet, go }
       },
-      cleared (messageId) {
-        if (messageId !== undefined && storedIds.has(messageId)) freed(messageId)
+      // aedes asks authorizeForward before it writes a stored message (emptyQueueFilter): refused, it clears the
+      // message instead (the slot is free); lowered to the subscription's QoS (aedes-hooks clampQos), it is
+      // acknowledged as such
+      forwarded (packet, r) {
+        if (storedIds.size === 0 || packet.messageId === undefined) return
+        const s = storedIds.get(packet.messageId)
+        if (s === undefined || s.brokerId !== packet.brokerId || s.brokerCounter !== packet.brokerCounter) return
+        if (!r || r.qos === 0) freed(packet.messageId)
+        else inflightIds.set(packet.messageId, r.qos)
       }
     })
     // the connection is gone: what waits is not sent (a persistent session keeps it in its stored queue), its

@@ -7,19 +7,15 @@
  *   a packet id assigned by persistence.outgoingUpdate; a queued one that never left has none. So those with a
  *   packet id get DUP set (aedes-packet copies `dup` when aedes wraps the packet).
  * - `max_inflight_messages` (issue 3): each message goes on to aedes only when the client's outgoing window has a
- *   slot for it (delivery.ts (5), `admitStored`): aedes writes whatever the stream yields at once. A message that
- *   aedes then clears instead of writing (`outgoingClearMessageId`) frees its slot (`clearedStored`).
+ *   slot for it (delivery.ts (5), `admitStored`): aedes writes whatever the stream yields at once.
  *
  * The persistence object is wrapped, not modified.
  */
 import { Transform, type Readable } from 'node:stream'
-import { admitStored, clearedStored } from './delivery.js'
+import { admitStored } from './delivery.js'
 
 interface OutgoingPacket { messageId?: number, dup?: boolean, cmd?: string }
-interface WithOutgoing {
-  outgoingStream (client: unknown): Readable
-  outgoingClearMessageId (client: unknown, packet: OutgoingPacket): Promise<unknown>
-}
+interface WithOutgoing { outgoingStream (client: unknown): Readable }
 
 export function markResendsDup<T extends object> (persistence: T): T {
   const p = persistence as unknown as WithOutgoing
@@ -40,12 +36,6 @@ export function markResendsDup<T extends object> (persistence: T): T {
           source.once('error', err => mark.destroy(err))
           mark.once('close', () => source.destroy())
           return source.pipe(mark)
-        }
-      }
-      if (prop === 'outgoingClearMessageId') {
-        return (client: unknown, packet: OutgoingPacket) => {
-          clearedStored(client, packet.messageId)
-          return p.outgoingClearMessageId(client, packet)
         }
       }
       const v = Reflect.get(target, prop, receiver) as unknown

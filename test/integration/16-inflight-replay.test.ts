@@ -17,7 +17,8 @@ import { test, expect } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startTestBroker } from '../helpers/start-broker.js'
+import { writeFile } from 'node:fs/promises'
+import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
 import { freePort, spawnMosquitto, writeConf } from '../helpers/spawn-midge.js'
 
@@ -27,8 +28,13 @@ const WINDOW = 5
 const qosOf = (i: number): 1 | 2 => i % 2 === 1 ? 1 : 2
 const stored = Array.from({ length: N }, (_, i) => `m${i + 1}`)
 
-async function midge (onFinished: OnFinished): Promise<number> {
-  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages ${WINDOW}\npersistence true\npersistence_location {dir}\n`)
+/** Midge's two stores: in memory, aedes' own replay wrote all 50 before a PINGREQ round trip; LevelDB is the default. */
+const STORES = ['memory', 'level'] as const
+type Store = typeof STORES[number]
+
+async function midge (onFinished: OnFinished, store: Store): Promise<number> {
+  const persistence = store === 'level' ? 'persistence true\npersistence_location {dir}\n' : 'persistence false\n'
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages ${WINDOW}\n${persistence}`)
   onFinished(() => b.close())
   return b.port()
 }
@@ -65,16 +71,16 @@ async function publish (pub: RawClient, payloads: string[], qos: (i: number) => 
   await pub.ping()
 }
 
-/** A persistent session subscribed to r/# at QoS 2, offline, with N messages queued (QoS 1 and 2 alternating). */
-async function offlineQueue (port: number, onFinished: OnFinished): Promise<void> {
+/** A persistent session subscribed to r/# (QoS 2), offline, with `payloads` queued on r/<payload> (QoS 1 and 2 alternating). */
+async function offlineQueue (port: number, onFinished: OnFinished, payloads = stored, subQos: 1 | 2 = 2): Promise<void> {
   const { c: sub } = await client(port, 'replay-sub', false, onFinished)
-  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'r/#', qos: 2 }] })
-  expect((await sub.next('suback')).granted).toEqual([2])
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'r/#', qos: subQos }] })
+  expect((await sub.next('suback')).granted).toEqual([subQos])
   // DISCONNECT: the broker closes the socket once it has processed it
   sub.send({ cmd: 'disconnect' })
   await sub.closed
   const { c: pub } = await client(port, 'replay-pub', true, onFinished)
-  await publish(pub, stored, qosOf)
+  await publish(pub, payloads, qosOf)
   pub.end()
 }
 
@@ -150,10 +156,10 @@ async function replay (port: number, onFinished: OnFinished, o: { first: number,
 }
 
 /** The figures both brokers must share for the 50-message replay. */
-function expectWindowedReplay (r: Replay): void {
+function expectWindowedReplay (r: Replay, qos: (i: number) => number = qosOf): void {
   expect(r.initial).toEqual(stored.slice(0, WINDOW))
   expect(r.order).toEqual(stored)
-  expect(r.packets.map(p => p.qos)).toEqual(stored.map((_, i) => qosOf(i + 1)))
+  expect(r.packets.map(p => p.qos)).toEqual(stored.map((_, i) => qos(i + 1)))
   expect(r.perPubrec.every(n => n === 0)).toBe(true)
   expect(r.perAck.reduce((a, b) => a + b, 0)).toBe(N - WINDOW)
 }
@@ -165,19 +171,21 @@ test('stored queue on reconnect: 5 of 50 before any acknowledgement (as mosquitt
   expectWindowedReplay(m)
   expect(Math.max(...m.perAck)).toBeGreaterThan(1) // its refill
 
-  const port = await midge(onTestFinished)
-  await offlineQueue(port, onTestFinished)
-  const r = await replay(port, onTestFinished, { first: WINDOW, publishes: N })
-  expectWindowedReplay(r)
-  expect(r.perAck).toEqual([...Array<number>(N - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
-  expect(r.maxInflight).toBe(WINDOW)
-  // the ids in flight at once are distinct: every window of 5 consecutive messages
-  for (let i = 0; i + WINDOW <= N; i++) expect(new Set(r.packets.slice(i, i + WINDOW).map(p => p.messageId)).size).toBe(WINDOW)
-  // nothing is left in the store: a new connection of the session gets nothing
-  r.sub.end()
-  await r.sub.closed
-  const { c: again } = await client(port, 'replay-sub', false, onTestFinished)
-  expect(await take(again, 0)).toEqual([])
+  for (const store of STORES) {
+    const port = await midge(onTestFinished, store)
+    await offlineQueue(port, onTestFinished)
+    const r = await replay(port, onTestFinished, { first: WINDOW, publishes: N })
+    expectWindowedReplay(r)
+    expect(r.perAck).toEqual([...Array<number>(N - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
+    expect(r.maxInflight).toBe(WINDOW)
+    // the ids in flight at once are distinct: every window of 5 consecutive messages
+    for (let i = 0; i + WINDOW <= N; i++) expect(new Set(r.packets.slice(i, i + WINDOW).map(p => p.messageId)).size).toBe(WINDOW)
+    // nothing is left in the store: a new connection of the session gets nothing
+    r.sub.end()
+    await r.sub.closed
+    const { c: again } = await client(port, 'replay-sub', false, onTestFinished)
+    expect(await take(again, 0)).toEqual([])
+  }
 })
 
 /** Live QoS 1 publishes l1-l3 and a QoS 0 one (z) while the stored queue is being sent. */
@@ -201,16 +209,18 @@ async function liveDuringReplay (port: number, onFinished: OnFinished): Promise<
 }
 
 test('live publishes during the replay go out after the stored ones (as mosquitto), in the same window; QoS 0 is not windowed', async ({ onTestFinished }) => {
-  const m = await liveDuringReplay(await mosquitto(onTestFinished), onTestFinished)
-  const { r, zAt } = await liveDuringReplay(await midge(onTestFinished), onTestFinished)
-  for (const x of [m, { r, zAt }]) {
+  const runs = [await liveDuringReplay(await mosquitto(onTestFinished), onTestFinished)]
+  for (const store of STORES) runs.push(await liveDuringReplay(await midge(onTestFinished, store), onTestFinished))
+  for (const x of runs) {
     expect(x.zAt).toBe(0)
     expect(x.r.initial).toEqual(stored.slice(0, WINDOW))
     expect(x.r.order).toEqual([...stored, 'l1', 'l2', 'l3'])
   }
-  // one per acknowledgement throughout, the switch from stored to live included: never more than 5 in flight
-  expect(r.perAck).toEqual([...Array<number>(N + 3 - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
-  expect(r.maxInflight).toBe(WINDOW)
+  for (const { r } of runs.slice(1)) {
+    // one per acknowledgement throughout, the switch from stored to live included: never more than 5 in flight
+    expect(r.perAck).toEqual([...Array<number>(N + 3 - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
+    expect(r.maxInflight).toBe(WINDOW)
+  }
 })
 
 /**
@@ -243,10 +253,47 @@ function expectResumed (first: Replay, second: Replay): void {
 test('disconnect mid-replay: the reconnect resends what was in flight (PUBREL, DUP with the same ids) before the rest, as mosquitto', async ({ onTestFinished }) => {
   const m = await disconnectMidReplay(await mosquitto(onTestFinished), onTestFinished)
   expectResumed(m.first, m.second)
-  const { first, second } = await disconnectMidReplay(await midge(onTestFinished), onTestFinished)
-  expectResumed(first, second)
-  expect(first.order).toEqual(stored.slice(0, 6))
-  expect(second.initial).toEqual([`rel:${first.packets[1]!.messageId as number}`, 'm3*', 'm4*', 'm5*', 'm6*'])
-  expect(second.maxInflight).toBe(WINDOW)
-  expect(second.perAck).toEqual([...Array<number>(N - 6).fill(1), ...Array<number>(WINDOW).fill(0)])
+  for (const store of STORES) {
+    const { first, second } = await disconnectMidReplay(await midge(onTestFinished, store), onTestFinished)
+    expectResumed(first, second)
+    expect(first.order).toEqual(stored.slice(0, 6))
+    expect(second.initial).toEqual([`rel:${first.packets[1]!.messageId as number}`, 'm3*', 'm4*', 'm5*', 'm6*'])
+    expect(second.maxInflight).toBe(WINDOW)
+    expect(second.perAck).toEqual([...Array<number>(N - 6).fill(1), ...Array<number>(WINDOW).fill(0)])
+  }
+})
+
+test('stored QoS 2 messages for a QoS 1 subscription go out at QoS 1 (as mosquitto) and their PUBACK frees the slot', async ({ onTestFinished }) => {
+  const mport = await mosquitto(onTestFinished)
+  await offlineQueue(mport, onTestFinished, stored, 1)
+  expectWindowedReplay(await replay(mport, onTestFinished, { first: WINDOW, publishes: N }), () => 1)
+  for (const store of STORES) {
+    const port = await midge(onTestFinished, store)
+    await offlineQueue(port, onTestFinished, stored, 1)
+    const r = await replay(port, onTestFinished, { first: WINDOW, publishes: N })
+    expectWindowedReplay(r, () => 1)
+    expect(r.perAck).toEqual([...Array<number>(N - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
+  }
+})
+
+test('stored messages the ACL no longer lets the client read are not sent and hold no slot', async ({ onTestFinished }) => {
+  for (const store of STORES) {
+    const { dir, remove } = await tempDir()
+    onTestFinished(remove)
+    const acl = join(dir, 'acl')
+    await writeFile(acl, 'topic readwrite r/#\n')
+    const persistence = store === 'level' ? `persistence true\npersistence_location ${dir}\n` : 'persistence false\n'
+    const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages ${WINDOW}\n${persistence}acl_file ${acl}\n`)
+    onTestFinished(() => b.close())
+    // a/1, b/2, a/3, ... : the b ones are refused when the queue is sent (aedes asks authorizeForward then)
+    const payloads = Array.from({ length: 20 }, (_, i) => `${i % 2 === 0 ? 'a' : 'b'}/${i + 1}`)
+    await offlineQueue(b.port(), onTestFinished, payloads)
+    await writeFile(acl, 'topic readwrite r/#\ntopic deny r/b/#\n')
+    await b.broker.reload()
+    const allowed = payloads.filter(p => p.startsWith('a/'))
+    const r = await replay(b.port(), onTestFinished, { first: WINDOW, publishes: allowed.length })
+    expect(r.initial).toEqual(allowed.slice(0, WINDOW))
+    expect(r.order).toEqual(allowed)
+    expect(r.perAck).toEqual([...Array<number>(allowed.length - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
+  }
 })
