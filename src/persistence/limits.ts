@@ -140,23 +140,9 @@ function payloadBytes (p: StoredPacket | undefined): number {
  */
 export function limitPersistence (inner: object, acct: QueueAccounting): object {
   const call = (name: string, ...args: unknown[]): Promise<unknown> => (Reflect.get(inner, name) as AnyFn).apply(inner, args) as Promise<unknown>
-  const chains = new Map<string, Promise<unknown>>()
+  // `outgoingUpdate` is not serialized here: with LevelDB, ordered.ts resolves it in call order (the order of
+  // PUBRELs [MQTT-4.6.0-3] and of live messages to persistent sessions); the memory store answers in order
   const overrides: Record<string, AnyFn> = {
-    /**
-     * One at a time per client. aedes writes a packet (a message to a persistent session, a PUBREL) once its
-     * `outgoingUpdate` resolves, and LevelDB completes concurrent updates in any order: PUBRELs then leave in another
-     * order than their PUBRECs came [MQTT-4.6.0-3], and live messages in another order than published. Seen in
-     * 15-persist: MQTT.js (which hands a QoS 2 message over on PUBREL) got b-91 before b-90.
-     */
-    outgoingUpdate (client: unknown, packet: unknown) {
-      const id = (client as { id: string }).id
-      const prev = chains.get(id) ?? Promise.resolve()
-      const next = prev.then(() => call('outgoingUpdate', client, packet))
-      const settled = next.then(() => {}, () => {})
-      chains.set(id, settled)
-      void settled.then(() => { if (chains.get(id) === settled) chains.delete(id) })
-      return next
-    },
     async outgoingEnqueue (sub: unknown, packet: unknown) {
       const s = sub as Sub
       const bytes = payloadBytes(packet as StoredPacket)
