@@ -310,9 +310,12 @@ export class Broker {
   private async closeInternal (timeoutMs: number): Promise<void> {
     const deadline = new Promise<void>(resolve => setTimeout(resolve, timeoutMs).unref())
     const steps = async (): Promise<void> => {
-      await Promise.all(this.listeners.map(l => l.close().catch(() => {})))
+      // a listener stops accepting at once, but its close resolves only when its last connection has ended, which
+      // aedes.close does: awaited first, a connected client made every stop wait for the deadline and skip the store
+      const listening = Promise.all(this.listeners.map(l => l.close().catch(() => {})))
       await this.sys?.stop()
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
+      await listening
       await this.durability?.close().catch(() => {})
       await this.persistence?.close().catch((err: Error) => this.log.error({ err: err.message }, 'closing the store failed'))
       await this.auth?.close().catch(() => {})

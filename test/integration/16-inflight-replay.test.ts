@@ -297,3 +297,26 @@ test('stored messages the ACL no longer lets the client read are not sent and ho
     expect(r.perAck).toEqual([...Array<number>(allowed.length - WINDOW).fill(1), ...Array<number>(WINDOW).fill(0)])
   }
 })
+
+test('the broker stops while a stored queue waits for acknowledgements: it closes, and after a restart the rest follows', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const conf = `listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages ${WINDOW}\npersistence true\npersistence_location ${dir}\n`
+  const b1 = await startTestBroker(conf)
+  onTestFinished(() => b1.close())
+  await offlineQueue(b1.port(), onTestFinished)
+  // m1 acknowledged (m6 comes), m2 completed (m7 comes): m3-m7 in flight, m8-m50 held back by the window
+  const first = await replay(b1.port(), onTestFinished, { first: WINDOW, publishes: N, stopAfter: 2 })
+  expect(first.order).toEqual(stored.slice(0, 7))
+  // with this client connected, Broker.close used to wait for its 4 s deadline and leave the store open
+  const t = Date.now()
+  await b1.close()
+  expect(Date.now() - t).toBeLessThan(2000)
+  await first.sub.closed
+  const b2 = await startTestBroker(conf)
+  onTestFinished(() => b2.close())
+  const second = await replay(b2.port(), onTestFinished, { first: WINDOW, publishes: N - 2 })
+  expect(second.initial).toEqual(['m3*', 'm4*', 'm5*', 'm6*', 'm7*'])
+  expect(second.order).toEqual(stored.slice(2))
+  expect(second.perAck).toEqual([...Array<number>(N - 7).fill(1), ...Array<number>(WINDOW).fill(0)])
+})
