@@ -43,6 +43,7 @@
  *    DUP=1, a never-sent one gets the next free id), and the same PUBACK/PUBCOMP listener frees its slot. Until the
  *    whole stored queue is written (aedes' `connected` event, emitted when `emptyQueue` ends), live QoS 1/2
  *    deliveries wait behind it, so they go out after the stored ones, as in mosquitto (QoS 0 ones do not wait).
+ *    A clean session's stale queue (aedes clears it message by message, writing nothing) takes no slot.
  *    aedes asks authorizeForward before it writes a stored message (the wrapper above sees the answer): refused, the
  *    message is not written and its slot is free; lowered to the subscription's QoS (aedes stores the publish QoS,
  *    aedes-hooks clampQos lowers it), its slot waits for that QoS's acknowledgement. The stored messages sent are
@@ -381,7 +382,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     storedWindows.set(client, {
       admit (packet, go) {
         if (client.closed) { go(new Error('connection closed')); return }
-        if (admitNow(packet)) { go(); return }
+        // a clean session's stale queue: aedes clears each message instead of writing it
+        if (client.clean || admitNow(packet)) { go(); return }
         storedWaiting = { packet, go }
       },
       // aedes asks authorizeForward before it writes a stored message (emptyQueueFilter): refused, it clears the

@@ -320,3 +320,18 @@ test('the broker stops while a stored queue waits for acknowledgements: it close
   expect(second.order).toEqual(stored.slice(2))
   expect(second.perAck).toEqual([...Array<number>(N - 7).fill(1), ...Array<number>(WINDOW).fill(0)])
 })
+
+test('a clean-session reconnect discards the stored queue (aedes clears it message by message) without holding the window', async ({ onTestFinished }) => {
+  for (const store of STORES) {
+    const port = await midge(onTestFinished, store)
+    await offlineQueue(port, onTestFinished)
+    const { c: sub, connack } = await client(port, 'replay-sub', true, onTestFinished)
+    expect(connack.sessionPresent).toBe(false)
+    sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'r/#', qos: 1 }] })
+    expect((await sub.next('suback')).granted).toEqual([1])
+    const { c: pub } = await client(port, 'replay-pub', true, onTestFinished)
+    await publish(pub, ['new'], () => 1)
+    const got = await take(sub, 1)
+    expect(got.map(label)).toEqual(['new'])
+  }
+})
