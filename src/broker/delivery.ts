@@ -140,52 +140,31 @@ export function admitStored (client: unknown, packet: StoredPacket, go: (err?: E
   else w.admit(packet, go)
 }
 
-export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
-  const client = aedesClient as unknown as AedesClientInternals
-  const origQoS = client.deliverQoS
-  const orig0 = client.deliver0
-  let current: DeliverPacket | undefined
-  /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
-  let pending = 0
-  let dropping = false
-  // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
-  const window = opts.maxInflight ?? 0
-  let inflight = 0
-  const inflightIds = new Map<number, number>()
-  let waiting: Waiting[] = []
-  let waitHead = 0
-  /** When the last acknowledgement freed a slot, or the window last started filling. */
-  let lastAck = Date.now()
-  // (5) until aedes has written the stored queue (`connected`), live QoS 1/2 deliveries wait behind it; the ids of
-  // stored messages in flight; the stored packet waiting for a slot
-  let replaying = window > 0
-  const storedIds = new Map<number, StoredPacket>()
-  let storedWaiting: { packet: StoredPacket, go: (err?: Error) => void } | undefined
+/**
+ * (1) The exact duplicate filter of one client, as the target of the Proxy that replaces aedes' `client.duplicates`
+ * (one shared handler, no closures per client). aedes calls `dedupe` synchronously inside deliverQoS/deliver0:
+ * `(duplicates[id] || 0) < counter` decides, then `duplicates[id] = counter` records; the packet being delivered is
+ * `current`. The last SEEN_LIMIT (brokerId, counter) pairs delivered are kept per broker id as numbers, evicted
+ * oldest first from a ring: no string per lookup, no Set iterator (a Set's first entry is found by skipping its
+ * deleted slots). Nothing is allocated until the first delivery: an idle connection holds none of it.
+ */
+class SeenFilter {
+  current: DeliverPacket | undefined
+  private seen: Map<string, Set<number>> | undefined
+  private ringIds: string[] | undefined
+  private ringCounters: number[] | undefined
+  private ringAt = 0
 
-  // (1) aedes calls `dedupe` synchronously inside deliverQoS/deliver0: `(duplicates[id] || 0) < counter` decides,
-  // then `duplicates[id] = counter` records. The packet being delivered is `current`. The last SEEN_LIMIT
-  // (brokerId, counter) pairs delivered are kept per broker id as numbers, evicted oldest first from a ring: no
-  // string per lookup, no Set iterator (a Set's first entry is found by skipping its deleted slots).
-  const seen = new Map<string, Set<number>>()
-  // grown on demand (an idle connection holds none of it), then reused as a ring
-  const ringIds: string[] = []
-  const ringCounters: number[] = []
-  let ringAt = 0
-  client.duplicates = new Proxy(Object.create(null) as Record<string, number>, {
-    get (_t, id) {
-      if (current === undefined || typeof id !== 'string') return 0
-      return seen.get(id)?.has(current.brokerCounter ?? 0) === true ? Number.POSITIVE_INFINITY : 0
-    },
-    set (_t, id) {
-      if (current === undefined || typeof id !== 'string') return true
-      remember(id, current.brokerCounter ?? 0)
-      return true
-    },
-    deleteProperty () { return true }
-  })
-  function remember (id: string, counter: number): void {
+  has (id: string, counter: number): boolean {
+    return this.seen?.get(id)?.has(counter) === true
+  }
+
+  remember (id: string, counter: number): void {
+    const seen = this.seen ??= new Map()
+    const ringIds = this.ringIds ??= []
+    const ringCounters = this.ringCounters ??= []
     const grown = ringIds.length === SEEN_LIMIT
-    if (grown) seen.get(ringIds[ringAt]!)?.delete(ringCounters[ringAt]!)
+    if (grown) seen.get(ringIds[this.ringAt]!)?.delete(ringCounters[this.ringAt]!)
     let set = seen.get(id)
     if (set === undefined) {
       if (seen.size >= SEEN_LIMIT) for (const [k, v] of seen) if (v.size === 0) seen.delete(k)
@@ -197,19 +176,60 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       ringCounters.push(counter)
       return
     }
-    ringIds[ringAt] = id
-    ringCounters[ringAt] = counter
-    ringAt = ringAt + 1 === SEEN_LIMIT ? 0 : ringAt + 1
+    ringIds[this.ringAt] = id
+    ringCounters[this.ringAt] = counter
+    this.ringAt = this.ringAt + 1 === SEEN_LIMIT ? 0 : this.ringAt + 1
   }
+}
+
+const DUPLICATES: ProxyHandler<SeenFilter> = {
+  get (f, id) {
+    const c = f.current
+    if (c === undefined || typeof id !== 'string') return 0
+    return f.has(id, c.brokerCounter ?? 0) ? Number.POSITIVE_INFINITY : 0
+  },
+  set (f, id) {
+    const c = f.current
+    if (c !== undefined && typeof id === 'string') f.remember(id, c.brokerCounter ?? 0)
+    return true
+  },
+  deleteProperty () { return true }
+}
+
+export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
+  const client = aedesClient as unknown as AedesClientInternals
+  const origQoS = client.deliverQoS
+  const orig0 = client.deliver0
+  /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
+  let pending = 0
+  let dropping = false
+  // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
+  const window = opts.maxInflight ?? 0
+  let inflight = 0
+  let inflightIds: Map<number, number> | undefined
+  const ids = (): Map<number, number> => inflightIds ??= new Map()
+  let waiting: Waiting[] = []
+  let waitHead = 0
+  /** When the last acknowledgement freed a slot, or the window last started filling. */
+  let lastAck = Date.now()
+  // (5) until aedes has written the stored queue (`connected`), live QoS 1/2 deliveries wait behind it; the ids of
+  // stored messages in flight; the stored packet waiting for a slot
+  let replaying = window > 0
+  let storedIds: Map<number, StoredPacket> | undefined
+  let storedWaiting: { packet: StoredPacket, go: (err?: Error) => void } | undefined
+
+  // (1) the duplicate filter (SeenFilter above)
+  const filter = new SeenFilter()
+  client.duplicates = new Proxy(filter, DUPLICATES) as unknown as Record<string, number>
 
   // (2) emitter callbacks held for this client (the publishers wait for them), released when written or when stuck
-  const held = new Set<() => void>()
+  let held: Set<() => void> | undefined
   let lastProgress = Date.now()
   let stuck = false
   let timer: NodeJS.Timeout | undefined
 
   const releaseAll = (): void => {
-    for (const release of [...held]) release()
+    if (held !== undefined) for (const release of [...held]) release()
   }
   const watch = (): void => {
     if (timer !== undefined) return
@@ -231,7 +251,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
 
   const wrap = (orig: Deliver, qos0: boolean): Deliver => function deliver (packet, cb) {
     // deliverQoS hands a QoS 0 message on to deliver0: already counted by the outer call
-    if (client.closed || current === packet) { orig(packet, cb); return }
+    if (client.closed || filter.current === packet) { orig(packet, cb); return }
     // (1) one copy at the highest QoS granted [MQTT-3.3.5-1]: the QoS 0 subscription must not be the one that
     // wins when a QoS 1/2 subscription of the same client matches too (test: 02-subpub "overlapping subscriptions")
     const viaQos0 = qos0 && packet.qos > 0
@@ -266,8 +286,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     let release: (() => void) | undefined
     if (!stuck) {
       // as aedes: the publisher waits until this client's socket took the message (backpressure) ...
-      release = () => { if (held.delete(release!)) cb() }
-      held.add(release)
+      release = () => { if (held!.delete(release!)) cb() }
+      ;(held ??= new Set()).add(release)
       watch()
     } else {
       // ... unless it is stuck: then it does not wait at all
@@ -285,8 +305,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   /** Hand one message to aedes; `release` frees the publisher once it is written. */
   const send = (orig: Deliver, qos0: boolean, packet: DeliverPacket, release: (() => void) | undefined): void => {
     pending++
-    const prev = current
-    current = packet
+    const prev = filter.current
+    filter.current = packet
     const windowed = window > 0 && !qos0 && packet.qos > 0
     if (windowed) forwarded = forwardedTo = undefined
     try {
@@ -298,7 +318,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
         release?.()
       })
     } finally {
-      current = prev
+      filter.current = prev
     }
     // (4) aedes will write it (not a duplicate, authorizeForward let it through): give it the next packet id, which
     // QoSPacket takes instead of its own, and hold a slot until it is acknowledged. aedes lowers the QoS to an
@@ -309,7 +329,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       if (qos > 0 && !forwarded.messageId) {
         const id = nextId()
         forwarded.messageId = id
-        inflightIds.set(id, qos)
+        ids().set(id, qos)
         if (inflight++ === 0) lastAck = Date.now()
       }
     }
@@ -318,7 +338,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   /** (4) aedes' next packet identifier that is not in flight (a stored message's may be: see (5)). */
   const nextId = (): number => {
     let id = client._nextId
-    for (let i = 0; i < 65535 && inflightIds.has(id); i++) id = id >= 65535 ? 1 : id + 1
+    for (let i = 0; i < 65535 && inflightIds?.has(id); i++) id = id >= 65535 ? 1 : id + 1
     client._nextId = id >= 65535 ? 1 : id + 1
     return id
   }
@@ -326,21 +346,22 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   /** (5) A stored packet takes a slot if it needs one and one is free; false if it must wait. */
   const admitNow = (packet: StoredPacket): boolean => {
     const qos = packet.cmd === 'pubrel' ? 2 : packet.qos ?? 0
-    if (qos === 0 || (packet.messageId && inflightIds.has(packet.messageId))) return true
+    if (qos === 0 || (packet.messageId && inflightIds?.has(packet.messageId))) return true
     if (inflight >= window) return false
     // a never-sent message: QoSPacket keeps the id it has, and aedes stores it with outgoingUpdate
     const id = packet.messageId || (packet.messageId = nextId())
-    inflightIds.set(id, qos)
+    ids().set(id, qos)
+    storedIds ??= new Map()
     storedIds.set(id, packet)
     if (inflight++ === 0) lastAck = Date.now()
-    if (packet.cmd !== 'pubrel' && packet.brokerId) remember(packet.brokerId, packet.brokerCounter ?? 0)
+    if (packet.cmd !== 'pubrel' && packet.brokerId) filter.remember(packet.brokerId, packet.brokerCounter ?? 0)
     return true
   }
 
   /** (4)(5) One slot is free again: the stored queue first, then what waits, oldest first. */
   const freed = (id: number): void => {
-    inflightIds.delete(id)
-    storedIds.delete(id)
+    inflightIds?.delete(id)
+    storedIds?.delete(id)
     inflight--
     if (storedWaiting !== undefined && admitNow(storedWaiting.packet)) {
       const { go } = storedWaiting
@@ -369,7 +390,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // PUBACK frees a QoS 1 slot, PUBCOMP a QoS 2 one; an identifier this window did not send frees nothing
     client._parser.prependListener('packet', (p) => {
       if (p.cmd !== 'puback' && p.cmd !== 'pubcomp') return
-      const qos = inflightIds.get(p.messageId!)
+      const qos = inflightIds?.get(p.messageId!)
       if (qos !== (p.cmd === 'puback' ? 1 : 2)) return
       lastProgress = lastAck = Date.now()
       freed(p.messageId!)
@@ -390,11 +411,11 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       // message instead (the slot is free); lowered to the subscription's QoS (aedes-hooks clampQos), it is
       // acknowledged as such
       forwarded (packet, r) {
-        if (storedIds.size === 0 || packet.messageId === undefined) return
+        if (storedIds === undefined || storedIds.size === 0 || packet.messageId === undefined) return
         const s = storedIds.get(packet.messageId)
         if (s === undefined || s.brokerId !== packet.brokerId || s.brokerCounter !== packet.brokerCounter) return
         if (!r || r.qos === 0) freed(packet.messageId)
-        else inflightIds.set(packet.messageId, r.qos)
+        else ids().set(packet.messageId, r.qos)
       }
     })
     // the connection is gone: what waits is not sent (a persistent session keeps it in its stored queue), its

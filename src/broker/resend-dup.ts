@@ -19,6 +19,8 @@ interface WithOutgoing { outgoingStream (client: unknown): Readable }
 
 export function markResendsDup<T extends object> (persistence: T): T {
   const p = persistence as unknown as WithOutgoing
+  /** The store's methods, bound once (not on every call). */
+  const bound = new Map<PropertyKey, unknown>()
   return new Proxy(persistence, {
     get (target, prop, receiver) {
       if (prop === 'outgoingStream') {
@@ -39,7 +41,10 @@ export function markResendsDup<T extends object> (persistence: T): T {
         }
       }
       const v = Reflect.get(target, prop, receiver) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      if (typeof v !== 'function') return v
+      let fn = bound.get(prop)
+      if (fn === undefined) bound.set(prop, fn = (v as (...a: unknown[]) => unknown).bind(target))
+      return fn
     }
   })
 }
