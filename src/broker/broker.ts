@@ -28,7 +28,7 @@ import { coalesceWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wrapForward } from '../sys/forward.js'
-import { wireStats, trackConnection } from '../sys/wire.js'
+import { wireStats, trackConnection, countPackets } from '../sys/wire.js'
 import { SysPublisher } from '../sys/sys-publisher.js'
 import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
@@ -200,6 +200,9 @@ export class Broker {
     return false
   }
 
+  /** Outgoing packets, counted per written batch (one function for all connections). */
+  private readonly countSent = (chunks: readonly Buffer[]): void => { this.stats.packetsOut += countPackets(chunks) }
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
@@ -213,7 +216,7 @@ export class Broker {
     this.connections.set(lc.id, count + 1)
     stream.once('close', () => this.connections.set(lc.id, (this.connections.get(lc.id) ?? 1) - 1))
     this.contexts.set(stream, ctx)
-    trackConnection(this.stats, lc.id, stream, (req?.socket ?? stream) as Socket)
+    trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
     // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts, issue 9)
@@ -228,7 +231,8 @@ export class Broker {
       }
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
-    coalesceWrites(stream) // one writev per connection per event-loop turn, not one per message (issue 8)
+    // one write per connection per event-loop turn, not one per message (issue 8); counts the packets sent
+    coalesceWrites(stream, this.countSent)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts, issue 3)
     this.durability.installClient(this.aedes.handle(stream, req) as unknown as Client)
   }

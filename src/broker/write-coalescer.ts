@@ -19,6 +19,7 @@
  * its high-water mark, and a `drain` event follows (from the stream when its write of the batch returned false, or
  * emitted here once the batch is handed over when the stream took it without complaint). `end()` writes the
  * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
+ * `onBatch` sees each batch before it is written (the broker counts the packets sent in it, sys/wire.ts).
  */
 import type { Duplex } from 'node:stream'
 
@@ -28,7 +29,7 @@ type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
 /** Chunks at least this large are not copied into the turn's buffer. */
 const COPY_LIMIT = 16 * 1024
 
-export function coalesceWrites (stream: Duplex): void {
+export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void): void {
   const write = stream.write as WriteFn
   const end = stream.end as (...args: unknown[]) => Duplex
   let parts: Buffer[] = []
@@ -50,6 +51,7 @@ export function coalesceWrites (stream: Duplex): void {
       if (cbs !== undefined) for (const cb of cbs) cb(new Error('write after destroy'))
       return
     }
+    onBatch?.(batch)
     const done: WriteCb | undefined = cbs === undefined ? undefined : err => { for (const cb of cbs) cb(err) }
     let ok = true
     let run = 0

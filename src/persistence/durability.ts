@@ -10,7 +10,7 @@
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import { installDelivery } from '../broker/delivery.js'
+import { installDelivery, type DeliveryOptions } from '../broker/delivery.js'
 import type { PersistenceBackend } from './types.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
 import type { JournalStore } from './types.js'
@@ -171,8 +171,14 @@ export class Durability {
 
   /** Live-delivery wrapper for a new aedes client (see broker/delivery.ts). */
   installClient (client: Client): void {
+    installDelivery(client, this.deliveryOptions ??= this.newDeliveryOptions())
+  }
+
+  /** The same for every client: made once, not per connection (memory per idle connection, issue 8). */
+  private deliveryOptions: DeliveryOptions | undefined
+  private newDeliveryOptions (): DeliveryOptions {
     const l = this.config.limits
-    installDelivery(client, {
+    return {
       maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
       maxInflight: l.maxInflightMessages,
       maxWaiting: l.maxQueuedMessages,
@@ -181,7 +187,7 @@ export class Durability {
       stats: this.stats,
       accounting: this.accounting,
       log: this.log
-    })
+    }
   }
 
   /** Before the store closes: stop sweeping, write the last journal deletions. */

@@ -91,12 +91,14 @@ export class BrokerStats {
     this.listener(listenerId).sockets++
     if (this.live.has(raw)) return
     this.live.add(raw)
-    raw.once('close', () => {
-      this.live.delete(raw)
-      this.closedBytesRead += raw.bytesRead
-      this.closedBytesWritten += raw.bytesWritten
-    })
+    raw.on('close', this.socketClosed) // one listener function for every socket (memory per idle connection)
   }
+
+  private readonly socketClosed = ((stats: BrokerStats) => function closed (this: Socket): void {
+    if (!stats.live.delete(this)) return
+    stats.closedBytesRead += this.bytesRead
+    stats.closedBytesWritten += this.bytesWritten
+  })(this)
 
   refused (listenerId: string, returnCode: number): void {
     const m = this.listener(listenerId).refused

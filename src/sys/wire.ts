@@ -1,7 +1,6 @@
 /**
  * Feeds BrokerStats from aedes events and from each connection, with one increment per event on the hot path.
  */
-import type { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { Aedes, Client, AedesPublishPacket } from 'aedes'
 import type { BrokerStats } from './stats.js'
@@ -28,20 +27,26 @@ export function wireStats (aedes: Aedes, stats: BrokerStats, listenerOf: Listene
 }
 
 /**
- * Counts one accepted connection: its raw socket's bytes (for WebSocket, the upgraded request's socket), and the
- * MQTT packets written to it. aedes writes each packet field by field (mqtt-packet's writeToStream), so a small
- * scanner reads only the fixed headers (type byte + remaining length) of the outgoing bytes and skips bodies by
- * arithmetic, like the packet guard does for incoming bytes; the chunks are neither copied nor changed.
+ * Counts one accepted connection's raw socket (for WebSocket, the upgraded request's socket) for the byte figures.
+ * Outgoing MQTT packets are counted by the write coalescer with `countPackets`, once per written batch.
  */
-export function trackConnection (stats: BrokerStats, listenerId: string, stream: Duplex, raw: Socket): void {
+export function trackConnection (stats: BrokerStats, listenerId: string, raw: Socket): void {
   stats.trackSocket(listenerId, raw)
-  const write = stream.write
+}
+
+/**
+ * The number of MQTT packets that start in `chunks` (a batch of whole packets, as the write coalescer hands to the
+ * socket): reads only the fixed headers (type byte + remaining length) and skips bodies by arithmetic, like the
+ * packet guard does for incoming bytes; nothing is copied.
+ */
+export function countPackets (chunks: readonly Buffer[]): number {
+  let packets = 0
   // 0 = expecting a type byte, 1 = in the remaining length, 2 = in a body
   let state = 0
   let length = 0
   let multiplier = 1
   let skip = 0
-  const scan = (chunk: Buffer): void => {
+  for (const chunk of chunks) {
     let i = 0
     const n = chunk.length
     while (i < n) {
@@ -57,22 +62,10 @@ export function trackConnection (stats: BrokerStats, listenerId: string, stream:
       length += (byte & 0x7f) * multiplier
       multiplier *= 128
       if ((byte & 0x80) !== 0) continue
-      stats.packetsOut++
+      packets++
       if (length === 0) state = 0
       else { state = 2; skip = length }
     }
   }
-  stream.write = function countedWrite (this: Duplex, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
-    if (typeof chunk === 'string') {
-      // strings (topics) are inside a body: only their length matters
-      const len = Buffer.byteLength(chunk)
-      if (state === 2 && len < skip) skip -= len
-      else scan(Buffer.from(chunk))
-    } else if (state === 2 && (chunk as Buffer).length < skip) {
-      skip -= (chunk as Buffer).length
-    } else if (chunk instanceof Uint8Array) {
-      scan(chunk as Buffer)
-    }
-    return (write as (c: unknown, e?: unknown, cb?: unknown) => boolean).call(this, chunk, encoding, cb)
-  } as Duplex['write']
+  return packets
 }
