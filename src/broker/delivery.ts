@@ -52,6 +52,8 @@
  *    it); what was not sent stays in the store, which aedes only clears on acknowledgement. Measured with
  *    `max_inflight_messages 5` and 50 queued (test: 16-inflight-replay): 5 before any acknowledgement, then one per
  *    PUBACK/PUBCOMP; mosquitto 2.0.11 also sends 5 first, then 5 more per acknowledgement (up to 9 in flight).
+ *
+ * 6. Nothing goes out before the CONNACK [MQTT-3.2.0-1]: see `holdUntilConnack`.
  */
 import type { Client } from 'aedes'
 import { maxMatchingQos } from './topic-match.js'
@@ -62,13 +64,17 @@ type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) => void
 interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number }
 interface Waiting { packet: DeliverPacket, release: (() => void) | undefined }
 type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
-interface AedesBrokerInternals { authorizeForward: AuthorizeForward }
+interface AedesBrokerInternals {
+  authorizeForward: AuthorizeForward
+  on: (event: 'connackSent', fn: (packet: unknown, client: object) => void) => void
+}
 
 interface AedesClientInternals {
   id: string | null
   once: (event: 'connected', fn: () => void) => void
   clean: boolean
   closed: boolean
+  connackSent: boolean
   conn: { writableLength?: number, once: (event: 'close', fn: () => void) => void }
   deliverQoS: Deliver
   deliver0: Deliver
@@ -100,6 +106,41 @@ function captureForward (broker: AedesBrokerInternals): void {
   }
 }
 
+/**
+ * (6) [MQTT-3.2.0-1] The first packet the server sends is the CONNACK. aedes restores a returning persistent
+ * session's subscriptions before it writes the CONNACK (several store round trips with LevelDB or Redis), and its
+ * `write()` accepts a client that is still connecting: messages routed in that gap went out first. MQTT.js handles
+ * and acknowledges them before its `connect` event (40-cluster: 4 of 1200 queued messages acknowledged unseen).
+ * Deliveries that arrive before the CONNACK is written wait here, in order, and go on when aedes reports it sent.
+ */
+const beforeConnack = new WeakMap<object, Array<(sent: boolean) => void>>()
+const connackWatched = new WeakSet<object>()
+function holdUntilConnack (client: AedesClientInternals, go: () => void, drop: () => void): void {
+  const broker = client.broker
+  if (!connackWatched.has(broker)) {
+    connackWatched.add(broker)
+    broker.on('connackSent', (_packet, c) => {
+      if (!beforeConnack.has(c)) return
+      // aedes emits this just before it sets `connackSent`: go on once it has
+      queueMicrotask(() => {
+        const held = beforeConnack.get(c)
+        beforeConnack.delete(c)
+        if (held !== undefined) for (const f of held) f(true)
+      })
+    })
+  }
+  let held = beforeConnack.get(client)
+  if (held === undefined) {
+    beforeConnack.set(client, held = [])
+    // refused or gone before its CONNACK: the messages are not sent (a persistent session keeps its stored copies)
+    client.conn.once('close', () => {
+      const left = beforeConnack.get(client)
+      beforeConnack.delete(client)
+      if (left !== undefined) for (const f of left) f(false)
+    })
+  }
+  held.push(sent => { if (sent && !client.closed) go(); else drop() })
+}
 
 export interface DeliveryOptions {
   /** Messages waiting for one client's socket before new ones are dropped; 0 = no limit. */
@@ -252,6 +293,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const wrap = (orig: Deliver, qos0: boolean): Deliver => function deliver (packet, cb) {
     // deliverQoS hands a QoS 0 message on to deliver0: already counted by the outer call
     if (client.closed || filter.current === packet) { orig(packet, cb); return }
+    // (6) nothing before the CONNACK
+    if (!client.connackSent || beforeConnack.has(client)) { holdUntilConnack(client, () => deliver(packet, cb), () => setImmediate(cb)); return }
     // (1) one copy at the highest QoS granted [MQTT-3.3.5-1]: the QoS 0 subscription must not be the one that
     // wins when a QoS 1/2 subscription of the same client matches too (test: 02-subpub "overlapping subscriptions")
     const viaQos0 = qos0 && packet.qos > 0

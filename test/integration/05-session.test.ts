@@ -2,6 +2,10 @@ import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { connect, collect } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
+import mqttPacket from 'mqtt-packet'
+
+const mqttPublish = (topic: string, qos: number, messageId: number): Buffer =>
+  mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from('x'), qos, retain: false, dup: false, ...(qos > 0 ? { messageId } : {}) } as mqttPacket.Packet)
 
 test('a persistent session keeps subscriptions and queues QoS 1/2 while offline, in order; session present = 1 [MQTT-3.1.2-4]', async ({ onTestFinished }) => {
   const b = await startTestBroker()
@@ -68,4 +72,44 @@ test('persistent subscriber receives live traffic after reconnecting and keeps i
   const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
   await pub.publishAsync('t/1', 'live', { qos: 2 })
   expect((await got.take(1)).map(m => [m.topic, m.payload, m.qos])).toEqual([['t/1', 'live', 2]])
+})
+
+test('a returning persistent session gets its CONNACK before any message routed to it while it reconnects [MQTT-3.2.0-1]', async ({ onTestFinished }) => {
+  // aedes restores the session's subscriptions (LevelDB round trips) before it writes the CONNACK, and writes to a
+  // client that is still connecting: messages routed in that gap went out before the CONNACK (delivery.ts (6))
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}\nmax_inflight_messages 0\n')
+  onTestFinished(() => b.close())
+  for (let i = 0; i < 5; i++) {
+    const dev = await RawClient.connect(b.port())
+    await dev.connectMqtt({ clientId: 'roamer', clean: false })
+    dev.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'r/0', qos: 0 }, { topic: 'r/1', qos: 1 }, { topic: `r/x${i}`, qos: 1 }] })
+    await dev.next('suback')
+    dev.end()
+    await dev.closed
+  }
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'pub' })
+  let streaming = true
+  let id = 0
+  const stream = (async () => {
+    while (streaming) {
+      pub.write(Buffer.concat(Array.from({ length: 20 }, (_, k) => mqttPublish(k % 2 === 0 ? 'r/0' : 'r/1', k % 2, ++id % 65535 || 1))))
+      await pub.ping()
+    }
+  })()
+  const firsts: number[] = []
+  for (let i = 0; i < 20; i++) {
+    const c = await RawClient.connect(b.port())
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId: 'roamer', keepalive: 0 })
+    const ack = await c.next('connack')
+    expect([ack.returnCode, ack.sessionPresent]).toEqual([0, true])
+    await c.ping()
+    firsts.push(c.received[0]![0]!)
+    c.end()
+    await c.closed
+  }
+  streaming = false
+  await stream
+  expect(firsts).toEqual(Array(20).fill(0x20)) // every connection's first byte is a CONNACK's
 })
