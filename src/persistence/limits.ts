@@ -73,6 +73,12 @@ export class QueueAccounting {
     return { count: q?.count ?? 0, bytes: q?.bytes ?? 0 }
   }
 
+  /** Forgets every count (before `load`). */
+  reset (): void {
+    this.queues.clear()
+    this.refused.clear()
+  }
+
   forget (clientId: string): void {
     this.queues.delete(clientId)
     this.refused.delete(clientId)
@@ -140,9 +146,50 @@ function payloadBytes (p: StoredPacket | undefined): number {
  */
 export function limitPersistence (inner: object, acct: QueueAccounting): object {
   const call = (name: string, ...args: unknown[]): Promise<unknown> => (Reflect.get(inner, name) as AnyFn).apply(inner, args) as Promise<unknown>
-  // `outgoingUpdate` is not serialized here: with LevelDB, ordered.ts resolves it in call order (the order of
-  // PUBRELs [MQTT-4.6.0-3] and of live messages to persistent sessions); the memory store answers in order
+  /** Subscription removals not finished yet, per client id (see subscriptionsByClient). */
+  const removing = new Map<string, Promise<void>>()
   const overrides: Record<string, AnyFn> = {
+    /**
+     * `outgoingUpdate` is not serialized here: with LevelDB, ordered.ts resolves it in call order (the order of
+     * PUBRELs [MQTT-4.6.0-3] and of live messages to persistent sessions); the memory store answers in order.
+     *
+     * A live QoS 1/2 delivery to a persistent session whose message the store does not hold for it (its
+     * subscription was routing while the store's subscription index did not list it yet or any more, e.g. a filter
+     * removed while the session came back) made aedes close the client: `outgoingUpdate` rejects with "no such
+     * packet" and aedes treats that as a connection error (20-limits, under load: the returning session was closed
+     * right after its CONNACK). The message is queued for it then and updated again; if even that is refused (its
+     * queue is full) it goes out untracked, as to a clean session, rather than closing the connection.
+     */
+    async outgoingUpdate (client: unknown, packet: unknown) {
+      try {
+        return await call('outgoingUpdate', client, packet)
+      } catch (err) {
+        const c = client as { id?: string }
+        const p = packet as { cmd?: string, messageId?: number }
+        if ((err as Error).message !== 'no such packet' || p.cmd !== 'publish' || typeof c.id !== 'string') throw err
+        await overrides.outgoingEnqueue!({ clientId: c.id }, packet)
+        // aedes takes what this resolves to as an error (`.then(doWriteQoS, doWriteQoS)`): resolve to nothing
+        await call('outgoingUpdate', client, packet).catch(() => {})
+      }
+    },
+    /** Tracked so that a session coming back meanwhile reads its subscriptions after the removal. */
+    removeSubscriptions (client: unknown, topics: unknown) {
+      const id = (client as { id: string }).id
+      const done = call('removeSubscriptions', client, topics)
+      const settled = done.then(() => {}, () => {})
+      removing.set(id, settled)
+      void settled.then(() => { if (removing.get(id) === settled) removing.delete(id) })
+      return done
+    },
+    /**
+     * aedes restores a returning session from this. Midge removes the filters a SUBSCRIBE refused (broker.ts) after
+     * the SUBACK: a client that came back at once got them back (20-limits, under load: a refused filter took a
+     * granted one's slot). Reads wait for a removal still running for that client.
+     */
+    subscriptionsByClient (client: unknown) {
+      const pending = removing.get((client as { id: string }).id)
+      return pending === undefined ? call('subscriptionsByClient', client) : pending.then(() => call('subscriptionsByClient', client))
+    },
     async outgoingEnqueue (sub: unknown, packet: unknown) {
       const s = sub as Sub
       const bytes = payloadBytes(packet as StoredPacket)
@@ -166,12 +213,16 @@ export function limitPersistence (inner: object, acct: QueueAccounting): object 
       return removed
     }
   }
+  const bound = new Map<PropertyKey, AnyFn>()
   return new Proxy(inner, {
     get (target, prop) {
       if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) return overrides[prop]
       // receiver = target: getters of aedes-persistence-level read private fields
       const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? (v as AnyFn).bind(target) : v
+      if (typeof v !== 'function') return v
+      let fn = bound.get(prop)
+      if (fn === undefined) bound.set(prop, fn = (v as AnyFn).bind(target))
+      return fn
     }
   })
 }

@@ -507,3 +507,27 @@ test('max_connection_rate on a TLS listener refuses before the handshake: no Ser
   else expect(handshakes).toBeGreaterThanOrEqual(2)
   expect(handshakes).toBeLessThanOrEqual(4)
 })
+
+test('a persistent session whose routed subscription the store does not list gets the message instead of being disconnected', async ({ onTestFinished }) => {
+  // The state a returning session reaches when a filter removal races its restore (the test above, under load):
+  // the subscription routes, the store's index does not list it, so aedes queues nothing for the session and its
+  // live QoS 1 delivery fails in outgoingUpdate ("no such packet"), which aedes treated as a connection error.
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}\n')
+  onTestFinished(() => b.close())
+  const sub = await RawClient.connect(b.port())
+  onTestFinished(() => sub.end())
+  await sub.connectMqtt({ clientId: 'indexless', clean: false })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'ix/t', qos: 1 }] })
+  await sub.next('suback')
+  const store = (b.broker as unknown as { aedes: { persistence: { removeSubscriptions (c: { id: string }, t: string[]): Promise<unknown> } } }).aedes.persistence
+  await store.removeSubscriptions({ id: 'indexless' }, ['ix/t'])
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'ix-pub' })
+  pub.send({ cmd: 'publish', topic: 'ix/t', payload: Buffer.from('m1'), qos: 1, messageId: 1, retain: false, dup: false })
+  await pub.next('puback')
+  const p = await sub.next('publish')
+  expect([p.topic, p.payload.toString(), p.qos]).toEqual(['ix/t', 'm1', 1])
+  sub.send({ cmd: 'puback', messageId: p.messageId })
+  await sub.ping() // still connected
+})
