@@ -12,7 +12,8 @@ import { createPublicKey, generateKeyPairSync, randomBytes, sign as cryptoSign }
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
-import forge from 'node-forge'
+import type forge from 'node-forge'
+import { nodeForge } from '../util/lazy-forge.js'
 import type { Command } from 'commander'
 import { BrokerError } from '../errors.js'
 
@@ -33,7 +34,7 @@ export interface CertOptions {
 function newKey (existing?: string): { pem: string, forgePub: forge.pki.rsa.PublicKey } {
   if (existing !== undefined) {
     const spki = createPublicKey(existing).export({ type: 'spki', format: 'pem' }) as string
-    return { pem: existing, forgePub: forge.pki.publicKeyFromPem(spki) as forge.pki.rsa.PublicKey }
+    return { pem: existing, forgePub: nodeForge().pki.publicKeyFromPem(spki) as forge.pki.rsa.PublicKey }
   }
   const { privateKey, publicKey } = generateKeyPairSync('rsa', {
     modulusLength: 2048,
@@ -42,7 +43,7 @@ function newKey (existing?: string): { pem: string, forgePub: forge.pki.rsa.Publ
   })
   return {
     pem: privateKey,
-    forgePub: forge.pki.publicKeyFromPem(publicKey) as forge.pki.rsa.PublicKey
+    forgePub: nodeForge().pki.publicKeyFromPem(publicKey) as forge.pki.rsa.PublicKey
   }
 }
 
@@ -53,9 +54,9 @@ function newKey (existing?: string): { pem: string, forgePub: forge.pki.rsa.Publ
  */
 function signCert (cert: forge.pki.Certificate, keyPem: string): void {
   const c = cert as forge.pki.Certificate & { signatureOid: string, siginfo: { algorithmOid: string }, tbsCertificate: forge.asn1.Asn1, signature: string }
-  c.signatureOid = c.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
-  c.tbsCertificate = (forge.pki as unknown as { getTBSCertificate: (c: forge.pki.Certificate) => forge.asn1.Asn1 }).getTBSCertificate(cert)
-  const tbs = Buffer.from(forge.asn1.toDer(c.tbsCertificate).getBytes(), 'binary')
+  c.signatureOid = c.siginfo.algorithmOid = nodeForge().pki.oids.sha256WithRSAEncryption!
+  c.tbsCertificate = (nodeForge().pki as unknown as { getTBSCertificate: (c: forge.pki.Certificate) => forge.asn1.Asn1 }).getTBSCertificate(cert)
+  const tbs = Buffer.from(nodeForge().asn1.toDer(c.tbsCertificate).getBytes(), 'binary')
   c.signature = cryptoSign('sha256', tbs, keyPem).toString('binary')
 }
 
@@ -73,7 +74,7 @@ function validity (cert: forge.pki.Certificate, o: CertOptions, defaultDays: num
 
 export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
   const k = newKey(o.key)
-  const cert = forge.pki.createCertificate()
+  const cert = nodeForge().pki.createCertificate()
   cert.publicKey = k.forgePub
   cert.serialNumber = serial()
   validity(cert, o, 3650)
@@ -86,13 +87,13 @@ export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
     { name: 'subjectKeyIdentifier' }
   ])
   signCert(cert, k.pem)
-  return { cert: forge.pki.certificateToPem(cert), key: k.pem }
+  return { cert: nodeForge().pki.certificateToPem(cert), key: k.pem }
 }
 
 function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?: forge.pki.PublicKey, subject?: forge.pki.CertificateField[]): Pem {
-  const caCert = forge.pki.certificateFromPem(ca.cert)
+  const caCert = nodeForge().pki.certificateFromPem(ca.cert)
   const k = publicKey ? undefined : newKey(o.key)
-  const cert = forge.pki.createCertificate()
+  const cert = nodeForge().pki.createCertificate()
   cert.publicKey = publicKey ?? k!.forgePub
   cert.serialNumber = serial()
   validity(cert, o, 825)
@@ -105,7 +106,7 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?
     ...exts
   ])
   signCert(cert, ca.key)
-  return { cert: forge.pki.certificateToPem(cert), key: k?.pem ?? '' }
+  return { cert: nodeForge().pki.certificateToPem(cert), key: k?.pem ?? '' }
 }
 
 /**
@@ -115,7 +116,7 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?
  */
 export function signClientCsr (ca: Pem, csrPem: string, o: CertOptions = {}): string {
   let csr: forge.pki.CertificateSigningRequest
-  try { csr = forge.pki.certificationRequestFromPem(csrPem) } catch (err) {
+  try { csr = nodeForge().pki.certificationRequestFromPem(csrPem) } catch (err) {
     throw new Error(`not a PEM certificate signing request with an RSA key (${(err as Error).message})`)
   }
   if (!csr.verify()) throw new Error('the CSR signature does not verify')

@@ -9,7 +9,8 @@
 import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import forge from 'node-forge'
+import type forge from 'node-forge'
+import { nodeForge } from '../util/lazy-forge.js'
 import type { Config, CsrSigningConfig, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import { BrokerError } from '../errors.js'
@@ -36,8 +37,8 @@ export class CsrSigner {
 
   constructor (readonly cfg: CsrSigningConfig, caPem: string, keyPem: string) {
     this.caPem = caPem
-    this.caCert = forge.pki.certificateFromPem(caPem)
-    this.caKey = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey
+    this.caCert = nodeForge().pki.certificateFromPem(caPem)
+    this.caKey = nodeForge().pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey
     const pub = this.caCert.publicKey as forge.pki.rsa.PublicKey
     if (pub.n === undefined || pub.n.compareTo(this.caKey.n) !== 0) throw new Error('http_csr_keyfile is not the key of http_csr_cafile')
   }
@@ -80,7 +81,7 @@ export class CsrSigner {
   sign (csrPem: string, now = new Date()): { pem: string, commonName: string, serial: string } {
     let csr: forge.pki.CertificateSigningRequest
     try {
-      csr = forge.pki.certificationRequestFromPem(csrPem)
+      csr = nodeForge().pki.certificationRequestFromPem(csrPem)
     } catch (err) {
       const msg = (err as Error).message
       if (/OID is not RSA/i.test(msg)) throw new CsrError(400, 'only RSA keys are supported: make the key with "openssl genrsa -out client.key 2048"')
@@ -92,7 +93,7 @@ export class CsrSigner {
     const attrs = csr.subject.attributes.filter(a => a.shortName !== undefined && SUBJECT_FIELDS.has(a.shortName))
     const cn = attrs.find(a => a.shortName === 'CN')?.value
     if (typeof cn !== 'string' || cn.length === 0 || cn.length > 64) throw new CsrError(400, 'the CSR needs a common name (CN) of 1 to 64 characters: openssl req -subj "/CN=yourname"')
-    const cert = forge.pki.createCertificate()
+    const cert = nodeForge().pki.createCertificate()
     cert.publicKey = pub
     // 16 random bytes, first bit clear: a positive serial (RFC 5280 4.1.2.2)
     const serialBytes = randomBytes(16)
@@ -109,8 +110,8 @@ export class CsrSigner {
       { name: 'subjectKeyIdentifier' },
       { name: 'authorityKeyIdentifier', keyIdentifier: this.caCert.generateSubjectKeyIdentifier().getBytes() }
     ])
-    cert.sign(this.caKey, forge.md.sha256.create())
-    return { pem: forge.pki.certificateToPem(cert), commonName: cn, serial: cert.serialNumber }
+    cert.sign(this.caKey, nodeForge().md.sha256.create())
+    return { pem: nodeForge().pki.certificateToPem(cert), commonName: cn, serial: cert.serialNumber }
   }
 }
 

@@ -4,8 +4,12 @@
  * they might appear.
  */
 import pino, { type Logger, type DestinationStream, type LevelWithSilent } from 'pino'
-import pretty from 'pino-pretty'
+import { createRequire } from 'node:module'
 import type { LogConfig } from '../config/schema.js'
+
+/** pino-pretty is loaded only for a terminal (a daemon under systemd or Docker writes JSON and never needs it). */
+const require = createRequire(import.meta.url)
+type Pretty = typeof import('pino-pretty')
 
 export type { Logger }
 
@@ -20,6 +24,7 @@ export function levelFor (types: readonly string[]): LevelWithSilent {
 function streamFor (fd: 1 | 2): DestinationStream {
   const stream = fd === 1 ? process.stdout : process.stderr
   if (stream.isTTY && process.env.MIDGE_LOG_FORMAT !== 'json') {
+    const pretty = require('pino-pretty') as Pretty
     return pretty({ destination: fd, sync: true, colorize: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' })
   }
   return pino.destination({ dest: fd, sync: true })
