@@ -20,15 +20,21 @@ function publishes (c: RawClient): Array<{ topic: string, payload: string }> {
   return out
 }
 
-test('QoS 0 fan-in: 5 publishers x 800 pipelined messages reach a wildcard subscriber complete and in per-publisher order', async ({ onTestFinished }) => {
-  const b = await startTestBroker()
-  onTestFinished(() => b.close())
-  const sub = await RawClient.connect(b.port())
+/** A raw client subscribed to `in/#` at QoS 0, and what it receives. */
+async function wildcardSubscriber (port: number, onTestFinished: (fn: () => void) => void): Promise<{ sub: RawClient, got: Array<{ topic: string, payload: string }> }> {
+  const sub = await RawClient.connect(port)
   onTestFinished(() => sub.end())
   await sub.connectMqtt({ clientId: 'sub' })
   const got = publishes(sub)
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'in/#', qos: 0 }] })
   await sub.next('suback')
+  return { sub, got }
+}
+
+test('QoS 0 fan-in: 5 publishers x 800 pipelined messages reach a wildcard subscriber complete and in per-publisher order', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const { sub, got } = await wildcardSubscriber(b.port(), onTestFinished)
 
   const pubs = await Promise.all([0, 1, 2, 3, 4].map(async i => {
     const p = await RawClient.connect(b.port())
@@ -57,12 +63,7 @@ test('QoS 0 fan-in: 200 publishers x 64 messages at once reach a reading subscri
   // bench's fanin-q0-p200 delivered 14.7k of 205k msg/s published. Only a stuck subscriber loses messages.
   const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10\nmax_inflight_messages 20\n')
   onTestFinished(() => b.close())
-  const sub = await RawClient.connect(b.port())
-  onTestFinished(() => sub.end())
-  await sub.connectMqtt({ clientId: 'sub' })
-  const got = publishes(sub)
-  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'in/#', qos: 0 }] })
-  await sub.next('suback')
+  const { sub, got } = await wildcardSubscriber(b.port(), onTestFinished)
   const pubs = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
     const p = await RawClient.connect(b.port())
     onTestFinished(() => p.end())
