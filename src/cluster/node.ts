@@ -89,7 +89,7 @@ export class ClusterNode {
    */
   async createStore (): Promise<unknown> {
     const { default: redisPersistence } = await import('aedes-persistence-redis')
-    return claimWills(connackFirst(redisPersistence({ conn: this.conns.store, maxSessionDelivery: -1 }) as object), this.conns.store)
+    return claimWills(redisPersistence({ conn: this.conns.store, maxSessionDelivery: -1 }) as object, this.conns.store)
   }
 
   /**
@@ -132,66 +132,6 @@ function claimWills (store: object, redis: RedisClient): object {
   return new Proxy(store, {
     get (target, prop) {
       if (prop === 'streamWill') return (brokers: unknown) => Readable.from(claimed(brokers))
-      const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    }
-  })
-}
-
-interface ConnectingClient {
-  connecting?: boolean
-  connackSent?: boolean
-  conn?: { once (event: 'close', fn: () => void): unknown }
-  broker?: { on (event: 'connackSent', fn: (connack: unknown, client: unknown) => void): unknown }
-}
-
-/**
- * [MQTT-3.2.0-1] The first packet the server sends is the CONNACK. aedes 1.2 breaks it for a returning persistent
- * session: it subscribes the session (lib/handlers/connect.js `restoreSubs`) several store round trips before it
- * writes the CONNACK, and its `write` accepts a client that is still connecting, so a message routed in between goes
- * out before the CONNACK. In a cluster that window is wide (Redis round trips, and aedes acknowledges a QoS 1
- * publish before it queues and routes it, so the tail of a burst is routed while its subscriber reconnects): MQTT.js
- * handled and acknowledged such a message before its 'connect' event, before the application's handler was there,
- * and the acknowledgement removed the stored copy (40-cluster at 664b3ba: 4 runs of 5 under load, the last 4 of 1200
- * lost).
- *
- * aedes calls `outgoingUpdate` before every live QoS 1/2 write to a persistent session: while the session's
- * CONNACK is not written, that call resolves only once it is (or the connection is gone), so the message follows the
- * CONNACK. The stored queue is sent after the CONNACK and is not held. With an outgoing window
- * (max_inflight_messages > 0) broker/delivery.ts (5) also holds live QoS 1/2 deliveries until the stored queue is
- * written; this covers max_inflight_messages 0. QoS 0 deliveries do not pass here.
- */
-function connackFirst (store: object): object {
-  const update = (Reflect.get(store, 'outgoingUpdate') as (client: unknown, packet: unknown) => Promise<unknown>).bind(store)
-  const waiting = new Map<object, Array<() => void>>()
-  const hooked = new WeakSet<object>()
-  const release = (client: object): void => {
-    const fns = waiting.get(client)
-    if (fns === undefined) return
-    waiting.delete(client)
-    for (const fn of fns) fn()
-  }
-  const connackWritten = (client: ConnectingClient & object): Promise<void> => new Promise(resolve => {
-    const broker = client.broker
-    if (broker !== undefined && !hooked.has(broker)) {
-      hooked.add(broker)
-      broker.on('connackSent', (_connack, c) => release(c as object))
-    }
-    let fns = waiting.get(client)
-    if (fns === undefined) {
-      waiting.set(client, fns = [])
-      client.conn?.once('close', () => release(client))
-    }
-    fns.push(resolve)
-  })
-  const outgoingUpdate = async (client: ConnectingClient & object, packet: unknown): Promise<unknown> => {
-    const r = await update(client, packet)
-    if (client.connecting === true && client.connackSent !== true) await connackWritten(client)
-    return r
-  }
-  return new Proxy(store, {
-    get (target, prop) {
-      if (prop === 'outgoingUpdate') return outgoingUpdate
       const v = Reflect.get(target, prop) as unknown
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
     }
