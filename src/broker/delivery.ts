@@ -261,6 +261,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
 
   // (1) the duplicate filter (SeenFilter above)
   const filter = new SeenFilter()
+  /** (6) deliveries are held for the CONNACK */
+  let connackHold = false
   client.duplicates = new Proxy(filter, DUPLICATES) as unknown as Record<string, number>
 
   // (2) emitter callbacks held for this client (the publishers wait for them), released when written or when stuck
@@ -294,7 +296,11 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // deliverQoS hands a QoS 0 message on to deliver0: already counted by the outer call
     if (client.closed || filter.current === packet) { orig(packet, cb); return }
     // (6) nothing before the CONNACK
-    if (!client.connackSent || beforeConnack.has(client)) { holdUntilConnack(client, () => deliver(packet, cb), () => setImmediate(cb)); return }
+    if (!client.connackSent || connackHold) {
+      connackHold = true // until the held ones go on: later ones queue behind them (no map lookup per message)
+      holdUntilConnack(client, () => { connackHold = false; deliver(packet, cb) }, () => { connackHold = false; setImmediate(cb) })
+      return
+    }
     // (1) one copy at the highest QoS granted [MQTT-3.3.5-1]: the QoS 0 subscription must not be the one that
     // wins when a QoS 1/2 subscription of the same client matches too (test: 02-subpub "overlapping subscriptions")
     const viaQos0 = qos0 && packet.qos > 0
