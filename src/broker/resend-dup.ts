@@ -19,8 +19,6 @@ interface WithOutgoing { outgoingStream (client: unknown): Readable }
 
 export function markResendsDup<T extends object> (persistence: T): T {
   const p = persistence as unknown as WithOutgoing
-  /** The store's methods, bound once (not on every call). */
-  const bound = new Map<PropertyKey, unknown>()
   return new Proxy(persistence, {
     get (target, prop, receiver) {
       if (prop === 'outgoingStream') {
@@ -41,10 +39,8 @@ export function markResendsDup<T extends object> (persistence: T): T {
         }
       }
       const v = Reflect.get(target, prop, receiver) as unknown
-      if (typeof v !== 'function') return v
-      let fn = bound.get(prop)
-      if (fn === undefined) bound.set(prop, fn = (v as (...a: unknown[]) => unknown).bind(target))
-      return fn
+      // bound on each access: persistence-fast-paths.ts, outside this wrapper, looks each method up once
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
     }
   })
 }

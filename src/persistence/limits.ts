@@ -213,16 +213,13 @@ export function limitPersistence (inner: object, acct: QueueAccounting): object 
       return removed
     }
   }
-  const bound = new Map<PropertyKey, AnyFn>()
   return new Proxy(inner, {
     get (target, prop) {
       if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) return overrides[prop]
       // receiver = target: getters of aedes-persistence-level read private fields
       const v = Reflect.get(target, prop) as unknown
-      if (typeof v !== 'function') return v
-      let fn = bound.get(prop)
-      if (fn === undefined) bound.set(prop, fn = (v as AnyFn).bind(target))
-      return fn
+      // bound on each access: persistence-fast-paths.ts, outside this wrapper, looks each method up once
+      return typeof v === 'function' ? (v as AnyFn).bind(target) : v
     }
   })
 }
