@@ -22,6 +22,7 @@ import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
+import { readOneBatchAtATime } from './read-loop.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites } from './write-coalescer.js'
@@ -233,8 +234,11 @@ export class Broker {
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message (issue 8); counts the packets sent
     coalesceWrites(stream, this.countSent)
+    const client = this.aedes.handle(stream, req) as unknown as Client
+    // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
+    readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts, issue 3)
-    this.durability.installClient(this.aedes.handle(stream, req) as unknown as Client)
+    this.durability.installClient(client)
   }
 
   private wireLogging (): void {

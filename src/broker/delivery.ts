@@ -13,8 +13,12 @@
  * 2. Slow consumers. aedes holds the emitter's callback until the subscriber's socket drains, and reads the
  *    publisher's next chunk only when every subscriber of the last one is done: a subscriber that stops reading
  *    stalls its publishers (and so everyone they publish to) until `drainTimeout` (30 s) closes it. Midge keeps
- *    that backpressure while the subscriber makes progress, but once none of its writes has completed for
- *    `stuckAfterMs` (1 s) it releases the publishers and stops holding them for that client until it reads again.
+ *    that backpressure (made effective by read-loop.ts) while the subscriber makes progress, but once none of its
+ *    writes has completed for `stuckAfterMs` (1 s), or messages wait for its window (4) and it acknowledged nothing
+ *    for that long, it releases the publishers and stops holding them for that client until it catches up: all
+ *    handed to its socket written, or, stuck on its window, an acknowledgement. (Ending it on any completed write
+ *    held every publisher again for a second each time: the QoS 0 messages a client reads do not move its window,
+ *    and a non-reading socket still takes a write now and then as the kernel's buffers grow.)
  *    What waits for its socket is bounded: once it is stuck, beyond `max_inflight_messages + max_queued_messages`
  *    messages (or, at any time, `max_queued_bytes` buffered), messages to that client are dropped, counted (`stats.droppedSlowConsumer`) and
  *    logged once per episode. For a persistent session a dropped QoS 1/2 message stays in its stored queue and is
@@ -170,6 +174,18 @@ interface StoredQueueWindow {
 }
 const storedWindows = new WeakMap<object, StoredQueueWindow>()
 
+/** (2) Clients none of whose writes (or acknowledgements) completed for `stuckAfterMs`: publishers no longer wait for them. */
+const stuckClients = new WeakSet<object>()
+
+/**
+ * (2) Publishers wait for this connected client (backpressure) rather than it being stuck. persistence/limits.ts
+ * then does not apply `max_queued_messages` to its stored queue: what waits for it is bounded by its publishers'
+ * read batches, and a subscriber that keeps acknowledging loses nothing however many publishers send to it.
+ */
+export function keepsUp (client: object): boolean {
+  return !stuckClients.has(client)
+}
+
 /**
  * (5) Calls `go` once the stored packet may be handed to aedes: at once when it needs no slot (no window, QoS 0, an
  * identifier already in flight), else when the client's window has a slot, which it then holds (a never-sent packet
@@ -269,24 +285,37 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let held: Set<() => void> | undefined
   let lastProgress = Date.now()
   let stuck = false
+  /** Stuck because messages wait for its window and it acknowledged nothing: only an acknowledgement ends it. */
+  let stuckOnAcks = false
   let timer: NodeJS.Timeout | undefined
 
   const releaseAll = (): void => {
     if (held !== undefined) for (const release of [...held]) release()
+  }
+  const setStuck = (onAcks: boolean): void => {
+    stuck = true
+    stuckOnAcks = onAcks
+    stuckClients.add(client)
+    releaseAll()
+  }
+  const unstick = (): void => {
+    stuck = stuckOnAcks = false
+    stuckClients.delete(client)
   }
   const watch = (): void => {
     if (timer !== undefined) return
     timer = setTimeout(function check () {
       timer = undefined
       if (pending === 0 && waitHead === waiting.length) return
-      const idle = Date.now() - lastProgress
-      if (idle >= opts.stuckAfterMs) {
-        // not one write of this client completed for a while: stop holding the publishers
-        stuck = true
-        releaseAll()
-        return
-      }
-      timer = setTimeout(check, opts.stuckAfterMs - idle)
+      const now = Date.now()
+      // messages wait for its window and no acknowledgement came for a while (the QoS 0 ones it reads meanwhile do
+      // not count: they would keep its publishers waiting for a window that does not move)
+      if (waitHead < waiting.length && now - lastAck >= opts.stuckAfterMs) { setStuck(true); return }
+      // not one write of this client completed for a while: stop holding the publishers
+      const idle = now - lastProgress
+      if (idle >= opts.stuckAfterMs) { setStuck(false); return }
+      const ackIdle = waitHead < waiting.length ? now - lastAck : 0
+      timer = setTimeout(check, opts.stuckAfterMs - Math.max(idle, ackIdle))
       timer.unref()
     }, opts.stuckAfterMs)
     timer.unref()
@@ -362,7 +391,10 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       orig(packet, () => {
         pending--
         lastProgress = Date.now()
-        stuck = false
+        // once stuck, it is not stuck again until everything handed to its socket is written (a write that
+        // completes while it still reads nothing, the kernel's buffers growing, would hold every publisher again
+        // for `stuckAfterMs`), or, stuck on its window, until it acknowledges
+        if (stuck && !stuckOnAcks && pending === 0) unstick()
         if (dropping && pending === 0) dropping = false
         release?.()
       })
@@ -442,6 +474,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       const qos = inflightIds?.get(p.messageId!)
       if (qos !== (p.cmd === 'puback' ? 1 : 2)) return
       lastProgress = lastAck = Date.now()
+      if (stuck) unstick()
       freed(p.messageId!)
     })
     // (5) the stored queue is written: live deliveries go on, behind it

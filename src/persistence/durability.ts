@@ -10,7 +10,7 @@
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import { installDelivery, type DeliveryOptions } from '../broker/delivery.js'
+import { installDelivery, keepsUp, type DeliveryOptions } from '../broker/delivery.js'
 import type { PersistenceBackend } from './types.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
 import type { JournalStore } from './types.js'
@@ -72,6 +72,10 @@ export class Durability {
       }
     }
     this.accounting.isOnline = id => this.isOnline(id)
+    this.accounting.keepsUp = id => {
+      const c = (this.aedes as unknown as AedesInternals | undefined)?.clients[id]
+      return c !== undefined && keepsUp(c as object)
+    }
   }
 
   get brokerId (): string | undefined { return this.backend.brokerId }

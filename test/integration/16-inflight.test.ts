@@ -205,3 +205,70 @@ test('max_inflight_messages 2 + max_queued_messages 3: a client that acknowledge
   }
   expect(got).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
 })
+
+test('a publisher is not read while its messages wait for the window: the next PUBLISH is acknowledged only after the subscriber acknowledges', async ({ onTestFinished }) => {
+  // aedes reads a connection's next batch on every 'readable' event, even while the last batch still waits for a
+  // slow subscriber; QoS 1 PUBACKs go out before routing, so the publisher was acknowledged without limit and the
+  // subscriber's queue overflowed (src/broker/read-loop.ts). Midge reads the publisher once its batch is delivered.
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1\n')
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const publish = (i: number): void => pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+  const order: string[] = []
+  publish(1)
+  expect((await pub.next('puback')).messageId).toBe(1)
+  const m1 = await sub.next('publish')
+  expect(m1.payload.toString()).toBe('m1')
+  // m2 is acknowledged to the publisher (aedes acknowledges QoS 1 before routing) and waits for the window
+  publish(2)
+  expect((await pub.next('puback')).messageId).toBe(2)
+  // m3 arrives in its own read while m2 waits: it must stay unread. This checks for an absence, so it waits a fixed
+  // time, well under the 1 s after which a subscriber that acknowledges nothing is stuck and no longer holds anyone
+  publish(3)
+  const puback3 = pub.next('puback').then(p => { order.push(`puback ${String(p.messageId)}`) })
+  await new Promise(resolve => setTimeout(resolve, 300))
+  expect(order).toEqual([])
+  expect(await drainPublishes(sub)).toEqual([])
+  order.push('subscriber acks m1')
+  sub.send({ cmd: 'puback', messageId: m1.messageId })
+  const m2 = await sub.next('publish')
+  expect(m2.payload.toString()).toBe('m2')
+  await puback3
+  expect(order).toEqual(['subscriber acks m1', 'puback 3'])
+  sub.send({ cmd: 'puback', messageId: m2.messageId })
+  expect((await sub.next('publish')).payload.toString()).toBe('m3')
+})
+
+test('a subscriber that reads its QoS 0 messages but acknowledges no QoS 1 one holds its publishers for about a second, not for ever', async ({ onTestFinished }) => {
+  // the QoS 0 writes to it complete, which used to count as progress: the QoS 1 publisher waited for a window that
+  // never moves. Only an acknowledgement counts for the window (src/broker/delivery.ts (2)).
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1\n')
+  onTestFinished(() => b.close())
+  const sub = await subscriber(b.port(), 1, onTestFinished)
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const ticker = await RawClient.connect(b.port())
+  onTestFinished(() => ticker.end())
+  await ticker.connectMqtt({ clientId: 'ticker' })
+  // QoS 0 traffic to the same subscriber every 50 ms, which it reads
+  const tick = setInterval(() => ticker.send({ cmd: 'publish', topic: 'w/tick', payload: 't', qos: 0, retain: false, dup: false }), 50)
+  onTestFinished(() => clearInterval(tick))
+  const publish = (i: number): void => pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+  publish(1)
+  await pub.next('puback')
+  publish(2)
+  await pub.next('puback')
+  const started = Date.now()
+  // m2 waits for the window; m3 is read once the subscriber counts as stuck (1 s without an acknowledgement)
+  publish(3)
+  expect((await pub.next('puback', 4000)).messageId).toBe(3)
+  expect(Date.now() - started).toBeGreaterThanOrEqual(900)
+  const ticks = sub.packets.filter(p => p.cmd === 'publish' && p.topic === 'w/tick').length
+  expect(ticks).toBeGreaterThan(5)
+  // the stuck subscriber still gets its window's worth: m1 only, nothing acknowledged, nothing more sent
+  expect(sub.packets.filter(p => p.cmd === 'publish' && p.qos === 1).map(p => p.payload.toString())).toEqual(['m1'])
+})
