@@ -173,6 +173,22 @@ export function cpuMsOf (pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK
 }
 
+/** The machine's CPU time so far, in clock ticks: all of it, and what the hypervisor stole (`/proc/stat`). */
+export function machineTicks (): { total: number, steal: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').slice(0, 200).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+    return { total: f.reduce((a, b) => a + b, 0), steal: f[7] ?? 0 }
+  } catch {
+    return undefined
+  }
+}
+
+/** Share of the machine's CPU time stolen by the hypervisor between two `machineTicks()` readings, in %. */
+export function stealPct (a: ReturnType<typeof machineTicks>, b: ReturnType<typeof machineTicks>): number | undefined {
+  if (a === undefined || b === undefined || b.total <= a.total) return undefined
+  return 100 * (b.steal - a.steal) / (b.total - a.total)
+}
+
 /** Resident set size of a process, in KiB. */
 export function rssKiBOf (pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir, cpus, loadavg, totalmem } from 'node:os'
 import { join, dirname } from 'node:path'
-import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, lastLines, MIDGE_MAIN, type BrokerName } from './brokers.js'
+import { startBroker, mosquittoVersion, makeCerts, rssKiBOf, machineTicks, stealPct, lastLines, MIDGE_MAIN, type BrokerName } from './brokers.js'
 import { allScenarios, FULL, QUICK, type Measurement, type Scenario, type Timing } from './scenarios.js'
 
 interface RunRecord {
@@ -21,6 +21,8 @@ interface RunRecord {
   error?: string
   startMs?: number
   rssStartKiB?: number
+  /** CPU time the hypervisor took from this (virtual) machine during the run, in % of all its CPU time. */
+  stealPct?: number
   m?: Measurement
 }
 
@@ -38,6 +40,8 @@ interface ScenarioResult {
   /** Broker CPU time per delivered message (throughput scenarios), microseconds. */
   cpuUsPerMsg: Partial<Record<BrokerName, number>>
   failures: Partial<Record<BrokerName, number>>
+  /** CPU steal over all runs of the scenario: median and highest, in %. */
+  steal?: { median: number, max: number }
 }
 
 const { values } = parseArgs({
@@ -102,6 +106,7 @@ async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunR
     return { broker: name, run, ok: false, error: (err as Error).message }
   }
   const rssStartKiB = rssKiBOf(broker.pid)
+  const ticks0 = machineTicks()
   try {
     // every scenario is bounded in time, whatever the broker does
     let timer: NodeJS.Timeout | undefined
@@ -110,7 +115,7 @@ async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunR
       s.run({ broker, timing, ca: certs?.ca }),
       new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs) })
     ]).finally(() => clearTimeout(timer))
-    return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, m }
+    return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, stealPct: stealPct(ticks0, machineTicks()), m }
   } catch (err) {
     const e = broker.exited()
     const msg = e ? `${(err as Error).message}` : (err as Error).message
@@ -146,6 +151,8 @@ function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
     r.genCpuPct[b] = median(ok.map(x => x.m!.genCpuPct ?? NaN))
     r.cpuUsPerMsg[b] = median(ok.map(x => x.m!.extra.brokerCpuUsPerMsg ?? NaN))
   }
+  const steals = records.map(x => x.stealPct).filter((x): x is number => x !== undefined)
+  if (steals.length > 0) r.steal = { median: median(steals), max: Math.max(...steals) }
   return r
 }
 
@@ -169,6 +176,7 @@ function printRow (r: ScenarioResult): void {
     padL(cell('midge'), 10), padL(cell('aedes'), 10), padL(cell('mosquitto'), 10),
     padL(ratio(r.median.midge, r.median.mosquitto), 8), padL(ratio(r.median.midge, r.median.aedes), 8),
     padL(`±${fmt(100 * (r.spread.midge ?? NaN))}%`, 7),
+    padL(r.steal ? `${r.steal.median.toFixed(0)}/${r.steal.max.toFixed(0)}` : '-', 6),
     '  ' + brokers.map(b => pad(cpu(b), 10)).join(' '),
     ' ' + brokers.map(b => padL(us(b), 5)).join(' ')
   ].join(' ') + '\n')
@@ -177,13 +185,15 @@ function printRow (r: ScenarioResult): void {
 function header (): void {
   process.stdout.write([
     pad('scenario', 20), pad('unit', 9), padL('midge', 10), padL('aedes', 10), padL('mosquitto', 10),
-    padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7),
+    padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7), padL('steal%', 6),
     '  ' + brokers.map(b => pad(`cpu% ${b.slice(0, 5)}`, 10)).join(' '),
     ' ' + brokers.map(b => padL(`us/m ${b[0]!}`, 5)).join(' ')
   ].join(' ') + '\n')
-  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message)\n')
+  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message;\n steal% is the CPU time the hypervisor took from this virtual machine during the runs, median/highest: above a few %, processes\n stall for tens to hundreds of ms at a time and the figures, latency above all, say more about the machine than the brokers)\n')
 }
 
+/** Runs with more CPU steal than this are flagged after the table. */
+const STEAL_WARN_PCT = 5
 const startedAt = new Date()
 process.stdout.write(`midge bench: ${selected.length} scenario(s) x ${brokers.join(', ')} x ${runs} run(s), ${values.quick ? 'quick' : 'full'} timing; node ${process.version}; mosquitto ${mosqVersion ?? 'not installed'}; ${cpus().length} CPU(s) ${cpus()[0]?.model ?? ''}; load ${loadavg().map(x => x.toFixed(2)).join(' ')}\n`)
 const results: ScenarioResult[] = []
@@ -229,6 +239,13 @@ process.stdout.write('\nstart-up (spawn until the port accepts) and RSS right af
 for (const b of brokers) {
   const s = starts[b]
   if (s) process.stdout.write(`  ${pad(b, 10)} ${fmt(s.startMs)} ms  ${fmt(s.rssStartKiB / 1024)} MiB\n`)
+}
+
+const allSteals = results.flatMap(r => r.runs).map(x => x.stealPct).filter((x): x is number => x !== undefined)
+const stolen = allSteals.filter(x => x > STEAL_WARN_PCT).length
+if (allSteals.length > 0) {
+  process.stdout.write(`\nCPU steal (hypervisor) per run: median ${median(allSteals).toFixed(1)}%, highest ${Math.max(...allSteals).toFixed(1)}%` +
+    (stolen > 0 ? `; ${stolen} of ${allSteals.length} runs above ${STEAL_WARN_PCT}%: compare those with care, or run again on a quieter machine\n` : '\n'))
 }
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
