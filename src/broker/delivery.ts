@@ -86,6 +86,8 @@ interface AedesClientInternals {
   subscriptions: Record<string, { qos: number }>
   broker: AedesBrokerInternals
   _nextId: number
+  /** aedes: packets of this client's last read still being handled (read-loop.ts) */
+  _parsingBatch: number
   _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
 }
 
@@ -295,6 +297,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const setStuck = (onAcks: boolean): void => {
     stuck = true
     stuckOnAcks = onAcks
+    opts.stats.stuckEpisodes++
     stuckClients.add(client)
     releaseAll()
   }
@@ -362,13 +365,20 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     }
     if (pending === 0 && waitHead === waiting.length) lastProgress = Date.now()
     let release: (() => void) | undefined
-    if (!stuck) {
+    // (4) a message that waits for this client's window holds its publisher only while this client's own reads go
+    // on (no batch of its own in progress): its PUBACKs must be read to free the window. Else a client receiving
+    // its own messages, or two clients publishing to each other, would wait for acknowledgements nobody reads
+    // until one counts as stuck (1 s), again and again. A chain of held publishers thus always ends at a client
+    // whose reads go on. Past `max_queued_messages` waiting, it holds them anyway (stuck after a second).
+    const hold = !stuck && (!waits || client._parsingBatch <= 0 ||
+      (opts.maxWaiting !== undefined && opts.maxWaiting > 0 && waiting.length - waitHead >= opts.maxWaiting))
+    if (hold) {
       // as aedes: the publisher waits until this client's socket took the message (backpressure) ...
       release = () => { if (held!.delete(release!)) cb() }
       ;(held ??= new Set()).add(release)
       watch()
     } else {
-      // ... unless it is stuck: then it does not wait at all
+      // ... unless it is stuck (or its reads wait, above): then it does not wait at all
       setImmediate(cb)
     }
     // (4) the window is full, or older messages wait for it: wait in order (the publisher too, until it is written

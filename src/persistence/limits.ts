@@ -23,6 +23,8 @@ export interface PersistenceStats {
   droppedQueueFull: number
   /** Live deliveries dropped because the subscriber did not read (slow consumer). */
   droppedSlowConsumer: number
+  /** Times a connected client counted as stuck, so that publishers stopped waiting for it (broker/delivery.ts (2)). */
+  stuckEpisodes: number
   /** Persistent sessions removed by persistent_client_expiration. */
   expiredClients: number
   /** QoS 1 publishes journalled before their PUBACK. */
@@ -32,7 +34,7 @@ export interface PersistenceStats {
 }
 
 export function newStats (): PersistenceStats {
-  return { droppedQueueFull: 0, droppedSlowConsumer: 0, expiredClients: 0, journalled: 0, replayed: 0 }
+  return { droppedQueueFull: 0, droppedSlowConsumer: 0, stuckEpisodes: 0, expiredClients: 0, journalled: 0, replayed: 0 }
 }
 
 export interface QueueLimits {

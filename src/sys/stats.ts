@@ -72,7 +72,7 @@ export class BrokerStats {
   clientsExpired = 0
   heapMaximum = 0
   /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
-  persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly expiredClients: number }
+  persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly stuckEpisodes?: number, readonly expiredClients: number }
   readonly listeners = new Map<string, ListenerStats>()
   /** Raw sockets of live connections: their byte counters are read at snapshot time. */
   private readonly live = new Set<Socket>()

@@ -14,6 +14,7 @@
 import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
+import { connect, collect } from '../helpers/mqtt.js'
 
 const N = 12
 
@@ -271,4 +272,42 @@ test('a subscriber that reads its QoS 0 messages but acknowledges no QoS 1 one h
   expect(ticks).toBeGreaterThan(5)
   // the stuck subscriber still gets its window's worth: m1 only, nothing acknowledged, nothing more sent
   expect(sub.packets.filter(p => p.cmd === 'publish' && p.qos === 1).map(p => p.payload.toString())).toEqual(['m1'])
+})
+
+test('a client that receives its own QoS 1 messages is not held up by its own window: 500 echoes at once arrive in order without it ever counting as stuck', async ({ onTestFinished }) => {
+  // its publishes wait for its own window, which only its PUBACKs free; holding its reads for that window would
+  // leave those PUBACKs unread until it counts as stuck (1 s), again and again (src/broker/delivery.ts (2))
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await connect(b.url(), { clientId: 'echo' }, onTestFinished)
+  const inbox = collect(c)
+  await c.subscribeAsync('echo/#', { qos: 1 })
+  const started = Date.now()
+  await Promise.all(Array.from({ length: 500 }, (_, k) => c.publishAsync('echo/x', String(k), { qos: 1 })))
+  const msgs = await inbox.take(500, 10_000)
+  const ms = Date.now() - started
+  expect(msgs.map(m => Number(m.payload))).toEqual(Array.from({ length: 500 }, (_, k) => k))
+  // it never counted as stuck (each time it did, everything waited a second)
+  expect(b.broker.stats.persistence?.stuckEpisodes).toBe(0)
+  expect(ms).toBeLessThan(5000)
+})
+
+test('two clients publishing QoS 1 to each other at once do not wait on each other\'s unread acknowledgements', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const [x, y] = await Promise.all(['x', 'y'].map(id => connect(b.url(), { clientId: id }, onTestFinished)))
+  const [toX, toY] = [collect(x!), collect(y!)]
+  await x!.subscribeAsync('to/x', { qos: 1 })
+  await y!.subscribeAsync('to/y', { qos: 1 })
+  const started = Date.now()
+  await Promise.all([
+    ...Array.from({ length: 400 }, (_, k) => x!.publishAsync('to/y', String(k), { qos: 1 })),
+    ...Array.from({ length: 400 }, (_, k) => y!.publishAsync('to/x', String(k), { qos: 1 }))
+  ])
+  const [gotX, gotY] = await Promise.all([toX.take(400, 10_000), toY.take(400, 10_000)])
+  const ms = Date.now() - started
+  expect(gotX.map(m => Number(m.payload))).toEqual(Array.from({ length: 400 }, (_, k) => k))
+  expect(gotY.map(m => Number(m.payload))).toEqual(Array.from({ length: 400 }, (_, k) => k))
+  expect(b.broker.stats.persistence?.stuckEpisodes).toBe(0)
+  expect(ms).toBeLessThan(5000)
 })
