@@ -12,7 +12,7 @@
  *  - A PUBCOMP for a QoS 1 message: mosquitto closed the connection; Midge ignores it (frees no slot).
  */
 import { test, expect } from 'vitest'
-import { startTestBroker } from '../helpers/start-broker.js'
+import { startTestBroker, type TestBroker } from '../helpers/start-broker.js'
 import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
 import { connect, collect } from '../helpers/mqtt.js'
 
@@ -56,6 +56,18 @@ async function subscriber (port: number, qos: 1 | 2, onFinished: (fn: () => void
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/#', qos }] })
   expect((await sub.next('suback')).granted).toEqual([qos])
   return sub
+}
+
+/** A broker started with `conf`, the raw QoS 1 subscriber of `w/#` and a raw publisher; `publish(i)` sends m<i> to w/<i>. */
+async function windowScene (conf: string, onFinished: (fn: () => void) => void): Promise<{ b: TestBroker, sub: RawClient, pub: RawClient, publish: (i: number) => void }> {
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\n${conf}\n`)
+  onFinished(() => { void b.close() })
+  const sub = await subscriber(b.port(), 1, onFinished)
+  const pub = await RawClient.connect(b.port())
+  onFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const publish = (i: number): void => pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+  return { b, sub, pub, publish }
 }
 
 /** The window scenario against a broker on `port` configured with `max_inflight_messages 5`. */
@@ -177,14 +189,9 @@ test('persistent session: what waits for the window when the client goes is sent
 })
 
 test('max_inflight_messages 2 + max_queued_messages 3: a client that acknowledges nothing gets 2 + 3, the rest is dropped', async ({ onTestFinished }) => {
-  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 2\nmax_queued_messages 3\n')
-  onTestFinished(() => b.close())
-  const sub = await subscriber(b.port(), 1, onTestFinished)
-  const pub = await RawClient.connect(b.port())
-  onTestFinished(() => pub.end())
-  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const { sub, pub, publish } = await windowScene('max_inflight_messages 2\nmax_queued_messages 3', onTestFinished)
   const send = async (from: number, to: number): Promise<void> => {
-    for (let i = from; i <= to; i++) pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+    for (let i = from; i <= to; i++) publish(i)
     for (let i = from; i <= to; i++) await pub.next('puback')
   }
   // m3 and m4 wait: within a second of the last acknowledgement (or of the first send) nothing is dropped
@@ -211,13 +218,7 @@ test('a publisher is not read while its messages wait for the window: the next P
   // aedes reads a connection's next batch on every 'readable' event, even while the last batch still waits for a
   // slow subscriber; QoS 1 PUBACKs go out before routing, so the publisher was acknowledged without limit and the
   // subscriber's queue overflowed (src/broker/read-loop.ts). Midge reads the publisher once its batch is delivered.
-  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1\n')
-  onTestFinished(() => b.close())
-  const sub = await subscriber(b.port(), 1, onTestFinished)
-  const pub = await RawClient.connect(b.port())
-  onTestFinished(() => pub.end())
-  await pub.connectMqtt({ clientId: 'inflight-pub' })
-  const publish = (i: number): void => pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+  const { sub, pub, publish } = await windowScene('max_inflight_messages 1', onTestFinished)
   const order: string[] = []
   publish(1)
   expect((await pub.next('puback')).messageId).toBe(1)
@@ -246,19 +247,13 @@ test('a publisher is not read while its messages wait for the window: the next P
 test('a subscriber that reads its QoS 0 messages but acknowledges no QoS 1 one holds its publishers for about a second, not for ever', async ({ onTestFinished }) => {
   // the QoS 0 writes to it complete, which used to count as progress: the QoS 1 publisher waited for a window that
   // never moves. Only an acknowledgement counts for the window (src/broker/delivery.ts (2)).
-  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1\n')
-  onTestFinished(() => b.close())
-  const sub = await subscriber(b.port(), 1, onTestFinished)
-  const pub = await RawClient.connect(b.port())
-  onTestFinished(() => pub.end())
-  await pub.connectMqtt({ clientId: 'inflight-pub' })
+  const { b, sub, pub, publish } = await windowScene('max_inflight_messages 1', onTestFinished)
   const ticker = await RawClient.connect(b.port())
   onTestFinished(() => ticker.end())
   await ticker.connectMqtt({ clientId: 'ticker' })
   // QoS 0 traffic to the same subscriber every 50 ms, which it reads
   const tick = setInterval(() => ticker.send({ cmd: 'publish', topic: 'w/tick', payload: 't', qos: 0, retain: false, dup: false }), 50)
   onTestFinished(() => clearInterval(tick))
-  const publish = (i: number): void => pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
   publish(1)
   await pub.next('puback')
   publish(2)
