@@ -294,30 +294,25 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const releaseAll = (): void => {
     if (held !== undefined) for (const release of [...held]) release()
   }
-  const setStuck = (onAcks: boolean): void => {
-    stuck = true
-    stuckOnAcks = onAcks
-    opts.stats.stuckEpisodes++
-    stuckClients.add(client)
-    releaseAll()
-  }
-  const unstick = (): void => {
-    stuck = stuckOnAcks = false
-    stuckClients.delete(client)
-  }
   const watch = (): void => {
     if (timer !== undefined) return
     timer = setTimeout(function check () {
       timer = undefined
       if (pending === 0 && waitHead === waiting.length) return
       const now = Date.now()
-      // messages wait for its window and no acknowledgement came for a while (the QoS 0 ones it reads meanwhile do
-      // not count: they would keep its publishers waiting for a window that does not move)
-      if (waitHead < waiting.length && now - lastAck >= opts.stuckAfterMs) { setStuck(true); return }
-      // not one write of this client completed for a while: stop holding the publishers
       const idle = now - lastProgress
-      if (idle >= opts.stuckAfterMs) { setStuck(false); return }
       const ackIdle = waitHead < waiting.length ? now - lastAck : 0
+      // messages wait for its window and no acknowledgement came for a while (the QoS 0 ones it reads meanwhile do
+      // not count: they would keep its publishers waiting for a window that does not move), or not one write of
+      // this client completed for a while: stop holding the publishers
+      if (ackIdle >= opts.stuckAfterMs || idle >= opts.stuckAfterMs) {
+        stuck = true
+        stuckOnAcks = ackIdle >= opts.stuckAfterMs
+        opts.stats.stuckEpisodes++
+        stuckClients.add(client)
+        releaseAll()
+        return
+      }
       timer = setTimeout(check, opts.stuckAfterMs - Math.max(idle, ackIdle))
       timer.unref()
     }, opts.stuckAfterMs)
@@ -404,7 +399,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
         // once stuck, it is not stuck again until everything handed to its socket is written (a write that
         // completes while it still reads nothing, the kernel's buffers growing, would hold every publisher again
         // for `stuckAfterMs`), or, stuck on its window, until it acknowledges
-        if (stuck && !stuckOnAcks && pending === 0) unstick()
+        if (stuck && !stuckOnAcks && pending === 0) { stuck = false; stuckClients.delete(client) }
         if (dropping && pending === 0) dropping = false
         release?.()
       })
@@ -484,7 +479,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       const qos = inflightIds?.get(p.messageId!)
       if (qos !== (p.cmd === 'puback' ? 1 : 2)) return
       lastProgress = lastAck = Date.now()
-      if (stuck) unstick()
+      if (stuck) { stuck = stuckOnAcks = false; stuckClients.delete(client) }
       freed(p.messageId!)
     })
     // (5) the stored queue is written: live deliveries go on, behind it

@@ -158,7 +158,9 @@ export function capReadBatch (stream: { read: (size?: number) => unknown }, maxP
       if (end > len) { carry = end - len; return buf } // the packet continues in the next chunk
       pos = end
       packets++
-      if (packets >= maxPackets && pos < len) {
+      // cut only before a complete packet: what is held back then always gives aedes a packet to handle, whose
+      // end makes it read again (read-loop.ts lets no 'readable' event through while a batch is in progress)
+      if (packets >= maxPackets && pos < len && completeAt(scan, pos)) {
         const cut = pos - offset
         pending = buf.subarray(cut)
         return buf.subarray(0, cut)
@@ -166,6 +168,19 @@ export function capReadBatch (stream: { read: (size?: number) => unknown }, maxP
     }
     return buf
   }
+}
+
+/** Does a complete MQTT packet start at `pos` of `b`? */
+function completeAt (b: Buffer, pos: number): boolean {
+  let length = 0
+  let mult = 1
+  for (let i = pos + 1; i < b.length && i - pos <= 4; i++) {
+    const byte = b[i]!
+    length += (byte & 0x7f) * mult
+    mult *= 128
+    if ((byte & 0x80) === 0) return i + 1 + length <= b.length
+  }
+  return false
 }
 
 /**

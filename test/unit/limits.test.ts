@@ -77,3 +77,27 @@ test('capReadBatch hands out at most N complete packets per read, cuts only betw
     expect(out.length).toBeGreaterThan(packets.length / 8) // it did cut
   }
 })
+
+test('capReadBatch holds back only from a complete packet: a held-back part never ends a read with nothing to handle', async () => {
+  // aedes reads again only when a batch's packets are handled (read-loop.ts): a read of only a partial packet would
+  // end the reading while the rest of it waits in the socket
+  const { capReadBatch } = await import('../../src/broker/limits.js')
+  const mqttPacket = (await import('mqtt-packet')).default
+  const p = (i: number): Buffer => mqttPacket.generate({ cmd: 'publish', topic: `t/${i}`, payload: Buffer.alloc(10, i), qos: 0, retain: false, dup: false })
+  const [a, b, c, d] = [p(1), p(2), p(3), p(4)]
+  // one read: a b + the first half of d; the next: the rest of d. Cap 2: no cut before half a packet
+  const chunks = [Buffer.concat([a!, b!, d!.subarray(0, 5)]), d!.subarray(5)]
+  const stream = { read: (_size?: number): unknown => chunks.shift() ?? null }
+  capReadBatch(stream, 2)
+  expect(stream.read()).toEqual(Buffer.concat([a!, b!, d!.subarray(0, 5)]))
+  expect(stream.read()).toEqual(d!.subarray(5))
+  expect(stream.read()).toBeNull()
+  // three complete ones and half of a fourth, cap 1: the cut after the first holds back b, c and half of d
+  chunks.push(Buffer.concat([a!, b!, c!, d!.subarray(0, 5)]), d!.subarray(5))
+  const s2 = { read: (_size?: number): unknown => chunks.shift() ?? null }
+  capReadBatch(s2, 1)
+  expect(s2.read()).toEqual(a)
+  expect(s2.read()).toEqual(b)
+  expect(s2.read()).toEqual(Buffer.concat([c!, d!.subarray(0, 5)]))
+  expect(s2.read()).toEqual(d!.subarray(5))
+})
