@@ -364,8 +364,9 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     // on (no batch of its own in progress): its PUBACKs must be read to free the window. Else a client receiving
     // its own messages, or two clients publishing to each other, would wait for acknowledgements nobody reads
     // until one counts as stuck (1 s), again and again. A chain of held publishers thus always ends at a client
-    // whose reads go on. Past `max_queued_messages` waiting, it holds them anyway (stuck after a second).
-    const hold = !stuck && (!waits || client._parsingBatch <= 0 ||
+    // whose reads go on. Nor while its stored queue is being sent (5): that can take seconds, and what waits
+    // behind it is stored too. Past `max_queued_messages` waiting, it holds them anyway (stuck after a second).
+    const hold = !stuck && (!waits || (!replaying && client._parsingBatch <= 0) ||
       (opts.maxWaiting !== undefined && opts.maxWaiting > 0 && waiting.length - waitHead >= opts.maxWaiting))
     if (hold) {
       // as aedes: the publisher waits until this client's socket took the message (backpressure) ...
