@@ -29,7 +29,7 @@ export interface AdminBroker {
   readonly log: Logger
   /** The auth chain: reloaded after each change of the password or ACL file (not Broker.reload: no TLS reload). */
   readonly auth: { reload (): Promise<void> }
-  /** Queue accounting of issue 3, when present. */
+  /** Queue accounting (durability), when present. */
   readonly durability?: { accounting?: { queued (clientId: string): { count: number, bytes: number } } }
 }
 

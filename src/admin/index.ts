@@ -1,5 +1,5 @@
 /**
- * The admin API (`/api/v1/*`) and the web console (`/`, `/console/*`), issue 6. Off unless a websockets
+ * The admin API (`/api/v1/*`) and the web console (`/`, `/console/*`). Off unless a websockets
  * listener says `admin_enabled true`; then only on those listeners (TLS when the listener has TLS).
  */
 import type { HttpRouter } from '../http/router.js'

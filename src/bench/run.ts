@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: runs every scenario against Midge (built), bare aedes and mosquitto (when installed), in
  * alternating order, prints the medians and the Midge/mosquitto ratio, and writes everything as JSON to
- * bench-results/<timestamp>.json (issue 8).
+ * bench-results/<timestamp>.json.
  *
  *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--out FILE]
  */
@@ -219,7 +219,7 @@ try {
   rmSync(certDir, { recursive: true, force: true })
 }
 
-// the cost of the store, from the twin scenarios run above (issue 3)
+// the cost of the store, from the twin scenarios run above
 const mem = results.find(r => r.name === 'memory-q1-p10')
 const lvl = results.find(r => r.name === 'level-q1-p10')
 if (mem && lvl) {
@@ -265,11 +265,11 @@ writeFileSync(out, JSON.stringify({
 }, null, 2) + '\n')
 process.stdout.write(`\nwrote ${out}\n`)
 
-// 1 node vs 2 nodes on Redis (issue 7), after a full run of every scenario
+// 1 node vs 2 nodes on Redis, after a full run of every scenario
 if (values.cluster || (values.scenario === undefined && !values.quick)) runClusterBench(runs)
 
 /**
- * 1 node vs 2 nodes on Redis (issue 7): dist/cluster/bench.js with Debian's redis-server. `--cluster` runs only this;
+ * 1 node vs 2 nodes on Redis: dist/cluster/bench.js with Debian's redis-server. `--cluster` runs only this;
  * a full run of every scenario ends with it.
  */
 function runClusterBench (n: number): void {

@@ -1,5 +1,5 @@
 /**
- * The bench scenarios (issue 8). Each one is bounded in time, runs on loopback, and measures one primary metric
+ * The bench scenarios. Each one is bounded in time, runs on loopback, and measures one primary metric
  * plus extras; the runner repeats it per broker and reports medians.
  */
 import { fork, type ChildProcess } from 'node:child_process'
@@ -300,7 +300,7 @@ export function allScenarios (): Scenario[] {
     latency(1, 1000),
     idle,
     retained,
-    // the same load in memory, so one run gives the cost of the store as a ratio (printed after the table; issue 3)
+    // the same load in memory, so one run gives the cost of the store as a ratio (printed after the table)
     throughput('memory-q1-p10', 'QoS 1, persistence off, persistent sessions: 10 publishers -> one subscriber (twin of level-q1-p10)',
       () => ({
         transport: 'tcp',

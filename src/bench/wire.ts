@@ -1,7 +1,7 @@
 /**
  * Just enough MQTT 3.1.1 encoding and a streaming scanner for the load generator. Hand-written rather than
  * mqtt-packet or MQTT.js so that a generator process costs a few integer operations per message and the broker,
- * not the generator, is the bottleneck (issue 8).
+ * not the generator, is the bottleneck.
  */
 
 export const PUBLISH = 3

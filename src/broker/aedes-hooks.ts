@@ -25,7 +25,7 @@ export interface ClientInfo {
   emptyClientId: boolean
   keepalive: number
   protocolVersion: number
-  /** When CONNECT arrived (ms since the epoch): "connected since" in the admin API (issue 6). */
+  /** When CONNECT arrived (ms since the epoch): "connected since" in the admin API. */
   connectedAt: number
 }
 
@@ -76,7 +76,7 @@ export function createHooks (deps: HookDeps): Hooks {
     preConnect (client, packet, cb) {
       const ctx = contexts.get(client.conn as Duplex)
       if (!ctx) { cb(new Error('connection without context'), false); return }
-      // max_topic_length covers the will topic: the connection closes before anything is stored (issue 9)
+      // max_topic_length covers the will topic: the connection closes before anything is stored
       if (packet.will && topicTooLong(packet.will.topic, limits.maxTopicLength)) {
         cb(new Error(`will topic exceeds max_topic_length ${limits.maxTopicLength}`), false)
         return
@@ -129,7 +129,7 @@ export function createHooks (deps: HookDeps): Hooks {
 
     authorizePublish (client, packet, cb) {
       if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
-      // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH (issue 9)
+      // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH
       if (topicTooLong(packet.topic, limits.maxTopicLength)) {
         cb(new Error(`topic exceeds max_topic_length ${limits.maxTopicLength}`))
         return
@@ -161,7 +161,7 @@ export function createHooks (deps: HookDeps): Hooks {
 
     authorizeSubscribe (client, sub, cb) {
       if (sub.topic.startsWith(MIDGE_PREFIX)) { cb(null, null); return }
-      // an over-long filter closes the connection, as an over-long PUBLISH topic does (issue 9)
+      // an over-long filter closes the connection, as an over-long PUBLISH topic does
       if (topicTooLong(sub.topic, limits.maxTopicLength)) {
         cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))
         return
@@ -169,7 +169,7 @@ export function createHooks (deps: HookDeps): Hooks {
       if (hasNul(sub.topic)) { cb(new Error('U+0000 in topic filter')); return }
       const info = clientInfo.get(client)
       if (!info) { cb(null, sub); return }
-      // deny_bare_wildcard_subscription (Midge extension, issue 5): test.mosquitto.org refuses `#` to anonymous clients
+      // deny_bare_wildcard_subscription (Midge extension): test.mosquitto.org refuses `#` to anonymous clients
       const bare = info.ctx.listener.denyBareWildcard
       if (bare !== undefined && sub.topic === '#' && (bare === 'all' || info.username === undefined)) {
         log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused: deny_bare_wildcard_subscription')
@@ -180,7 +180,7 @@ export function createHooks (deps: HookDeps): Hooks {
         clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
       }).then(ok => {
         if (!ok) log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
-        // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit (issue 9)
+        // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit
         if (ok && deps.subscriptions && !deps.subscriptions.reserve(client, sub.topic)) {
           log.info({ clientId: client.id, topic: sub.topic }, `subscription refused: max_subscriptions_per_client (${limits.maxSubscriptionsPerClient}) reached`)
           cb(null, null)

@@ -65,17 +65,17 @@ export class Broker {
   private readonly listeners: Listener[] = []
   private rateLimiter!: ConnectionRateLimiter
   private subscriptionCounter!: SubscriptionCounter
-  /** max_connections refusals are logged once per listener per second (limits.ts, issue 9) */
+  /** max_connections refusals are logged once per listener per second (limits.ts) */
   private readonly refusalLog = new OncePerSecond()
   private closing: Promise<void> | undefined
-  /** $SYS and /metrics counters (src/sys/, issue 5). */
+  /** $SYS and /metrics counters (src/sys/). */
   readonly stats = new BrokerStats()
   private sys: SysPublisher | undefined
   aedes!: Aedes
   hooks!: Hooks
   auth!: AuthChain
   persistence!: PersistenceBackend
-  /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts, issue 3). */
+  /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts). */
   durability!: Durability
 
   private constructor (readonly config: Config, readonly log: Logger) {}
@@ -95,20 +95,20 @@ export class Broker {
     const { config, log } = this
     this.persistence = await createPersistence(config.persistence, log, config.cluster)
     this.durability = new Durability(this.persistence, config, log)
-    this.stats.persistence = this.durability.stats // $SYS publish/messages/dropped, clients/expired (issue 5)
+    this.stats.persistence = this.durability.stats // $SYS publish/messages/dropped, clients/expired
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, ...aedesHooks } = this.hooks
-    // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down (issue 7)
+    // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = this.persistence.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
-      // a store that sorts queues across restarts, queue limits (issue 3)
+      // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
-      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence)), // cheap QoS 2 lookups (issue 8)
-      // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts (issue 8)
+      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence)), // cheap QoS 2 lookups
+      // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
       mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
@@ -116,7 +116,7 @@ export class Broker {
       maxClientsIdLength: 23,
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
-      // QoS 1: journalled before PUBACK, entry removed once stored (issue 3, src/persistence/journal.ts)
+      // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
       authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
@@ -124,7 +124,7 @@ export class Broker {
     }))
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
-    // replays the QoS 1 journal into the queues before anyone can connect (issue 3)
+    // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)
     if (cluster && this.durability.journal) {
@@ -144,7 +144,7 @@ export class Broker {
       closing: () => this.closing !== undefined
     })
     registerCsrRoutes(this.router, config, log)
-    // admin API and web console, only on listeners with admin_enabled true (issue 6)
+    // admin API and web console, only on listeners with admin_enabled true
     registerAdminRoutes(this.router, this)
 
     for (const lc of config.listeners) {
@@ -170,7 +170,7 @@ export class Broker {
     }
   }
 
-  /** A start-up step that reads the store: LevelDB corruption found while reading becomes STORE_CORRUPT (issue 3). */
+  /** A start-up step that reads the store: LevelDB corruption found while reading becomes STORE_CORRUPT. */
   private async storeStep<T> (step: () => Promise<T>): Promise<T> {
     try {
       return await step()
@@ -192,7 +192,7 @@ export class Broker {
 
   /**
    * max_connection_rate, per source address: asked by every listener as soon as a TCP connection is accepted, before a
-   * TLS handshake or an HTTP request costs anything; only the first refusal per address and second is logged (issue 9).
+   * TLS handshake or an HTTP request costs anything; only the first refusal per address and second is logged.
    */
   private admit (remoteAddress: string | undefined, lc: ListenerConfig): boolean {
     const rate = this.rateLimiter.admit(remoteAddress)
@@ -220,7 +220,7 @@ export class Broker {
     trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
-    // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts, issue 9)
+    // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts)
     capReadBatch(stream, READ_BATCH_PACKETS)
     installPacketGuard(stream, {
       maxRemainingLength: limit,
@@ -232,12 +232,12 @@ export class Broker {
       }
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
-    // one write per connection per event-loop turn, not one per message (issue 8); counts the packets sent
+    // one write per connection per event-loop turn, not one per message; counts the packets sent
     coalesceWrites(stream, this.countSent)
     const client = this.aedes.handle(stream, req) as unknown as Client
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
-    // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts, issue 3)
+    // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)
     this.durability.installClient(client)
   }
 
@@ -271,7 +271,7 @@ export class Broker {
     })
     // aedes emits clientError once per failed packet of a read batch: a flooding client whose batch of thousands of
     // packets fails produced thousands of synchronous log lines and stalled the event loop for seconds (23-flood
-    // QoS 2). Log the first error of a connection only (issue 9).
+    // QoS 2). Log the first error of a connection only.
     const reported = new WeakSet<Client>()
     this.aedes.on('clientError', (c: Client, err: Error) => {
       if (reported.has(c)) return

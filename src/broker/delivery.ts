@@ -1,5 +1,5 @@
 /**
- * Live delivery to one client, wrapped around aedes' per-client `deliverQoS` / `deliver0` (issue 3). Installed on
+ * Live delivery to one client, wrapped around aedes' per-client `deliverQoS` / `deliver0`. Installed on
  * every aedes Client right after `aedes.handle()` creates it, before it has parsed a byte.
  *
  * 1. aedes' duplicate filter drops messages. It keeps, per client and per broker id, the highest `brokerCounter`

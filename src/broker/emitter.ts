@@ -1,6 +1,6 @@
 /**
  * A drop-in for the `mq` emitter aedes is given (mqemitter's interface: on / removeListener /
- * removeAllListeners / emit / close), tuned for a single process. see issue 8.
+ * removeAllListeners / emit / close), tuned for a single process.
  *
  * Why not mqemitter 7: it caps messages in flight at `concurrency` (aedes passes 100) and queues the rest. Each
  * completion dispatches the next queued message from inside the completion callback, so when listeners finish

@@ -1,5 +1,5 @@
 /**
- * Resource limits that mosquitto does not have, or has elsewhere, enforced in Midge code (issue 9):
+ * Resource limits that mosquitto does not have, or has elsewhere, enforced in Midge code:
  *  - `max_connection_rate N`: new connections per second per source address (fixed one-second window);
  *  - `max_topic_length N`: bytes in a PUBLISH topic, a will topic or a SUBSCRIBE/UNSUBSCRIBE filter;
  *  - `max_subscriptions_per_client N`: distinct topic filters one client may hold (SUBACK 0x80 beyond it).
@@ -109,7 +109,7 @@ export function capReadBatch (stream: { read: (size?: number) => unknown }, maxP
   stream.read = function cappedRead (size?: number): Buffer | null {
     // Node's own `read(0)` calls (maybeReadMore, 'readable' set-up) discard what they get: never hand them `pending`.
     // Without this, held-back packets vanished: QoS 2 publishes never completed and the parser lost sync
-    // ("Invalid header flag bits") in 15-persist and 15-persist-slow-consumer (issue 3).
+    // ("Invalid header flag bits") in 15-persist and 15-persist-slow-consumer.
     if (size === 0) return origRead(0)
     let buf: Buffer | null
     if (pending !== null) {

@@ -24,7 +24,7 @@ const enum State { Type, Length, Body }
 export interface GuardOptions {
   /** Largest remaining length accepted, in bytes. */
   maxRemainingLength: number
-  /** Incremented once per packet header seen ($SYS/broker/messages/received, issue 5). */
+  /** Incremented once per packet header seen ($SYS/broker/messages/received). */
   counter?: { count: number }
   onViolation: (err: GuardError) => void
 }

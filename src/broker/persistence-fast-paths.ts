@@ -1,5 +1,5 @@
 /**
- * The outermost wrapper around the store aedes is given, for two per-message costs (issue 8):
+ * The outermost wrapper around the store aedes is given, for two per-message costs:
  *
  * 1. aedes looks up every new QoS 2 PUBLISH with `incomingGetPacket` and takes the rejection as "new message".
  *    aedes-persistence's memory store rejects by throwing `new Error('no such packet')`, so the normal path of every

@@ -6,7 +6,7 @@
  *   messages with DUP=0 (test: 02-subpub "QoS 1 outbound is resent with DUP"). A message that was already sent has
  *   a packet id assigned by persistence.outgoingUpdate; a queued one that never left has none. So those with a
  *   packet id get DUP set (aedes-packet copies `dup` when aedes wraps the packet).
- * - `max_inflight_messages` (issue 3): each message goes on to aedes only when the client's outgoing window has a
+ * - `max_inflight_messages`: each message goes on to aedes only when the client's outgoing window has a
  *   slot for it (delivery.ts (5), `admitStored`): aedes writes whatever the stream yields at once.
  *
  * The persistence object is wrapped, not modified.

@@ -9,7 +9,7 @@
  * libuv write request: profiling a QoS 0 fan-in (5 publishers, one subscriber, `node --cpu-prof`) put 26% of Midge's
  * CPU time under `uncork` -> `writev`. Corking the stream for the whole turn (this module's first version) made it
  * one `writev` per turn, but Node still kept one buffered-chunk record per field and handed the kernel one iovec per
- * field: `writev` and stream bookkeeping were still 20% of the busy time (see issue 8).
+ * field: `writev` and stream bookkeeping were still 20% of the busy time.
  *
  * Here the chunks of a turn are collected in an array and, in a `setImmediate`, concatenated and written with one
  * `write()`: one buffer, one iovec, one WebSocket frame (several MQTT packets in one frame are allowed,

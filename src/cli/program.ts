@@ -36,7 +36,7 @@ export function buildProgram (): Command {
     .action((opts: { configFile?: string, port?: number[] }) => {
       const cfg = loadConfig({ configFile: opts.configFile, ports: opts.port })
       for (const w of cfg.warnings) process.stderr.write(`${w}\n`)
-      // a password inside cluster_redis' URL is as secret as cluster_redis_password (issue 7)
+      // a password inside cluster_redis' URL is as secret as cluster_redis_password
       process.stdout.write(`${JSON.stringify(cfg, (k, v: unknown) => k === 'redisUrl' && typeof v === 'string' ? redactUrl(v) : redactAuthOptions(k, v), 2)}\n`)
       process.stdout.write('Configuration OK\n')
     })

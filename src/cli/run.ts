@@ -10,7 +10,7 @@ function isLoopback (addr: string | undefined): boolean {
 
 export async function runDaemon (opts: LoadOptions): Promise<void> {
   const config = loadConfig(opts)
-  // every line of a cluster node names it (issue 7)
+  // every line of a cluster node names it
   const log: Logger = createLogger(config.log, config.cluster ? { nodeId: config.cluster.nodeId } : {})
   log.info({ version: VERSION }, `Midge version ${VERSION} starting`)
   log.info(config.configFile ? `Config loaded from ${config.configFile}.` : 'Using default config.')

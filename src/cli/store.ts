@@ -1,5 +1,5 @@
 /**
- * `midge store`: tools for the LevelDB store of a config (issue 3). The broker must be stopped (the store is locked
+ * `midge store`: tools for the LevelDB store of a config. The broker must be stopped (the store is locked
  * while it runs).
  *
  *   midge store check -c FILE    read every record; exit 0 and print counts, or exit 1 naming the corruption

@@ -1,6 +1,6 @@
 /**
  * `node dist/cluster/bench.js [--measure-ms N] [--runs N]`: throughput of one Midge node without Redis, one node on
- * Redis and two nodes on one Redis, in one run (issue 7). It reuses the load generator of `npm run bench`
+ * Redis and two nodes on one Redis, in one run. It reuses the load generator of `npm run bench`
  * (dist/bench/worker.js, unchanged) and Debian's redis-server (started here on a free port, no files kept).
  *
  * With two nodes, half the publishers and half the subscribers connect to each node, so every message crosses

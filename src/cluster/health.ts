@@ -1,5 +1,5 @@
 /**
- * Is Redis there? (issue 7). A cluster node cannot route a message or store a session without Redis, so while any
+ * Is Redis there?. A cluster node cannot route a message or store a session without Redis, so while any
  * of its connections is down the node:
  *   - logs it at error level, once when it happens and every 10 s while it lasts, and once (warn) when it is back;
  *   - refuses publishes (the client's connection is closed before any PUBACK/PUBREC: its library keeps the message

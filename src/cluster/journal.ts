@@ -1,5 +1,5 @@
 /**
- * The QoS 1 journal of a cluster node, in Redis (issue 7; the LevelDB journal is persistence/journal.ts, issue 3).
+ * The QoS 1 journal of a cluster node, in Redis (the LevelDB journal is persistence/journal.ts).
  *
  * aedes writes PUBACK before it stores a QoS 1 message in the offline queues, whatever the store: with
  * aedes-persistence-redis too, a node killed right after a PUBACK loses a message the publisher was told is safe.

@@ -1,5 +1,5 @@
 /**
- * One Midge node of several on one Redis (issue 7). Midge does not invent clustering: it hands aedes the
+ * One Midge node of several on one Redis. Midge does not invent clustering: it hands aedes the
  * distributed parts aedes already has, on connections Midge opens (redis.ts):
  *   - `mq`: mqemitter-redis, so a publish on any node reaches the subscribers of every node (Redis pub/sub), and
  *     aedes' own `$SYS/<id>/new/clients` message closes a client id's older connection on another node;

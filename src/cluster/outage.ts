@@ -1,6 +1,6 @@
 /**
  * `node dist/cluster/outage.js [--down-ms N] [--rate N] [--kill]`: what happens to traffic in flight when Redis
- * goes away for a while and comes back (issue 7). Two Midge nodes on a redis-server started here (temp dir, removed
+ * goes away for a while and comes back. Two Midge nodes on a redis-server started here (temp dir, removed
  * at the end); a publisher on node 1 sends QoS 1 and QoS 0 messages at a steady rate to a persistent QoS 1
  * subscriber and a clean QoS 0 subscriber on node 2 (MQTT.js, reconnecting every 200 ms, also after CONNACK 3).
  * Redis is stopped with SHUTDOWN SAVE (a Redis with persistence restarting) or, with --kill, SIGKILLed (a Redis

@@ -1,5 +1,5 @@
 /**
- * Redis connections of a cluster node (issue 7). Midge opens them itself, from `cluster_redis*`, and hands them to
+ * Redis connections of a cluster node. Midge opens them itself, from `cluster_redis*`, and hands them to
  * mqemitter-redis (`pubConn`/`subConn`) and aedes-persistence-redis (`conn`), so that all three share one set of
  * options: TLS, password, and how long a command waits when Redis is gone.
  *

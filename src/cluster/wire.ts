@@ -1,5 +1,5 @@
 /**
- * What the Broker adds to aedes for a cluster node (issue 7), kept here so that broker.ts only calls two functions:
+ * What the Broker adds to aedes for a cluster node, kept here so that broker.ts only calls two functions:
  * `clusterAedesOptions` (routing, heartbeat, the Redis gate on CONNECT and PUBLISH) before `Aedes.createBroker`,
  * `attachCluster` (journal sweep, disconnecting clients when Redis is lost) after it.
  */

@@ -317,7 +317,7 @@ const OPTIONS: Record<string, OptionSpec> = {
       else s.cfg.persistence.clientExpirationMs = ms
     }
   },
-  // ---- several nodes on one Redis (Midge extensions, issue 7; src/cluster/)
+  // ---- several nodes on one Redis (Midge extensions; src/cluster/)
   cluster_redis: {
     scope: 'global',
     apply (e, s) {
@@ -356,14 +356,14 @@ const OPTIONS: Record<string, OptionSpec> = {
   max_topic_length: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxTopicLength = n } },
   max_subscriptions_per_client: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e9); if (n !== undefined) s.cfg.limits.maxSubscriptionsPerClient = n } },
   sys_interval: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.sysInterval = n } },
-  // ---- HTTP on websockets listeners (Midge extensions, issue 5; src/http/)
+  // ---- HTTP on websockets listeners (Midge extensions; src/http/)
   http_metrics: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) (l!.http ??= {}).metrics = v } },
   http_csr_signing: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { const c = csr(l!, e); c.enabled = v; c.source = `${e.file}:${e.line}` } } },
   http_csr_cafile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).cafile = resolve(v) } },
   http_csr_keyfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).keyfile = resolve(v) } },
   http_csr_days: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 3650); if (n !== undefined) csr(l!, e).days = n } },
   http_csr_rate_limit: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 100000); if (n !== undefined) csr(l!, e).ratePerHour = n } },
-  // ---- admin API and web console (Midge extensions, issue 6; src/admin/): off unless a listener enables it
+  // ---- admin API and web console (Midge extensions; src/admin/): off unless a listener enables it
   admin_enabled: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { (l!.http ??= {}).admin = v; s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
   admin_password_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.passwordFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
   admin_token_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.tokenFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
@@ -492,7 +492,7 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
     const csrCfg = l.http?.csr
     if (csrCfg && !csrCfg.enabled) delete l.http!.csr
     else if (csrCfg) {
-      // issue 5: the CSR page needs an HTTP-serving listener and the CA that signs
+      // the CSR page needs an HTTP-serving listener and the CA that signs
       if (l.protocol === 'mqtt') p.error(undefined, `http_csr_signing needs a websockets or http listener (${csrCfg.source}).`)
       if (!csrCfg.cafile || !csrCfg.keyfile) p.error(undefined, `http_csr_signing needs http_csr_cafile and http_csr_keyfile (${csrCfg.source}).`)
     }
@@ -503,7 +503,7 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
     ids.set(base, n)
     l.id = n === 1 ? base : `${base}-${n}`
   }
-  // issue 5: anyone may get a certificate with any common name from the CSR page, so its CA must not be one
+  // anyone may get a certificate with any common name from the CSR page, so its CA must not be one
   // whose certificates become user names on some listener
   const csrCas = new Set(cfg.listeners.flatMap(l => l.http?.csr ? [resolve(l.http.csr.cafile)] : []))
   for (const l of cfg.listeners) {
@@ -515,7 +515,7 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
 }
 
 /**
- * The admin API (issue 6): only on websockets listeners, only with a credential, never with the MQTT users'
+ * The admin API: only on websockets listeners, only with a credential, never with the MQTT users'
  * password file as the admin credential, and with a warning when it would be reachable without TLS.
  */
 function finishAdmin (cfg: Config, p: ConfProblems): void {

@@ -3,7 +3,7 @@
  * `defaultListener()`; the mosquitto.conf parser and the CLI layer only ever override them.
  */
 
-/** `http` is a Midge extension: an HTTP-only listener (metrics, health, CSR page, admin API; issue 5). */
+/** `http` is a Midge extension: an HTTP-only listener (metrics, health, CSR page, admin API). */
 export type Protocol = 'mqtt' | 'websockets' | 'http'
 /** As in mosquitto, TLS is a listener with `certfile`, not a protocol: protocol + TLS normalise to a transport. */
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss' | 'http' | 'https'
@@ -56,9 +56,9 @@ export interface ListenerConfig {
   auth: AuthConfig
   /** Where the listener was declared, for error messages. */
   source: string
-  /** Plain HTTP on this listener (websockets listeners): /metrics, /healthz, the CSR page (issue 5). */
+  /** Plain HTTP on this listener (websockets listeners): /metrics, /healthz, the CSR page. */
   http?: HttpListenerConfig
-  /** Midge extension (`deny_bare_wildcard_subscription`): refuse SUBSCRIBE to the bare `#` filter (issue 5). */
+  /** Midge extension (`deny_bare_wildcard_subscription`): refuse SUBSCRIBE to the bare `#` filter. */
   denyBareWildcard?: 'anonymous' | 'all'
 }
 
@@ -84,11 +84,11 @@ export interface HttpListenerConfig {
   /** `http_metrics false` hides /metrics on this listener. */
   metrics?: boolean
   csr?: CsrSigningConfig
-  /** `admin_enabled true`: the admin API and web console on this listener (issue 6, src/admin/). */
+  /** `admin_enabled true`: the admin API and web console on this listener (src/admin/). */
   admin?: boolean
 }
 
-/** The admin API and console (issue 6): global credentials; each listener opts in with `admin_enabled true`. */
+/** The admin API and console: global credentials; each listener opts in with `admin_enabled true`. */
 export interface AdminConfig {
   /** `admin_password_file`: mosquitto_passwd format; the console login and HTTP Basic. Never the MQTT password_file. */
   passwordFile?: string
@@ -108,7 +108,7 @@ export interface PersistenceConfig {
   clientExpirationMs: number
 }
 
-/** Several nodes on one Redis (`cluster_redis`, issue 7): routing (mqemitter-redis) and the store (aedes-persistence-redis). */
+/** Several nodes on one Redis (`cluster_redis`): routing (mqemitter-redis) and the store (aedes-persistence-redis). */
 export interface ClusterConfig {
   /** `redis://[user[:password]@]host[:port][/db]` or `rediss://...` (TLS). */
   redisUrl: string
@@ -136,11 +136,11 @@ export interface LimitsConfig {
   retainAvailable: boolean
   /** Close a connection that has not sent CONNECT within this many milliseconds. */
   connectTimeoutMs: number
-  /** New connections accepted per second from one source address; 0 = no limit (issue 9). */
+  /** New connections accepted per second from one source address; 0 = no limit. */
   maxConnectionRate: number
-  /** Longest topic or topic filter, in bytes; 0 = the MQTT maximum (65535) (issue 9). */
+  /** Longest topic or topic filter, in bytes; 0 = the MQTT maximum (65535). */
   maxTopicLength: number
-  /** Distinct topic filters one client may hold; 0 = no limit (issue 9). */
+  /** Distinct topic filters one client may hold; 0 = no limit. */
   maxSubscriptionsPerClient: number
 }
 
@@ -170,7 +170,7 @@ export interface Config {
   localOnly: boolean
   /** Warnings found while loading (ignored options and the like), logged once the logger exists. */
   warnings: string[]
-  /** Admin API and console credentials (issue 6). */
+  /** Admin API and console credentials. */
   admin: AdminConfig
 }
 

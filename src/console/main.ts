@@ -1,5 +1,5 @@
 /**
- * Midge web console (issue 6): plain TypeScript, bundled by esbuild (build.mjs). Everything it shows comes from
+ * Midge web console: plain TypeScript, bundled by esbuild (build.mjs). Everything it shows comes from
  * the admin API (/api/v1) with the session cookie (HttpOnly: this script never sees it) and the CSRF token the
  * API returns at login, kept in memory only. The WebSocket panel loads MQTT.js's browser build on first use and
  * connects with the user name and password typed into it; they are never stored.

@@ -7,7 +7,7 @@ import { secureContextOptions } from './tls-options.js'
 /**
  * `protocol http` (a Midge extension; mosquitto has no such value): plain HTTP only, for /metrics, /healthz, the
  * CSR page and the admin API without MQTT on that port; HTTPS with certfile/keyfile. WebSocket upgrades are
- * refused: MQTT over WebSocket is `protocol websockets`, which serves the same HTTP routes (issue 5).
+ * refused: MQTT over WebSocket is `protocol websockets`, which serves the same HTTP routes.
  */
 export const httpListener: ListenerFactory = (cfg, deps) => {
   const onRequest: http.RequestListener = (req, res) => {

@@ -28,7 +28,7 @@ export interface ListenerDeps {
   maxPayload?: number
   /**
    * Asked for every accepted TCP connection before anything else happens on it (before a TLS handshake or an HTTP
-   * request is read): false destroys the socket at once. max_connection_rate lives here (issue 9).
+   * request is read): false destroys the socket at once. max_connection_rate lives here.
    */
   admit?: (remoteAddress: string | undefined, listener: ListenerConfig) => boolean
 }

@@ -13,7 +13,7 @@ const MQTT_PATHS = new Set(['/mqtt', '/'])
 const SUBPROTOCOLS = ['mqtt', 'mqttv3.1']
 
 /**
- * Two fixes to ws' stream for MQTT (issue 5; 12-profile.test.ts shows the first):
+ * Two fixes to ws' stream for MQTT (12-profile.test.ts shows the first):
  *  - aedes destroys the connection right after writing a refusing CONNACK; ws' destroy() calls terminate(),
  *    which destroys the socket and, on TLS, drops what is still being encrypted: a wss client got the CONNACK's
  *    first byte and a close (1006). Here terminate() ends the socket after pending data instead, and destroys it

@@ -1,5 +1,5 @@
 /**
- * Everything Midge adds around aedes' persistence to keep the promise of issue 3 (what was acknowledged survives a
+ * Everything Midge adds around aedes' persistence to keep its promise (what was acknowledged survives a
  * crash, a restart or a full queue), in one object the Broker wires in:
  *   - `persistence`: the store aedes gets, with queue limits (limits.ts);
  *   - `brokerId`: an id that sorts after every earlier start's (level.ts);
@@ -55,7 +55,7 @@ export class Durability {
     }, this.stats, log)
     // a store shared by several nodes (cluster_redis) cannot be counted per process: see persistence/redis.ts
     this.persistence = backend.shared === true ? backend.aedes as object : limitPersistence(backend.aedes as object, this.accounting)
-    // the Redis backend brings its own journal (cluster/journal.ts, issue 7)
+    // the Redis backend brings its own journal (cluster/journal.ts)
     if (backend.journal) this.journal = backend.journal
     if (backend.db) {
       this.journal = new PublishJournal(backend.db, log)
@@ -185,7 +185,7 @@ export class Durability {
     installDelivery(client, this.deliveryOptions ??= this.newDeliveryOptions())
   }
 
-  /** The same for every client: made once, not per connection (memory per idle connection, issue 8). */
+  /** The same for every client: made once, not per connection (memory per idle connection). */
   private deliveryOptions: DeliveryOptions | undefined
   private newDeliveryOptions (): DeliveryOptions {
     const l = this.config.limits

@@ -1,5 +1,5 @@
 /**
- * `persistent_client_expiration` (issue 3): a persistent session (clean session 0) whose client has not been
+ * `persistent_client_expiration`: a persistent session (clean session 0) whose client has not been
  * connected for that long is removed with its subscriptions, its queued messages and its QoS 2 state, as mosquitto
  * does ("Expiring client <id> due to timeout."). LevelDB store only (the in-memory store ends with the process).
  *

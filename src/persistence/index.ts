@@ -5,7 +5,7 @@ import { memoryBackend } from './memory.js'
 import { levelBackend } from './level.js'
 import { redisBackend } from './redis.js'
 
-/** `cluster_redis` wins: a cluster node's store is Redis, shared with the other nodes (issue 7). */
+/** `cluster_redis` wins: a cluster node's store is Redis, shared with the other nodes. */
 export async function createPersistence (cfg: PersistenceConfig, log: Logger, cluster?: ClusterConfig): Promise<PersistenceBackend> {
   if (cluster !== undefined) return redisBackend(cluster, log)
   return cfg.enabled ? levelBackend(cfg, log) : memoryBackend(cfg, log)

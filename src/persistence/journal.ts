@@ -1,5 +1,5 @@
 /**
- * Write-ahead journal for QoS 1 publishes (issue 3).
+ * Write-ahead journal for QoS 1 publishes.
  *
  * aedes 1.2 writes PUBACK *before* it stores a QoS 1 message in the offline queues of persistent sessions and in
  * the retained store (lib/handlers/publish.js: `write(PubAck)` then `broker.publish`), so a crash right after the

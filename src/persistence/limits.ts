@@ -1,5 +1,5 @@
 /**
- * `max_queued_messages` / `max_queued_bytes` for the messages stored for persistent sessions (issue 3).
+ * `max_queued_messages` / `max_queued_bytes` for the messages stored for persistent sessions.
  *
  * aedes-persistence has no cap: a persistent session that never comes back grows its offline queue without limit.
  * Midge wraps the persistence object aedes is given (a Proxy delegating to aedes-persistence, nothing patched) and

@@ -1,5 +1,5 @@
 /**
- * `cluster_redis`: aedes-persistence-redis, shared by every node on that Redis (issue 7, src/cluster/).
+ * `cluster_redis`: aedes-persistence-redis, shared by every node on that Redis (src/cluster/).
  *
  * What Durability (durability.ts) does around it:
  *   - the QoS 1 journal: kept, in Redis (cluster/journal.ts). aedes acknowledges a QoS 1 publish before it stores

@@ -20,13 +20,13 @@ export interface PersistenceBackend {
   /** fsync writes that precede an acknowledgement (`persistence_sync true`). */
   readonly sync: boolean
   /**
-   * The store is shared with other processes (cluster_redis, issue 7): per-process queue accounting (limits.ts)
+   * The store is shared with other processes (cluster_redis): per-process queue accounting (limits.ts)
    * cannot see what other nodes enqueue and drain, so Durability does not wrap it.
    */
   readonly shared?: boolean
   /** A QoS 1 journal the backend keeps itself (Redis: src/cluster/journal.ts); otherwise LevelDB's, if `db`. */
   readonly journal?: JournalStore
-  /** The cluster node this store belongs to (cluster_redis, issue 7). */
+  /** The cluster node this store belongs to (cluster_redis). */
   readonly cluster?: ClusterNode
   /** Releases the store (and its lock). Safe to call twice. */
   close (): Promise<void>

@@ -67,7 +67,7 @@ export interface SysPublisherDeps {
   stats: BrokerStats
   log: Logger
   intervalSeconds: number
-  /** Where the tree goes instead of `$SYS/broker/`: a cluster node's own `$SYS/nodes/<node_id>/` (issue 7). */
+  /** Where the tree goes instead of `$SYS/broker/`: a cluster node's own `$SYS/nodes/<node_id>/`. */
   prefix?: string
 }
 

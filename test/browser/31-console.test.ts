@@ -1,5 +1,5 @@
 /**
- * The web console (issue 6) in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core):
+ * The web console in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core):
  * log in, create a user and an ACL rule, connect the WebSocket panel as that user, subscribe, receive what
  * mosquitto_pub sends, publish what mosquitto_sub receives, kick a client and see it leave the table; the same
  * page at phone width. Screenshots go to a temp dir (printed), kept for a look after the run.

@@ -1,5 +1,5 @@
 /**
- * Packaging (issue 9): docker/compose.yaml validated with Debian's docker-compose (no Docker engine runs on CI
+ * Packaging: docker/compose.yaml validated with Debian's docker-compose (no Docker engine runs on CI
  * machines, so the image itself is not built here), the Dockerfile's HEALTHCHECK command run against a real
  * Midge, and config/midge.service checked with systemd-analyze when it is installed.
  */

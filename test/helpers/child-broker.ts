@@ -2,7 +2,7 @@
  * Runs the built daemon as a child process (`node dist/main.js -c FILE`), as a user would, with a test-only probe
  * preloaded (broker-probe.mjs) that reports memory after GC, event-loop delay and uncaught exceptions over IPC.
  * MIDGE_CHILD_NODE_ARGS adds node flags (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a run).
- * Used by the hardening tests (issue 9), where the broker's own memory and crashes are what is measured.
+ * Used by the hardening tests, where the broker's own memory and crashes are what is measured.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'

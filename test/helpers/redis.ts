@@ -1,5 +1,5 @@
 /**
- * A real Redis for cluster tests (issue 7): Debian's `redis-server` on a free loopback port, in a temp dir, with no
+ * A real Redis for cluster tests: Debian's `redis-server` on a free loopback port, in a temp dir, with no
  * persistence files (`--save '' --appendonly no`); `stop()` removes the dir. `stop()` + `start()` again gives a
  * Redis that went away and came back on the same port (empty, unless `stop({ save: true })` wrote a dump first).
  */

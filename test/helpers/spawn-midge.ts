@@ -1,7 +1,7 @@
 /**
  * Long-running child processes for tests: the built daemon (`node dist/main.js -c FILE`, build first with
  * `npm run build`) and Debian's mosquitto as the reference broker. A real process can be SIGKILLed and started again
- * on the same store (issue 3). Ready = its "... running" log line; ports come from its "listen socket on port N" lines.
+ * on the same store. Ready = its "... running" log line; ports come from its "listen socket on port N" lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'

@@ -1,5 +1,5 @@
 /**
- * Queues and sessions over time (issue 3): max_queued_messages for offline sessions, queue order across restarts,
+ * Queues and sessions over time: max_queued_messages for offline sessions, queue order across restarts,
  * persistent_client_expiration, and aedes' duplicate filter (which drops messages; Midge replaces it).
  * In-process brokers on a LevelDB store in a temp dir, restarted on the same dir where needed.
  */

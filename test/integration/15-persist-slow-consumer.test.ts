@@ -1,5 +1,5 @@
 /**
- * A subscriber that stops reading (issue 3): the broker's memory stays bounded and the other subscribers keep
+ * A subscriber that stops reading: the broker's memory stays bounded and the other subscribers keep
  * getting their messages at once, not after aedes' drainTimeout (30 s) closes the stuck one. The broker is a child
  * process (`npm run build` first) with a probe that reports its memory after GC.
  */

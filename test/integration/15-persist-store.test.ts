@@ -1,5 +1,5 @@
 /**
- * The store at start-up (issue 3): a data dir held by another Midge, a corrupted store and its documented recovery
+ * The store at start-up: a data dir held by another Midge, a corrupted store and its documented recovery
  * (`midge store repair -c FILE`). Real child processes (`npm run build` first).
  */
 import { test, expect } from 'vitest'

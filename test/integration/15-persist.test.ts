@@ -1,5 +1,5 @@
 /**
- * Durability (issue 3): what Midge acknowledged survives SIGKILL and a graceful restart. The broker is a real child
+ * Durability: what Midge acknowledged survives SIGKILL and a graceful restart. The broker is a real child
  * process (`node dist/main.js`; run `npm run build` first) restarted on the same persistence_location.
  */
 import { test, expect } from 'vitest'

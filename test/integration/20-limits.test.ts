@@ -1,5 +1,5 @@
 /**
- * Resource limits under hostile clients (issue 9): max_connections, connect_timeout, max_topic_length,
+ * Resource limits under hostile clients: max_connections, connect_timeout, max_topic_length,
  * max_subscriptions_per_client, max_connection_rate, and TCP backpressure for a publisher that outruns routing.
  */
 import { test, expect } from 'vitest'

@@ -1,5 +1,5 @@
 /**
- * Fuzz test (issue 9): for a bounded time (MIDGE_FUZZ_SECONDS, default 15), many connections at once send
+ * Fuzz test: for a bounded time (MIDGE_FUZZ_SECONDS, default 15), many connections at once send
  * mutated MQTT packets (built with mqtt-packet, then bit-flipped, truncated, spliced, re-typed, given random
  * remaining lengths) and pure noise to the built daemon in a child process, while a well-behaved publisher and
  * subscriber exchange numbered QoS 1 messages. Afterwards: the daemon still runs and serves a new client, logged

@@ -1,5 +1,5 @@
 /**
- * Soak test (issue 9): the built daemon in a child process carries mixed QoS 0/1/2 traffic for a bounded time
+ * Soak test: the built daemon in a child process carries mixed QoS 0/1/2 traffic for a bounded time
  * (MIDGE_SOAK_SECONDS, default 60) while clients keep connecting and dropping (clean and persistent sessions,
  * clean DISCONNECTs and abrupt drops with wills). Every 2 s the probe reports heap after GC, RSS and the
  * event-loop delay of the interval. "Flat" compares the median of the last quarter of the samples with the median of

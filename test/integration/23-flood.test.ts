@@ -1,5 +1,5 @@
 /**
- * Flood regression (issue 9): bare aedes 1.2.0 died with `RangeError: Maximum call stack size exceeded` in
+ * Flood regression: bare aedes 1.2.0 died with `RangeError: Maximum call stack size exceeded` in
  * mqemitter under a QoS 0 flood from 20 publishers into one wildcard subscriber. Here 200 publishers flood one
  * wildcard subscriber at each QoS for a bounded time (MIDGE_FLOOD_SECONDS, default 3 per QoS) against the built
  * daemon in a child process; afterwards it must still be running, have logged no uncaught error, and serve a

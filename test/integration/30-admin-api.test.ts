@@ -1,5 +1,5 @@
 /**
- * Admin API (issue 6) over real HTTP against an in-process Midge: authentication and its failures, scopes,
+ * Admin API over real HTTP against an in-process Midge: authentication and its failures, scopes,
  * CSRF, validation errors with stable codes, and that every change reaches real MQTT clients at once
  * (MQTT.js, mosquitto_pub/sub) and lands in files Debian's mosquitto still reads.
  */

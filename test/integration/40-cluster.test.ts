@@ -1,5 +1,5 @@
 /**
- * Several Midge nodes on one Redis (issue 7): two real `node dist/main.js` processes (run `npm run build` first)
+ * Several Midge nodes on one Redis: two real `node dist/main.js` processes (run `npm run build` first)
  * and a real Debian `redis-server` started by the test on a free port, without persistence files.
  */
 import { test, expect, beforeAll, afterAll } from 'vitest'

@@ -1,5 +1,5 @@
 /**
- * The fast paths of issue 8 keep MQTT's guarantees: Midge's own emitter (src/broker/emitter.ts), the per-turn write
+ * The fast paths keep MQTT's guarantees: Midge's own emitter (src/broker/emitter.ts), the per-turn write
  * coalescer (src/broker/write-coalescer.ts) and pipelined publishing. Real sockets, exact counts and orders.
  */
 import { test, expect } from 'vitest'

@@ -1,4 +1,4 @@
-/** src/admin/files.ts: line-preserving edits of mosquitto password and ACL files (issue 6). */
+/** src/admin/files.ts: line-preserving edits of mosquitto password and ACL files. */
 import { test, expect, onTestFinished } from 'vitest'
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

@@ -1,4 +1,4 @@
-/** The QoS 1 journal on its own (issue 3): what a crash leaves behind is read back in order, byte for byte. */
+/** The QoS 1 journal on its own: what a crash leaves behind is read back in order, byte for byte. */
 import { test, expect } from 'vitest'
 import { ClassicLevel } from 'classic-level'
 import pino from 'pino'
