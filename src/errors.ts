@@ -15,6 +15,7 @@ export const ERR = {
   PLUGIN: { code: 'MIDGE_ERR_PLUGIN', exit: 1 },
   REDIS: { code: 'MIDGE_ERR_REDIS', exit: 1 },
   PID_FILE: { code: 'MIDGE_ERR_PID_FILE', exit: 1 },
+  AEDES_MISMATCH: { code: 'MIDGE_ERR_AEDES_MISMATCH', exit: 1 },
   USAGE: { code: 'MIDGE_ERR_USAGE', exit: 2 }
 } as const
 

@@ -18,6 +18,7 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
+import { checkAedes, hardenBroker, hardenClient } from '../aedes/internals.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -46,6 +47,8 @@ const PUBLISH_OVERHEAD = 2 + 65_535 + 2
  */
 const READ_BATCH_PACKETS = 16
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
+/** MQTT 5 CONNACK 0x84 (Unsupported Protocol Version), no properties. */
+const CONNACK_V5_UNSUPPORTED_PROTOCOL = Buffer.from([0x20, 0x03, 0x00, 0x84, 0x00])
 
 export interface BoundListener {
   config: ListenerConfig
@@ -107,7 +110,7 @@ export class Broker {
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
-      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence)), // cheap QoS 2 lookups
+      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold')), // cheap QoS 2 lookups
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
       mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
@@ -122,6 +125,8 @@ export class Broker {
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
       authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
     }))
+    checkAedes(this.aedes)
+    hardenBroker(this.aedes)
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // replays the QoS 1 journal into the queues before anyone can connect
@@ -225,16 +230,19 @@ export class Broker {
     installPacketGuard(stream, {
       maxRemainingLength: limit,
       counter: this.stats.packetsIn,
+      acceptVersions: lc.acceptProtocolVersions,
       onViolation: (err: GuardError) => {
         log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
-        if (err.reason === 'bad-protocol') stream.end(CONNACK_UNACCEPTABLE_PROTOCOL) // [MQTT-3.1.2-2]
+        // [MQTT-3.1.2-2]
+        if (err.reason === 'bad-protocol') stream.end(err.protocolLevel === 5 ? CONNACK_V5_UNSUPPORTED_PROTOCOL : CONNACK_UNACCEPTABLE_PROTOCOL)
         else stream.destroy()
       }
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     coalesceWrites(stream, this.countSent)
-    const client = this.aedes.handle(stream, req) as unknown as Client
+    const client = this.aedes.handle(stream, req)
+    hardenClient(client)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)

@@ -6,14 +6,15 @@
  *  - a packet whose remaining length is larger than the limit (huge headers are refused before their payload
  *    is buffered);
  *  - a malformed remaining length (more than 4 bytes) [MQTT-2.2.3];
- *  - a CONNECT with a protocol level other than 3 (MQIsdp) or 4 (MQTT): the broker answers CONNACK 1
- *    [MQTT-3.1.2-2], which mqtt-packet's parser would not let aedes do (it drops the connection silently).
+ *  - a CONNECT with a protocol level other than 3 (MQIsdp), 4 or 5 (MQTT), or one the listener does not accept
+ *    (`accept_protocol_versions`): the broker answers CONNACK 1 (0x84 to a v5 client) [MQTT-3.1.2-2], which
+ *    mqtt-packet's parser would not let aedes do (it drops the connection silently).
  * It costs a few integer operations per packet; payload bytes are skipped, not copied.
  */
 import type { Duplex } from 'node:stream'
 
 export class GuardError extends Error {
-  constructor (message: string, readonly reason: 'not-connect' | 'too-large' | 'malformed' | 'bad-protocol') {
+  constructor (message: string, readonly reason: 'not-connect' | 'too-large' | 'malformed' | 'bad-protocol', readonly protocolLevel?: number) {
     super(message)
     this.name = 'GuardError'
   }
@@ -26,6 +27,8 @@ export interface GuardOptions {
   maxRemainingLength: number
   /** Incremented once per packet header seen ($SYS/broker/messages/received). */
   counter?: { count: number }
+  /** Protocol levels this listener accepts (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). */
+  acceptVersions: readonly number[]
   onViolation: (err: GuardError) => void
 }
 
@@ -44,7 +47,9 @@ export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
   const scan = (buf: Buffer): GuardError | undefined => {
     if (first && buf.length > 0 && buf[0] === 0x10) {
       const level = connectProtocolLevel(buf)
-      if (level !== undefined && level.ok === false) return new GuardError(`unsupported protocol ${level.name} level ${level.level}`, 'bad-protocol')
+      if (level !== undefined && (!level.ok || !opts.acceptVersions.includes(level.level))) {
+        return new GuardError(`unsupported protocol ${level.name} level ${level.level}`, 'bad-protocol', level.level)
+      }
     }
     let i = 0
     const n = buf.length
@@ -113,7 +118,7 @@ function connectProtocolLevel (buf: Buffer): { ok: boolean, name: string, level:
   if (i + nameLen + 1 > buf.length) return undefined
   const name = buf.toString('latin1', i, i + nameLen)
   const level = buf[i + nameLen]!
-  const ok = (name === 'MQTT' && level === 4) || (name === 'MQIsdp' && level === 3)
+  const ok = (name === 'MQTT' && (level === 4 || level === 5)) || (name === 'MQIsdp' && level === 3)
   // an unknown protocol *name* is not MQTT at all: leave it to the parser, which closes the connection
   if (name !== 'MQTT' && name !== 'MQIsdp') return undefined
   return { ok, name, level }

@@ -215,7 +215,7 @@ const UNSUPPORTED = new Set([
   'notifications', 'start_type', 'restart_timeout', 'keepalive_interval', 'round_robin', 'local_clientid',
   'mount_point', 'psk_hint', 'psk_file', 'psk', 'crlfile', 'dhparamfile', 'http_dir', 'websockets_headers_size',
   'allow_zero_length_clientid', 'auto_id_prefix', 'clientid_prefixes', 'allow_duplicate_messages',
-  'max_qos', 'max_packet_size', 'queue_qos0_messages', 'persistent_client_expiration_interval', 'use_username_as_clientid',
+  'queue_qos0_messages', 'persistent_client_expiration_interval', 'use_username_as_clientid',
   'require_certificate_revocation', 'ocsp', 'plugin', 'global_plugin', 'plugin_opt', 'auth_opt', 'password_file_hash'
 ])
 
@@ -345,6 +345,30 @@ const OPTIONS: Record<string, OptionSpec> = {
     }
   },
   // ---- limits
+  max_packet_size: {
+    scope: 'global',
+    apply (e, s) {
+      const n = int(e, s.p, 0, 268_435_460)
+      if (n === undefined) return
+      if (n > 0 && n < 20) { s.p.error(e, `Invalid 'max_packet_size' value (${n}): setting below 20 bytes is forbidden.`); return }
+      s.cfg.limits.maxPacketSize = n
+    }
+  },
+  max_qos: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 0, 2); if (n !== undefined) l!.maxQos = n as 0 | 1 | 2 } },
+  max_topic_alias: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 0, 65535); if (n !== undefined) l!.maxTopicAlias = n } },
+  accept_protocol_versions: {
+    scope: 'listener',
+    apply (e, s, l) {
+      const v = one(e, s.p)
+      if (v === undefined) return
+      const levels = v.split(',').map(x => x.trim())
+      if (levels.length === 0 || levels.some(x => x !== '3' && x !== '4' && x !== '5')) {
+        s.p.error(e, `Invalid 'accept_protocol_versions' value (${v}): a comma-separated list of 3, 4 and 5.`)
+        return
+      }
+      l!.acceptProtocolVersions = [...new Set(levels.map(Number))] as Array<3 | 4 | 5>
+    }
+  },
   max_keepalive: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxKeepalive = n } },
   message_size_limit: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 268435455); if (n !== undefined) s.cfg.limits.messageSizeLimit = n } },
   max_inflight_messages: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxInflightMessages = n } },

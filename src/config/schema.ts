@@ -60,6 +60,12 @@ export interface ListenerConfig {
   http?: HttpListenerConfig
   /** Midge extension (`deny_bare_wildcard_subscription`): refuse SUBSCRIBE to the bare `#` filter. */
   denyBareWildcard?: 'anonymous' | 'all'
+  /** `max_qos`: highest QoS clients of this listener may use (told to v5 clients in the CONNACK). */
+  maxQos: 0 | 1 | 2
+  /** `max_topic_alias`: topic aliases a v5 client of this listener may create; 0 = none. */
+  maxTopicAlias: number
+  /** `accept_protocol_versions`: protocol levels accepted (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). */
+  acceptProtocolVersions: Array<3 | 4 | 5>
 }
 
 /** The CSR signing page (`http_csr_*` options): signs client certificates with this CA, as test.mosquitto.org does. */
@@ -142,6 +148,8 @@ export interface LimitsConfig {
   maxTopicLength: number
   /** Distinct topic filters one client may hold; 0 = no limit. */
   maxSubscriptionsPerClient: number
+  /** `max_packet_size`: largest packet accepted, header included (told to v5 clients); 0 = no limit. */
+  maxPacketSize: number
 }
 
 export interface LogConfig {
@@ -188,7 +196,10 @@ export function defaultListener (port: number, source: string): ListenerConfig {
     transport: 'tcp',
     maxConnections: -1,
     auth: defaultAuth(),
-    source
+    source,
+    maxQos: 2,
+    maxTopicAlias: 10,
+    acceptProtocolVersions: [3, 4, 5]
   }
 }
 
@@ -208,7 +219,8 @@ export function defaultConfig (): Config {
       connectTimeoutMs: 10_000,
       maxConnectionRate: 0,
       maxTopicLength: 4096,
-      maxSubscriptionsPerClient: 1000
+      maxSubscriptionsPerClient: 1000,
+      maxPacketSize: 0
     },
     sysInterval: 10,
     log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },

@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import { installDelivery, keepsUp, type DeliveryOptions } from '../broker/delivery.js'
 import type { PersistenceBackend } from './types.js'
+import { brokerInternals, clientInternals, connectedClients } from '../aedes/internals.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
 import type { JournalStore } from './types.js'
 import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
@@ -28,7 +29,6 @@ interface AedesPersistenceLike {
 /** A subscriber none of whose writes completed for this long no longer holds its publishers (delivery.ts). */
 export const STUCK_AFTER_MS = 1000
 
-interface AedesInternals { id: string, counter: number, clients: Record<string, unknown> }
 
 /** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
 function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?: string, brokerCounter?: number }): boolean {
@@ -73,7 +73,7 @@ export class Durability {
     }
     this.accounting.isOnline = id => this.isOnline(id)
     this.accounting.keepsUp = id => {
-      const c = (this.aedes as unknown as AedesInternals | undefined)?.clients[id]
+      const c = (this.aedes ? connectedClients(this.aedes) : undefined)?.[id]
       return c !== undefined && keepsUp(c as object)
     }
   }
@@ -81,7 +81,7 @@ export class Durability {
   get brokerId (): string | undefined { return this.backend.brokerId }
 
   private isOnline (id: string): boolean {
-    const clients = (this.aedes as unknown as AedesInternals | undefined)?.clients
+    const clients = this.aedes ? connectedClients(this.aedes) : undefined
     return clients !== undefined && clients[id] !== undefined
   }
 
@@ -96,12 +96,16 @@ export class Durability {
     const journal = this.journal
     return (client, packet, cb) => {
       inner(client, packet, (err) => {
-        const a = this.aedes as unknown as AedesInternals | undefined
+        const a = this.aedes ? brokerInternals(this.aedes) : undefined
         if (err || client === null || packet.qos === 0 || a === undefined || packet.topic.startsWith('$')) { cb(err); return }
-        const p = packet as PublishPacket & { brokerId?: string, brokerCounter?: number }
+        const p = packet as PublishPacket & { brokerId?: string, brokerCounter?: number, messageExpiry?: number, properties?: { messageExpiryInterval?: number } }
         p.brokerId = a.id
         p.brokerCounter = ++a.counter
-        const c = client as unknown as { closed?: boolean, connected?: boolean, connecting?: boolean, will?: unknown }
+        // the expiry runs from arrival (aedes would stamp it when it routes the message, after the journal write),
+        // and the journal keeps it absolute so that time spent stopped counts
+        const expiry = p.properties?.messageExpiryInterval
+        if (expiry !== undefined && expiry > 0 && p.messageExpiry === undefined) p.messageExpiry = Date.now() + expiry * 1000
+        const c = clientInternals(client)
         // a will is kept in the store by aedes until it is published; nothing to journal
         if (packet.qos !== 1 || journal === undefined || c.closed === true || c.will === packet) { cb(null); return }
         this.needsJournal(packet).then(need => {
@@ -159,11 +163,18 @@ export class Durability {
     this.log.warn({ count: entries.length }, `Replaying ${entries.length} acknowledged QoS 1 message(s) from the journal (the broker stopped before storing them).`)
     const p = this.persistence as AedesPersistenceLike
     for (const e of entries) {
+      // a v5 message whose expiry ran out while the broker was stopped is not delivered [MQTT-3.3.2-5]
+      if (e.messageExpiry !== undefined && e.messageExpiry <= Date.now()) {
+        journal.remove(e.key)
+        continue
+      }
       const retain = e.retain && !(await this.retainedIsNewer(p, e))
       await new Promise<void>((resolve, reject) => {
         aedes.publish({
           cmd: 'publish', topic: e.topic, payload: e.payload, qos: e.qos, retain, dup: false,
-          brokerId: e.brokerId, brokerCounter: e.brokerCounter
+          brokerId: e.brokerId, brokerCounter: e.brokerCounter,
+          ...(e.properties !== undefined ? { properties: e.properties } : {}),
+          ...(e.messageExpiry !== undefined ? { messageExpiry: e.messageExpiry } : {})
         } as unknown as PublishPacket, (err?: Error) => err ? reject(err) : resolve())
       })
       journal.remove(e.key)

@@ -30,6 +30,10 @@ export interface JournalPacket {
   retain: boolean
   brokerId?: string
   brokerCounter?: number
+  /** MQTT 5 properties, kept byte for byte (Correlation Data is binary). */
+  properties?: Record<string, unknown>
+  /** When a v5 Message Expiry Interval runs out (ms since the epoch): time spent stopped counts. */
+  messageExpiry?: number
 }
 
 export interface JournalEntry extends JournalPacket {
@@ -40,9 +44,21 @@ export interface JournalEntry extends JournalPacket {
 
 interface Pending { key: string, value: Buffer, resolve: () => void, reject: (err: Error) => void }
 
+/** JSON cannot hold a Buffer: binary property values travel as `{ $b: base64 }`. */
+function toJson (_key: string, v: unknown): unknown {
+  if (v !== null && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
+    return { $b: Buffer.from((v as { data: number[] }).data).toString('base64') }
+  }
+  return v
+}
+function fromJson (_key: string, v: unknown): unknown {
+  if (v !== null && typeof v === 'object' && typeof (v as { $b?: unknown }).$b === 'string') return Buffer.from((v as { $b: string }).$b, 'base64')
+  return v
+}
+
 /** One journal value: a length-prefixed JSON head, then the payload bytes (shared with the Redis journal). */
 export function encode (p: Omit<JournalEntry, 'key'>): Buffer {
-  const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter }))
+  const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter, p: p.properties, x: p.messageExpiry }, toJson))
   const len = Buffer.alloc(4)
   len.writeUInt32BE(head.length)
   return Buffer.concat([len, head, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)])
@@ -50,8 +66,11 @@ export function encode (p: Omit<JournalEntry, 'key'>): Buffer {
 
 export function decode (key: string, v: Buffer): JournalEntry {
   const n = v.readUInt32BE(0)
-  const h = JSON.parse(v.subarray(4, 4 + n).toString()) as { t: string, q: 0 | 1 | 2, r: boolean, b: string, c: number }
-  return { key, topic: h.t, qos: h.q, retain: h.r, brokerId: h.b, brokerCounter: h.c, payload: Buffer.from(v.subarray(4 + n)) }
+  const h = JSON.parse(v.subarray(4, 4 + n).toString(), fromJson) as { t: string, q: 0 | 1 | 2, r: boolean, b: string, c: number, p?: Record<string, unknown>, x?: number }
+  const e: JournalEntry = { key, topic: h.t, qos: h.q, retain: h.r, brokerId: h.b, brokerCounter: h.c, payload: Buffer.from(v.subarray(4 + n)) }
+  if (h.p !== undefined) e.properties = h.p
+  if (h.x !== undefined) e.messageExpiry = h.x
+  return e
 }
 
 export class PublishJournal {

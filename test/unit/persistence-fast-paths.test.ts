@@ -14,7 +14,7 @@ test('a QoS 2 lookup miss still rejects with the store\'s error, but without cap
   const plain = await raw.incomingGetPacket(client, { messageId: 7 }).catch((e: Error) => e)
   expect((plain as Error).stack?.split('\n').length).toBeGreaterThan(1) // the cost being removed
 
-  const p = persistenceFastPaths(raw)
+  const p = persistenceFastPaths(raw, () => {})
   const err = await p.incomingGetPacket(client, { messageId: 7 }).catch((e: Error) => e)
   expect(err).toBeInstanceOf(Error)
   expect((err as Error).message).toBe('no such packet')
@@ -27,13 +27,13 @@ test('a QoS 2 lookup miss still rejects with the store\'s error, but without cap
 })
 
 test('methods are bound once and reused; aedes\' AsyncFunction check on setup still passes', () => {
-  const p = persistenceFastPaths(memoryPersistence() as unknown as Store)
+  const p = persistenceFastPaths(memoryPersistence() as unknown as Store, () => {})
   expect(p.incomingStorePacket).toBe(p.incomingStorePacket)
   expect(p.setup.constructor.name).toBe('AsyncFunction')
 })
 
 test('a store method that throws synchronously keeps the limit restored', () => {
-  const p = persistenceFastPaths({ incomingGetPacket () { throw new TypeError('sync') } })
+  const p = persistenceFastPaths({ incomingGetPacket () { throw new TypeError('sync') } } as { incomingGetPacket (): unknown }, () => {})
   expect(() => p.incomingGetPacket()).toThrow('sync')
   expect(Error.stackTraceLimit).toBe(10)
 })

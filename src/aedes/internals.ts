@@ -1,0 +1,129 @@
+/**
+ * The one place Midge reaches into aedes beyond its documented API (options, hooks, events, `handle`, `publish`,
+ * `subscribe`). aedes exposes no seam for per-connection delivery, read batching, packet identifiers or the client
+ * table, and Midge needs all four (delivery.ts, read-loop.ts, durability.ts, stats). Every such field is named and
+ * typed here, and `checkAedes` verifies at start-up that the aedes in node_modules still has each of them: an
+ * upgrade that renames one stops the broker with a message naming the field, instead of silently losing
+ * backpressure or the outgoing window.
+ *
+ * aedes is pinned to exactly AEDES_VERSION in package.json for the same reason.
+ */
+import { Duplex } from 'node:stream'
+import type { Aedes, Client } from 'aedes'
+import { BrokerError } from '../errors.js'
+
+export const AEDES_VERSION = '2.0.0-beta.1'
+
+export type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) => void
+export interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number, properties?: Record<string, unknown> }
+export type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
+
+/** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options. */
+export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number }
+
+export interface BrokerInternals {
+  id: string
+  /** aedes' per-broker message counter (brokerCounter); Midge assigns it in arrival order (durability.ts) */
+  counter: number
+  clients: Record<string, Client>
+  authorizeForward: AuthorizeForward
+  persistence: unknown
+  on: (event: 'connackSent', fn: (packet: unknown, client: object) => void) => void
+}
+
+export interface ClientInternals {
+  id: string | null
+  version: number | null
+  once: (event: 'connected', fn: () => void) => void
+  clean: boolean
+  closed: boolean
+  connected: boolean
+  connecting: boolean
+  connackSent: boolean
+  will?: unknown
+  conn: Duplex
+  deliverQoS: Deliver
+  deliver0: Deliver
+  duplicates: Record<string, number>
+  subscriptions: Record<string, HeldSubscription>
+  broker: BrokerInternals
+  /** the next outgoing packet identifier aedes would use */
+  _nextId: number
+  /** packets of this client's last read still being handled (read-loop.ts) */
+  _parsingBatch: number
+  /** reads and parses the next batch (aedes' 'readable' listener) */
+  _nextBatch: () => void
+  _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
+}
+
+export function brokerInternals (aedes: Aedes): BrokerInternals {
+  return aedes as unknown as BrokerInternals
+}
+
+export function clientInternals (client: Client | object): ClientInternals {
+  return client as unknown as ClientInternals
+}
+
+/** Connected clients by id (aedes' own table). */
+export function connectedClients (aedes: Aedes): Record<string, Client> {
+  return brokerInternals(aedes).clients
+}
+
+/** The subscriptions aedes holds for a connected client, by topic filter. */
+export function subscriptionsOf (client: Client | object): Record<string, HeldSubscription> {
+  return clientInternals(client).subscriptions
+}
+
+/** Takes the client's next outgoing packet identifier from aedes' own counter, so the two never collide. */
+export function takePacketId (client: ClientInternals): number {
+  const id = client._nextId
+  client._nextId = id >= 65535 ? 1 : id + 1
+  return id
+}
+
+/**
+ * aedes 2.0.0-beta.1 keys its client table, each client's subscriptions and its QoS 2 duplicate filter with
+ * plain objects, so wire strings such as `constructor` or `toString` read back as inherited functions: a CONNECT
+ * with client id `constructor` makes `registerClient` call `.disconnect` on `Object` and the process dies
+ * (aedes 1.2.0 had fixed this with null-prototype objects; the beta branched before that fix). Midge gives aedes
+ * null-prototype tables instead. Test: 01-connect "client ids that name Object.prototype members".
+ */
+export function hardenBroker (aedes: Aedes): void {
+  const b = aedes as unknown as { clients: Record<string, unknown>, brokers: Record<string, unknown> }
+  b.clients = Object.assign(Object.create(null) as Record<string, unknown>, b.clients)
+  b.brokers = Object.assign(Object.create(null) as Record<string, unknown>, b.brokers)
+}
+
+export function hardenClient (client: Client): void {
+  const c = client as unknown as { subscriptions: object, duplicates: object }
+  c.subscriptions = Object.assign(Object.create(null) as object, c.subscriptions)
+  c.duplicates = Object.assign(Object.create(null) as object, c.duplicates)
+}
+
+/**
+ * Start-up self-check: the running aedes is the pinned one and still has every internal Midge uses. A client is
+ * made over an in-memory stream that is closed at once (it never connects, so no event reaches Midge's wiring).
+ */
+export function checkAedes (aedes: Aedes): void {
+  const problems: string[] = []
+  const version = (aedes as unknown as { version?: string }).version
+  if (version !== AEDES_VERSION) problems.push(`version ${version} (Midge is built for ${AEDES_VERSION})`)
+  const b = aedes as unknown as Record<string, unknown>
+  for (const [field, type] of [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']] as const) {
+    if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)
+  }
+  const conn = new Duplex({ read () {}, write (_c, _e, cb) { cb() } })
+  const client = aedes.handle(conn as never) as unknown as Record<string, unknown>
+  for (const [field, type] of [
+    ['_nextId', 'number'], ['_parsingBatch', 'number'], ['_nextBatch', 'function'], ['_parser', 'object'],
+    ['deliverQoS', 'function'], ['deliver0', 'function'], ['subscriptions', 'object'], ['duplicates', 'object'],
+    ['connackSent', 'boolean'], ['broker', 'object']
+  ] as const) {
+    if (typeof client[field] !== type) problems.push(`client.${field} is not a ${type}`)
+  }
+  if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
+  conn.destroy()
+  if (problems.length > 0) {
+    throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
+  }
+}
