@@ -9,6 +9,8 @@ import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import { maxMatchingQos } from './topic-match.js'
+import type { ConnackAmendment } from './connack.js'
+import { subscriptionsOf } from '../aedes/internals.js'
 import { checkConnect, screenWill } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
@@ -27,7 +29,23 @@ export interface ClientInfo {
   protocolVersion: number
   /** When CONNECT arrived (ms since the epoch): "connected since" in the admin API. */
   connectedAt: number
+  /** v5: the keepalive the server imposes (Server Keep Alive), when it differs from the client's. */
+  serverKeepAlive?: number
+  /** v5: a refusal's specific reason code, sent instead of the one aedes derives (connack.ts). */
+  connackReason?: number
+  willQos?: number
+  /** v5 Session Expiry Interval asked for in CONNECT (seconds). */
+  sessionExpiry?: number
 }
+
+/** MQTT 5 reason codes Midge sends itself. */
+export const V5 = {
+  NOT_AUTHORIZED: 0x87,
+  TOPIC_NAME_INVALID: 0x90,
+  PACKET_TOO_LARGE: 0x95,
+  RETAIN_NOT_SUPPORTED: 0x9a,
+  QOS_NOT_SUPPORTED: 0x9b
+} as const
 
 export interface HookDeps {
   config: Config
@@ -53,6 +71,8 @@ export interface Hooks {
   authorizePublish: (client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void) => void
   authorizeSubscribe: (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
   authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+  /** What a v5 client's CONNACK must say beyond aedes' version of it; undefined for 3.1/3.1.1 clients. */
+  connackAmendment: (client: Client) => ConnackAmendment | undefined
 }
 
 export function createHooks (deps: HookDeps): Hooks {
@@ -83,14 +103,25 @@ export function createHooks (deps: HookDeps): Hooks {
       }
       const badWill = packet.will ? badWillTopic(packet.will.topic) : undefined
       if (badWill !== undefined) { cb(new Error(badWill), false); return }
-      clientInfo.set(client, {
+      const info: ClientInfo = {
         ctx,
         username: packet.username,
         emptyClientId: !packet.clientId,
         keepalive: packet.keepalive ?? 0,
         protocolVersion: packet.protocolVersion ?? 4,
         connectedAt: Date.now()
-      })
+      }
+      if (packet.will) info.willQos = packet.will.qos ?? 0
+      clientInfo.set(client, info)
+      if (info.protocolVersion === 5) {
+        info.sessionExpiry = (packet.properties as { sessionExpiryInterval?: number } | undefined)?.sessionExpiryInterval ?? 0
+        // a v5 client over max_keepalive (or with none) is told the limit, not refused, as mosquitto 2.0 does;
+        // aedes times the connection out from the CONNECT's keepalive, so that is where the limit goes
+        if (limits.maxKeepalive > 0 && (info.keepalive === 0 || info.keepalive > limits.maxKeepalive)) {
+          info.serverKeepAlive = limits.maxKeepalive
+          packet.keepalive = limits.maxKeepalive
+        }
+      }
       cb(null, true)
     },
 
@@ -98,13 +129,19 @@ export function createHooks (deps: HookDeps): Hooks {
       const info = clientInfo.get(client)
       if (!info) { cb(authError(3, 'no connection context'), false); return }
       // [MQTT-3.1.3-8] a zero-length client id needs clean session
-      if (info.emptyClientId && (!client.clean || info.protocolVersion === 3)) {
+      if (info.protocolVersion < 5 && info.emptyClientId && (!client.clean || info.protocolVersion === 3)) {
         cb(authError(2, 'zero-length client id without clean session'), false)
         return
       }
       // max_keepalive: CONNACK 2 for 3.1.x clients, as mosquitto 2.0 does (aedes' keepaliveLimit answers 6, undefined in 3.1.1)
-      if (limits.maxKeepalive > 0 && info.keepalive > limits.maxKeepalive) {
+      if (info.protocolVersion < 5 && limits.maxKeepalive > 0 && info.keepalive > limits.maxKeepalive) {
         cb(authError(2, `keepalive ${info.keepalive} exceeds max_keepalive ${limits.maxKeepalive}`), false)
+        return
+      }
+      // max_qos covers the will: a v5 client hears why (0x9B), as from mosquitto
+      if (info.willQos !== undefined && info.willQos > info.ctx.listener.maxQos) {
+        info.connackReason = V5.QOS_NOT_SUPPORTED
+        cb(authError(5, `will QoS ${info.willQos} exceeds max_qos ${info.ctx.listener.maxQos}`), false)
         return
       }
       // TLS identity as username and failed-login throttling live in auth/connect.ts
@@ -139,8 +176,18 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
         return
       }
+      const info = clientInfo.get(client)
+      const v5 = info?.protocolVersion === 5
       if (packet.retain && !limits.retainAvailable) {
+        // a v5 client was told in its CONNACK (Retain Available 0): DISCONNECT 0x9A [MQTT-3.3.1-7]
+        if (v5) { disconnectV5(client, V5.RETAIN_NOT_SUPPORTED, 'retain is not available'); return }
         cb(new Error('retained messages are not available (retain_available false)'))
+        return
+      }
+      if (info !== undefined && packet.qos > info.ctx.listener.maxQos) {
+        // max_qos: the client is disconnected, as from mosquitto; a v5 client hears why (0x9B) [MQTT-3.2.2-11]
+        if (v5) { disconnectV5(client, V5.QOS_NOT_SUPPORTED, `QoS ${packet.qos} is above max_qos`); return }
+        cb(new Error(`QoS ${packet.qos} exceeds max_qos ${info.ctx.listener.maxQos}`))
         return
       }
       const topic = packet.topic
@@ -149,12 +196,19 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(null)
         return
       }
-      const info = clientInfo.get(client)
       if (!info) { cb(null); return }
       auth.authorize({
         clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
       }).then(ok => {
-        if (!ok) dropPublish(client, packet, 'not authorised')
+        if (ok) { cb(null); return }
+        // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection
+        if (v5) {
+          log.info({ clientId: client.id, topic, reason: 'not authorised' }, 'publish refused')
+          deps.onDropped?.('not authorised', client, topic)
+          cb(new Error('not authorized'))
+          return
+        }
+        dropPublish(client, packet, 'not authorised')
         cb(null)
       }, (err: Error) => cb(err))
     },
@@ -169,6 +223,8 @@ export function createHooks (deps: HookDeps): Hooks {
       if (hasNul(sub.topic)) { cb(new Error('U+0000 in topic filter')); return }
       const info = clientInfo.get(client)
       if (!info) { cb(null, sub); return }
+      // [MQTT-3.8.4-6] granted at most max_qos
+      if (sub.qos > info.ctx.listener.maxQos) sub.qos = info.ctx.listener.maxQos
       // deny_bare_wildcard_subscription (Midge extension): test.mosquitto.org refuses `#` to anonymous clients
       const bare = info.ctx.listener.denyBareWildcard
       if (bare !== undefined && sub.topic === '#' && (bare === 'all' || info.username === undefined)) {
@@ -190,7 +246,25 @@ export function createHooks (deps: HookDeps): Hooks {
       }, (err: Error) => cb(err))
     },
 
-    authorizeForward: (_c, p) => p
+    authorizeForward: (_c, p) => p,
+
+    connackAmendment (client) {
+      const info = clientInfo.get(client)
+      if (info === undefined || info.protocolVersion !== 5) return undefined
+      const l = info.ctx.listener
+      const a: ConnackAmendment = { topicAliasMaximum: l.maxTopicAlias }
+      if (info.connackReason !== undefined) a.reasonCode = info.connackReason
+      if (l.maxQos < 2) a.maximumQoS = l.maxQos as 0 | 1
+      if (!limits.retainAvailable) a.retainAvailable = false
+      if (info.serverKeepAlive !== undefined) a.serverKeepAlive = info.serverKeepAlive
+      return a
+    }
+  }
+
+  const disconnectV5 = (client: Client, reasonCode: number, why: string): void => {
+    log.info({ clientId: client.id, reasonCode }, `Client ${client.id} disconnected: ${why}.`)
+    // the PUBLISH is not answered: the connection ends with this DISCONNECT [MQTT-4.13.2-1]
+    client.disconnect({ reasonCode })
   }
 
   const checkRead = auth.checksReceive
@@ -212,7 +286,7 @@ export function createHooks (deps: HookDeps): Hooks {
  * The packet here is a fresh copy per delivery, so changing its qos is safe.
  */
 function clampQos (client: Client, packet: AedesPublishPacket): void {
-  const subs = (client as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
+  const subs = subscriptionsOf(client)
   const max = maxMatchingQos(subs, packet.topic, packet.qos)
   if (max >= 0 && max < packet.qos) packet.qos = max as 0 | 1 | 2
 }

@@ -18,7 +18,8 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals } from '../aedes/internals.js'
+import { amendConnack } from './connack.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -103,7 +104,7 @@ export class Broker {
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
-    const { clientInfo: _ci, ...aedesHooks } = this.hooks
+    const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = this.persistence.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
@@ -117,6 +118,11 @@ export class Broker {
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
       maxClientsIdLength: 23,
+      // MQTT 5 limits aedes enforces and advertises; connack.ts makes the CONNACK per listener
+      maximumPacketSize: config.limits.maxPacketSize,
+      topicAliasMaximum: Math.max(0, ...config.listeners.map(l => l.maxTopicAlias)),
+      // the inbound window a v5 client is given: max_inflight_messages, as mosquitto sends it
+      receiveMaximum: config.limits.maxInflightMessages,
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
       // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
@@ -240,7 +246,12 @@ export class Broker {
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message; counts the packets sent
-    coalesceWrites(stream, this.countSent)
+    // a v5 CONNACK says what this listener's config allows (connack.ts)
+    const connackFor = this.hooks.connackAmendment
+    coalesceWrites(stream, this.countSent, first => {
+      const amend = connackFor(client)
+      return amend === undefined ? undefined : amendConnack(first, amend)
+    })
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
@@ -257,10 +268,11 @@ export class Broker {
     // max_subscriptions_per_client. Remove them again (test: 20-limits "is not restored with a persistent session").
     this.aedes.on('subscribe', (subs: Array<{ topic: string, qos: number }>, c: Client) => {
       if (c.clean) return
-      const held = (c as unknown as { subscriptions: Record<string, unknown> }).subscriptions
-      const refused = subs.filter(s => s.qos === 128 && held[s.topic] === undefined).map(s => s.topic)
+      const held = subscriptionsOf(c)
+      // 0x80 and up: refused (v5 has several codes for it)
+      const refused = subs.filter(s => s.qos >= 128 && held[s.topic] === undefined).map(s => s.topic)
       if (refused.length === 0) return
-      const store = (this.aedes as unknown as { persistence: { removeSubscriptions (c: Client, topics: string[]): Promise<unknown> } }).persistence
+      const store = brokerInternals(this.aedes).persistence as { removeSubscriptions (c: Client, topics: string[]): Promise<unknown> }
       store.removeSubscriptions(c, refused).catch((err: Error) => log.warn({ clientId: c.id, err: err.message }, 'could not remove refused subscriptions from the store'))
     })
     const conn = config.log.connectionMessages

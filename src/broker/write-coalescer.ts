@@ -20,6 +20,8 @@
  * emitted here once the batch is handed over when the stream took it without complaint). `end()` writes the
  * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
  * `onBatch` sees each batch before it is written (the broker counts the packets sent in it, sys/wire.ts).
+ * `rewriteFirst`, when given, may replace the connection's first batch (it amends a v5 CONNACK, connack.ts); it
+ * returns undefined to leave the batch and every later one alone.
  */
 import type { Duplex } from 'node:stream'
 
@@ -29,7 +31,7 @@ type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
 /** Chunks at least this large are not copied into the turn's buffer. */
 const COPY_LIMIT = 16 * 1024
 
-export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void): void {
+export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined): void {
   const write = stream.write as WriteFn
   const end = stream.end as (...args: unknown[]) => Duplex
   let parts: Buffer[] = []
@@ -39,9 +41,16 @@ export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buff
   /** write() returned false to someone for this batch: a `drain` is owed. */
   let owed = false
 
+  let rewrite = rewriteFirst
   const flush = (): void => {
     scheduled = false
     if (parts.length === 0) return
+    if (rewrite !== undefined) {
+      const first = parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)
+      const out = rewrite(first)
+      rewrite = undefined
+      if (out !== undefined) parts = [out]
+    }
     const batch = parts
     const cbs = callbacks
     parts = []

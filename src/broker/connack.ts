@@ -1,0 +1,66 @@
+/**
+ * The MQTT 5 CONNACK tells the client the server's limits, and must tell the truth about this listener's config.
+ * aedes builds its CONNACK properties from broker-wide options only (and has none for Maximum QoS, Retain
+ * Available or a per-listener Topic Alias Maximum), so Midge amends the CONNACK on its way out: the first packet
+ * a v5 connection is sent, rewritten once in the write coalescer (write-coalescer.ts `rewriteFirst`), at no cost
+ * to any later packet. mosquitto 2.0.11 sends the same set (checked with MQTT.js against Debian's mosquitto).
+ *
+ * The same step gives a refused v5 CONNECT the specific reason code the hooks chose (0x9B QoS not supported for a
+ * will above `max_qos`), where aedes would map the 3.1.1 return code to the generic one.
+ */
+import mqttPacket, { type IConnackPacket } from 'mqtt-packet'
+
+const CONNACK = 0x20
+
+/** What the CONNACK of one v5 client should say beyond what aedes writes. */
+export interface ConnackAmendment {
+  /** Reason code to send instead of aedes' (a refusal only). */
+  reasonCode?: number
+  maximumQoS?: 0 | 1
+  retainAvailable?: false
+  /** 0 removes the property (no aliases). */
+  topicAliasMaximum?: number
+  serverKeepAlive?: number
+}
+
+/** Length in bytes of the MQTT packet at the start of `buf`, or undefined when the header is incomplete. */
+function packetLength (buf: Buffer): number | undefined {
+  let len = 0
+  let mul = 1
+  for (let i = 1; i < 5 && i < buf.length; i++) {
+    const b = buf[i]!
+    len += (b & 0x7f) * mul
+    if ((b & 0x80) === 0) return i + 1 + len
+    mul *= 128
+  }
+  return undefined
+}
+
+/** `buf` with its leading v5 CONNACK amended; any other first packet is returned as it is. */
+export function amendConnack (buf: Buffer, amend: ConnackAmendment): Buffer {
+  if (buf.length < 4 || (buf[0]! & 0xf0) !== CONNACK) return buf
+  const n = packetLength(buf)
+  if (n === undefined || n > buf.length) return buf
+  let connack: IConnackPacket | undefined
+  const parser = mqttPacket.parser({ protocolVersion: 5 })
+  parser.on('packet', p => { connack = p as IConnackPacket })
+  parser.parse(buf.subarray(0, n))
+  if (connack === undefined) return buf
+  const code = connack.reasonCode ?? 0
+  if (code !== 0) {
+    if (amend.reasonCode === undefined || amend.reasonCode === code) return buf
+    connack.reasonCode = amend.reasonCode
+  } else {
+    const props: NonNullable<IConnackPacket['properties']> = { ...connack.properties }
+    if (amend.maximumQoS !== undefined) props.maximumQoS = amend.maximumQoS
+    if (amend.retainAvailable === false) props.retainAvailable = false
+    if (amend.topicAliasMaximum !== undefined) {
+      if (amend.topicAliasMaximum > 0) props.topicAliasMaximum = amend.topicAliasMaximum
+      else delete props.topicAliasMaximum
+    }
+    if (amend.serverKeepAlive !== undefined) props.serverKeepAlive = amend.serverKeepAlive
+    connack.properties = props
+  }
+  const out = mqttPacket.generate(connack, { protocolVersion: 5 })
+  return n === buf.length ? out : Buffer.concat([out, buf.subarray(n)])
+}
