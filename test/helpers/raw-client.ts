@@ -10,11 +10,13 @@ export type AnyPacket = Packet & Record<string, any>
 export class RawClient {
   readonly packets: AnyPacket[] = []
   private waiters: Array<{ pred: (p: AnyPacket) => boolean, resolve: (p: AnyPacket) => void }> = []
-  private readonly parser = mqttPacket.parser({ protocolVersion: 4 })
+  private readonly parser
   readonly closed: Promise<void>
   readonly received: Buffer[] = []
 
-  private constructor (readonly socket: net.Socket) {
+  /** protocolVersion 5: packets are parsed and generated as MQTT 5 (reason codes, properties). */
+  private constructor (readonly socket: net.Socket, private readonly protocolVersion: 4 | 5) {
+    this.parser = mqttPacket.parser({ protocolVersion })
     this.parser.on('packet', (p: AnyPacket) => {
       const i = this.waiters.findIndex(w => w.pred(p))
       if (i >= 0) { const [w] = this.waiters.splice(i, 1); w!.resolve(p) } else this.packets.push(p)
@@ -24,14 +26,14 @@ export class RawClient {
     this.closed = new Promise(resolve => socket.once('close', () => resolve()))
   }
 
-  static async connect (port: number, host = '127.0.0.1'): Promise<RawClient> {
+  static async connect (port: number, host = '127.0.0.1', protocolVersion: 4 | 5 = 4): Promise<RawClient> {
     const socket = net.connect(port, host)
     await once(socket, 'connect')
-    return new RawClient(socket)
+    return new RawClient(socket, protocolVersion)
   }
 
   send (packet: Packet | Record<string, unknown>): void {
-    this.socket.write(mqttPacket.generate(packet as Packet))
+    this.socket.write(mqttPacket.generate(packet as Packet, { protocolVersion: this.protocolVersion }))
   }
 
   write (bytes: Buffer | number[]): void {

@@ -49,21 +49,10 @@ async function connect5 (url: string, opts: IClientOptions, onFinished: (fn: () 
   return { client, connack, messages, take }
 }
 
-/** A raw v5 client: exact reason codes and properties as they are on the wire. */
-async function raw5 (port: number, connect: Record<string, unknown> = {}): Promise<RawClient & { v5: true }> {
-  const c = await RawClient.connect(port) as RawClient & { v5: true }
-  const parser = mqttPacket.parser({ protocolVersion: 5 })
-  // re-parse as v5: RawClient parses 3.1.1
-  ;(c as unknown as { parser: unknown }).parser = parser
-  parser.on('packet', (p: Record<string, unknown>) => {
-    const w = (c as unknown as { waiters: Array<{ pred: (p: unknown) => boolean, resolve: (p: unknown) => void }> }).waiters
-    const i = w.findIndex(x => x.pred(p))
-    if (i >= 0) { const [x] = w.splice(i, 1); x!.resolve(p) } else c.packets.push(p as never)
-  })
-  c.socket.removeAllListeners('data')
-  c.socket.on('data', (d: Buffer) => { c.received.push(d); parser.parse(d) })
-  c.send = (packet) => { c.socket.write(mqttPacket.generate(packet as never, { protocolVersion: 5 })) }
-  if (connect !== null) c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'raw5', keepalive: 60, ...connect })
+/** A raw v5 client that has sent its CONNECT: exact reason codes and properties as they are on the wire. */
+async function raw5 (port: number, connect: Record<string, unknown> = {}): Promise<RawClient> {
+  const c = await RawClient.connect(port, '127.0.0.1', 5)
+  c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'raw5', keepalive: 60, ...connect })
   return c
 }
 
