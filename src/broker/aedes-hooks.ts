@@ -17,6 +17,8 @@ import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './
 
 /** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
 export const DROP_TOPIC = '$MIDGE/dropped'
+/** A filter every SUBSCRIBE is refused (inbound.ts renames filters aedes cannot handle to it). */
+export const REFUSED_FILTER = '$MIDGE/refused'
 const SYS_PREFIX = '$SYS/'
 const MIDGE_PREFIX = '$MIDGE'
 

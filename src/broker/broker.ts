@@ -20,6 +20,7 @@ import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
+import { installInboundRules } from './inbound.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -254,6 +255,9 @@ export class Broker {
     })
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
+    installInboundRules(client, config.limits.maxInflightMessages, why => {
+      log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
+    })
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)
