@@ -34,6 +34,10 @@ export interface BrokerInternals {
 export interface ClientInternals {
   id: string | null
   version: number | null
+  /** v5: the Receive Maximum the client announced (aedes: 65535 when it announced none) */
+  receiveMaximum?: number
+  /** v5: the Maximum Packet Size the client announced, if any */
+  maximumPacketSize?: number
   once: (event: 'connected', fn: () => void) => void
   clean: boolean
   closed: boolean

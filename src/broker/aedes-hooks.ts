@@ -10,7 +10,8 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import { maxMatchingQos } from './topic-match.js'
 import type { ConnackAmendment } from './connack.js'
-import { subscriptionsOf } from '../aedes/internals.js'
+import { subscriptionsOf, clientInternals } from '../aedes/internals.js'
+import mqttPacket from 'mqtt-packet'
 import { checkConnect, screenWill } from '../auth/connect.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
@@ -276,6 +277,12 @@ export function createHooks (deps: HookDeps): Hooks {
       if (info && !auth.authorizeReceive(info.ctx.listener, { clientId: client.id, username: info.username, topic: packet.topic })) return null
     }
     if (packet.qos > 0) clampQos(client, packet)
+    // [MQTT-3.1.2-25] never more than the client's Maximum Packet Size: the message is dropped for that client
+    const max = clientInternals(client).maximumPacketSize
+    if (max !== undefined && tooLarge(packet, max)) {
+      deps.onDropped?.('larger than the client\'s maximum packet size', client, packet.topic)
+      return null
+    }
     return packet
   }
   return hooks
@@ -291,4 +298,16 @@ function clampQos (client: Client, packet: AedesPublishPacket): void {
   const subs = subscriptionsOf(client)
   const max = maxMatchingQos(subs, packet.topic, packet.qos)
   if (max >= 0 && max < packet.qos) packet.qos = max as 0 | 1 | 2
+}
+
+/** Whether the v5 PUBLISH would be more than `max` bytes on the wire (encoded only when it has properties). */
+function tooLarge (packet: AedesPublishPacket, max: number): boolean {
+  const props = (packet as { properties?: object }).properties
+  if (props !== undefined) {
+    return mqttPacket.generate({ ...packet, cmd: 'publish', messageId: packet.qos > 0 ? 1 : undefined } as never, { protocolVersion: 5 }).length > max
+  }
+  // topic length + topic + packet id + empty property length + payload, after the type byte and remaining length
+  const remaining = 2 + Buffer.byteLength(packet.topic) + (packet.qos > 0 ? 2 : 0) + 1 + packet.payload.length
+  const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4
+  return 1 + lengthBytes + remaining > max
 }

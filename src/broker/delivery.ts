@@ -60,36 +60,14 @@
  * 6. Nothing goes out before the CONNACK [MQTT-3.2.0-1]: see `holdUntilConnack`.
  */
 import type { Client } from 'aedes'
+import { clientInternals, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket } from '../aedes/internals.js'
 import { maxMatchingQos } from './topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 
-type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) => void
-interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number }
 interface Waiting { packet: DeliverPacket, release: (() => void) | undefined }
-type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
-interface AedesBrokerInternals {
-  authorizeForward: AuthorizeForward
-  on: (event: 'connackSent', fn: (packet: unknown, client: object) => void) => void
-}
-
-interface AedesClientInternals {
-  id: string | null
-  once: (event: 'connected', fn: () => void) => void
-  clean: boolean
-  closed: boolean
-  connackSent: boolean
-  conn: { writableLength?: number, once: (event: 'close', fn: () => void) => void }
-  deliverQoS: Deliver
-  deliver0: Deliver
-  duplicates: Record<string, number>
-  subscriptions: Record<string, { qos: number }>
-  broker: AedesBrokerInternals
-  _nextId: number
-  /** aedes: packets of this client's last read still being handled (read-loop.ts) */
-  _parsingBatch: number
-  _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
-}
+type AedesBrokerInternals = BrokerInternals
+type AedesClientInternals = ClientInternals
 
 /**
  * (4) What aedes' `authorizeForward` answered in the current synchronous deliverQoS call: aedes decides there
@@ -256,7 +234,7 @@ const DUPLICATES: ProxyHandler<SeenFilter> = {
 }
 
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
-  const client = aedesClient as unknown as AedesClientInternals
+  const client = clientInternals(aedesClient)
   const origQoS = client.deliverQoS
   const orig0 = client.deliver0
   /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
@@ -264,6 +242,11 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let dropping = false
   // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
   const window = opts.maxInflight ?? 0
+  // a v5 client's Receive Maximum narrows the window [MQTT-3.3.4-7]; aedes sets it from CONNECT, before any delivery
+  const slots = (): number => {
+    const r = client.receiveMaximum
+    return r !== undefined && r < window ? r : window
+  }
   let inflight = 0
   let inflightIds: Map<number, number> | undefined
   const ids = (): Map<number, number> => inflightIds ??= new Map()
@@ -340,7 +323,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     if (viaQos0) packet.qos = 0
     // (4) it would wait for the window: as mosquitto, at most `max_queued_messages` wait, unless the client is
     // acknowledging (one within `stuckAfterMs`): a subscriber that keeps up is not dropped for its ack round trip
-    const waits = window > 0 && !qos0 && packet.qos > 0 && (replaying || inflight >= window || waitHead < waiting.length)
+    const waits = window > 0 && !qos0 && packet.qos > 0 && (replaying || inflight >= slots() || waitHead < waiting.length)
     // the count limit applies to a stuck client only: while it makes progress its publishers wait for it (bounded
     // by what they may send per read), and a burst of one event-loop turn (200 publishers' reads, thousands of
     // messages handed to aedes before the first is written) is not a slow consumer
@@ -424,9 +407,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
 
   /** (4) aedes' next packet identifier that is not in flight (a stored message's may be: see (5)). */
   const nextId = (): number => {
-    let id = client._nextId
-    for (let i = 0; i < 65535 && inflightIds?.has(id); i++) id = id >= 65535 ? 1 : id + 1
-    client._nextId = id >= 65535 ? 1 : id + 1
+    let id = takePacketId(client)
+    for (let i = 0; i < 65535 && inflightIds?.has(id); i++) id = takePacketId(client)
     return id
   }
 
@@ -434,7 +416,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   const admitNow = (packet: StoredPacket): boolean => {
     const qos = packet.cmd === 'pubrel' ? 2 : packet.qos ?? 0
     if (qos === 0 || (packet.messageId && inflightIds?.has(packet.messageId))) return true
-    if (inflight >= window) return false
+    if (inflight >= slots()) return false
     // a never-sent message: QoSPacket keeps the id it has, and aedes stores it with outgoingUpdate
     const id = packet.messageId || (packet.messageId = nextId())
     ids().set(id, qos)
@@ -460,7 +442,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
 
   /** (4) Slots are free: send what waits, oldest first. */
   const flush = (): void => {
-    while (!replaying && inflight < window && waitHead < waiting.length) {
+    while (!replaying && inflight < slots() && waitHead < waiting.length) {
       if (client.closed) { waiting = []; waitHead = 0; return }
       const w = waiting[waitHead]!
       waiting[waitHead++] = undefined as unknown as Waiting
