@@ -10,7 +10,7 @@ import mqttPacket from 'mqtt-packet'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { spawnMidge, writeConf } from '../helpers/spawn-midge.js'
-import { run } from '../helpers/proc.js'
+import { run, PYTHON } from '../helpers/proc.js'
 import { mosquittoSub, messageLines } from '../helpers/mosquitto-sub.js'
 
 const PROPS = {
@@ -356,4 +356,90 @@ test('will delay: no will when the client returns in time; the will after the de
   expect(m!.topic).toBe('wd/2')
   expect(Date.now() - t0).toBeGreaterThanOrEqual(900)
   expect(watch.messages.map(x => x.topic)).toEqual(['wd/2'])
+})
+
+const HA_SCRIPT = String.raw`
+import sys, json, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+port = int(sys.argv[1])
+n = int(sys.argv[2])
+got = {}
+done = threading.Event()
+connected = threading.Event()
+result = {}
+def on_connect(c, u, flags, rc, props=None):
+    result['rc'] = rc.value if hasattr(rc, 'value') else rc
+    result['session_present'] = flags.get('session present')
+    connected.set()
+def on_message(c, u, m):
+    if m.topic.startswith('homeassistant/'):
+        got[m.topic] = m.retain
+        if len(got) == n: done.set()
+c = mqtt.Client(client_id='home-assistant-1', protocol=mqtt.MQTTv5)
+c.on_connect = on_connect
+c.on_message = on_message
+p = Properties(PacketTypes.CONNECT)
+p.SessionExpiryInterval = 3600
+c.will_set('homeassistant/status', 'offline', qos=1, retain=True)
+c.connect('127.0.0.1', port, keepalive=60, clean_start=True, properties=p)
+c.loop_start()
+connected.wait(10)
+c.publish('homeassistant/status', 'online', qos=1, retain=True).wait_for_publish(10)
+c.subscribe('homeassistant/#', qos=1)
+ok = done.wait(30)
+result['received'] = len(got)
+result['all_retained'] = all(v for k, v in got.items() if k != 'homeassistant/status')
+c.loop_stop()
+c.socket().close()
+print(json.dumps(result))
+`
+
+test('a Home Assistant-style paho v5 session: clean start with a session expiry, birth and will on homeassistant/status, 1,000 retained discovery configs at subscribe', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}\n')
+  onTestFinished(() => b.close())
+  const z2m = await connect5(b.url(), { clientId: 'zigbee2mqtt' }, onTestFinished)
+  for (let i = 0; i < 1000; i++) {
+    z2m.client.publish(`homeassistant/sensor/dev${i}/config`, JSON.stringify({ name: `Sensor ${i}`, state_topic: `zigbee2mqtt/dev${i}` }), { qos: 1, retain: true })
+  }
+  await z2m.client.publishAsync('barrier/none', '', { qos: 1 })
+  const watch = await connect5(b.url(), { clientId: 'status-watch' }, onTestFinished)
+  await watch.client.subscribeAsync('homeassistant/status', { qos: 1 })
+  const out = await run(PYTHON, ['-c', HA_SCRIPT, String(b.port()), '1001'], { timeoutMs: 40_000 })
+  expect(out.stderr).toBe('')
+  // 1,000 configs + its own retained birth message
+  expect(JSON.parse(out.stdout)).toEqual({ rc: 0, session_present: 0, received: 1001, all_retained: true })
+  // birth, then the will when the socket closed without DISCONNECT
+  const status = await watch.take(2)
+  expect(status.map(m => m.payload)).toEqual(['online', 'offline'])
+}, 60_000)
+
+test('server DISCONNECTs carry their reason: 0x8E to a v5 client whose session is taken over, 0x8B at shutdown', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  let closed = false
+  onTestFinished(async () => { if (!closed) await b.close() })
+  const first = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  onTestFinished(() => first.end())
+  first.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'same', keepalive: 60 })
+  await first.next('connack')
+  const second = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  onTestFinished(() => second.end())
+  second.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'same', keepalive: 60 })
+  expect((await first.next('disconnect')).reasonCode).toBe(0x8e)
+  await second.next('connack')
+  const stop = b.close()
+  closed = true
+  expect((await second.next('disconnect')).reasonCode).toBe(0x8b)
+  await stop
+})
+
+test('a CONNECT with an Authentication Method gets CONNACK 0x8C (no enhanced authentication configured)', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  onTestFinished(() => c.end())
+  c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'scram', keepalive: 60, properties: { authenticationMethod: 'SCRAM-SHA-1' } })
+  expect((await c.next('connack')).reasonCode).toBe(0x8c)
+  await c.closed
 })
