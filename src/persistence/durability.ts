@@ -59,17 +59,16 @@ export class Durability {
     if (backend.journal) this.journal = backend.journal
     if (backend.db) {
       this.journal = new PublishJournal(backend.db, log)
-      if (config.persistence.clientExpirationMs > 0) {
-        this.expiry = new SessionExpiry({
-          db: backend.db,
-          persistence: this.persistence as AedesPersistenceLike,
-          isOnline: id => this.isOnline(id),
-          expirationMs: config.persistence.clientExpirationMs,
-          stats: this.stats,
-          accounting: this.accounting,
-          log
-        })
-      }
+      // also without persistent_client_expiration: a v5 session's own expiry interval must outlive a restart
+      this.expiry = new SessionExpiry({
+        db: backend.db,
+        persistence: this.persistence as AedesPersistenceLike,
+        isOnline: id => this.isOnline(id),
+        expirationMs: config.persistence.clientExpirationMs,
+        stats: this.stats,
+        accounting: this.accounting,
+        log
+      })
     }
     this.accounting.isOnline = id => this.isOnline(id)
     this.accounting.keepsUp = id => {
@@ -150,8 +149,13 @@ export class Durability {
     }
     if (this.expiry) {
       const expiry = this.expiry
-      aedes.on('client', (c: Client) => { if (!c.clean) expiry.touch(c.id).catch(() => {}) })
-      aedes.on('clientDisconnect', (c: Client) => { if (!c.clean) expiry.touch(c.id).catch(() => {}) })
+      const touch = (c: Client): void => {
+        if (c.clean) return
+        expiry.touch(c.id, Date.now(), c.version === 5 ? c.sessionExpiryInterval : undefined)
+          .catch((err: Error) => this.log.warn({ clientId: c.id, err: err.message }, 'could not record when the session was last seen'))
+      }
+      aedes.on('client', touch)
+      aedes.on('clientDisconnect', touch)
       expiry.start()
     }
   }

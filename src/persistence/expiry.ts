@@ -13,6 +13,10 @@ import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from './limits.js'
 
 const SEEN = 'midge-seen:'
+/** MQTT 5: a Session Expiry Interval of 0xFFFFFFFF never expires. */
+const NEVER = 0xffff_ffff
+/** How often sessions are swept when only v5 intervals (no persistent_client_expiration) are to be kept. */
+const V5_SWEEP_MS = 60_000
 const SEEN_RANGE = { gte: SEEN, lt: 'midge-seen;' }
 /** aedes-persistence-level key families holding per-client state: `<family>:<encodeURIComponent(id)>:...` */
 const CLIENT_FAMILIES = ['subscriptions', 'outgoing', 'outgoing-id', 'incoming'] as const
@@ -34,9 +38,11 @@ export class SessionExpiry {
 
   constructor (private readonly deps: ExpiryDeps) {}
 
-  start (intervalMs = Math.min(Math.max(Math.floor(this.deps.expirationMs / 10), 1000), 3_600_000)): void {
-    if (this.deps.expirationMs <= 0) return
-    this.timer = setInterval(() => { this.sweep().catch((err: Error) => this.deps.log.error({ err: err.message }, 'session expiry sweep failed')) }, intervalMs)
+  start (intervalMs = this.deps.expirationMs > 0 ? Math.min(Math.max(Math.floor(this.deps.expirationMs / 10), 1000), V5_SWEEP_MS) : V5_SWEEP_MS): void {
+    const sweep = (): void => { this.sweep().catch((err: Error) => this.deps.log.error({ err: err.message }, 'session expiry sweep failed')) }
+    // at once too: sessions that ran out while the broker was stopped go before anyone can connect
+    sweep()
+    this.timer = setInterval(sweep, intervalMs)
     this.timer.unref()
   }
 
@@ -46,9 +52,16 @@ export class SessionExpiry {
     await this.sweeping?.catch(() => {})
   }
 
-  /** A persistent client connected or disconnected now. */
-  touch (clientId: string, now = Date.now()): Promise<void> {
-    return this.deps.db.put(`${SEEN}${encodeURIComponent(clientId)}`, Buffer.from(String(now)))
+  /** A persistent client connected or disconnected now; a v5 client with its Session Expiry Interval (seconds). */
+  touch (clientId: string, now = Date.now(), sessionExpiryS?: number): Promise<void> {
+    const v = sessionExpiryS === undefined ? String(now) : `${now} ${sessionExpiryS}`
+    return this.deps.db.put(`${SEEN}${encodeURIComponent(clientId)}`, Buffer.from(v))
+  }
+
+  /** How long this session may stay away (ms), or undefined for never. */
+  private limitFor (sessionExpiryS: number | undefined): number | undefined {
+    if (sessionExpiryS !== undefined && sessionExpiryS < NEVER) return sessionExpiryS * 1000
+    return this.deps.expirationMs > 0 ? this.deps.expirationMs : undefined
   }
 
   /** Removes every persistent session last seen more than the expiration before `now`; resolves with their ids. */
@@ -58,16 +71,21 @@ export class SessionExpiry {
   }
 
   private async sweepOnce (now: number): Promise<string[]> {
-    const { db, expirationMs, log } = this.deps
-    if (expirationMs <= 0) return []
-    const seen = new Map<string, number>()
-    for await (const [k, v] of db.iterator(SEEN_RANGE)) seen.set(k.slice(SEEN.length), Number(v.toString()))
+    const { db, log } = this.deps
+    const seen = new Map<string, { at: number, expiryS?: number }>()
+    for await (const [k, v] of db.iterator(SEEN_RANGE)) {
+      const [at, expiryS] = v.toString().split(' ')
+      seen.set(k.slice(SEEN.length), expiryS === undefined ? { at: Number(at) } : { at: Number(at), expiryS: Number(expiryS) })
+    }
     const sessions = new Set<string>()
-    for (const family of CLIENT_FAMILIES) {
-      for await (const k of db.keys({ gte: `${family}:`, lt: `${family};` })) {
-        const start = family.length + 1
-        const end = k.indexOf(':', start)
-        sessions.add(end < 0 ? k.slice(start) : k.slice(start, end))
+    // without persistent_client_expiration only v5 sessions expire, and each of them has its entry: no store scan
+    if (this.deps.expirationMs > 0) {
+      for (const family of CLIENT_FAMILIES) {
+        for await (const k of db.keys({ gte: `${family}:`, lt: `${family};` })) {
+          const start = family.length + 1
+          const end = k.indexOf(':', start)
+          sessions.add(end < 0 ? k.slice(start) : k.slice(start, end))
+        }
       }
     }
     for (const enc of seen.keys()) sessions.add(enc)
@@ -77,7 +95,8 @@ export class SessionExpiry {
       if (this.deps.isOnline(id)) continue
       const last = seen.get(enc)
       if (last === undefined) { await this.touch(id, now); continue }
-      if (now - last <= expirationMs) continue
+      const limit = this.limitFor(last.expiryS)
+      if (limit === undefined || now - last.at <= limit) continue
       await this.remove(id)
       expired.push(id)
       this.deps.stats.expiredClients++

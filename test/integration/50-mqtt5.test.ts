@@ -443,3 +443,25 @@ test('a CONNECT with an Authentication Method gets CONNACK 0x8C (no enhanced aut
   expect((await c.next('connack')).reasonCode).toBe(0x8c)
   await c.closed
 })
+
+test('a v5 session expiry outlives a SIGKILL: still there inside its interval, gone after it', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-v5-')
+  onTestFinished(remove)
+  const conf = await writeConf(dir, `listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/data\n`)
+  const first = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await first.kill('SIGKILL') })
+  for (const [id, expiry] of [['short', 1], ['long', 3600]] as const) {
+    const c = await connect5(first.url(), { clientId: id, clean: false, properties: { sessionExpiryInterval: expiry } }, onTestFinished)
+    await c.client.subscribeAsync('x/#', { qos: 1 })
+    await c.client.endAsync()
+  }
+  await first.kill('SIGKILL')
+  // the short interval must pass while the broker is down (time itself is under test)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  const second = await spawnMidge(conf, dir)
+  onTestFinished(async () => { await second.kill('SIGKILL') })
+  const long = await connect5(second.url(), { clientId: 'long', clean: false, properties: { sessionExpiryInterval: 3600 } }, onTestFinished)
+  expect(long.connack.sessionPresent).toBe(true)
+  const short = await connect5(second.url(), { clientId: 'short', clean: false, properties: { sessionExpiryInterval: 1 } }, onTestFinished)
+  expect(short.connack.sessionPresent).toBe(false)
+}, 60_000)
