@@ -3,6 +3,7 @@
  * `read` (any credential), `write` (write tokens and the admin credential) or `admin` (the admin credential
  * only: API tokens). Bodies are JSON objects; every field is validated and unknown fields are refused.
  */
+import { connectedClients, subscriptionsOf } from '../aedes/internals.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Aedes, Client } from 'aedes'
 import type { Config, ListenerConfig } from '../config/schema.js'
@@ -187,7 +188,7 @@ export class AdminApi {
 
   private clientsByUser (username: string): Client[] {
     const out: Client[] = []
-    const clients = (this.broker.aedes as unknown as { clients: Record<string, Client> }).clients
+    const clients = connectedClients(this.broker.aedes)
     for (const id in clients) {
       const c = clients[id]!
       if (this.broker.hooks.clientInfo.get(c)?.username === username) out.push(c)
@@ -204,7 +205,7 @@ export class AdminApi {
 
   private clientView (c: Client): Record<string, unknown> {
     const info = this.broker.hooks.clientInfo.get(c)
-    const subs = (c as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
+    const subs = subscriptionsOf(c)
     const queued = this.broker.durability?.accounting?.queued(c.id)
     return {
       clientId: c.id,
@@ -216,6 +217,8 @@ export class AdminApi {
       cleanSession: c.clean,
       keepalive: info?.keepalive ?? null,
       protocolVersion: info?.protocolVersion ?? null,
+      // v5: seconds the session outlives the connection (0xFFFFFFFF never expires); 3.1.1: null
+      sessionExpiryInterval: c.version === 5 ? c.sessionExpiryInterval : null,
       subscriptions: Object.keys(subs).sort().map(topic => ({ topic, qos: subs[topic]!.qos })),
       queuedMessages: queued?.count ?? 0
     }
@@ -223,7 +226,7 @@ export class AdminApi {
 
   private defineRoutes (): void {
     const b = this.broker
-    const clients = (): Record<string, Client> => (b.aedes as unknown as { clients: Record<string, Client> }).clients
+    const clients = (): Record<string, Client> => connectedClients(b.aedes)
 
     this.route('GET', '', 'read', async ({ res, principal }) => {
       sendJson(res, 200, { version: VERSION, api: 'v1', scope: principal.scope })
@@ -336,11 +339,11 @@ export class AdminApi {
       if (problems.length > 0) throw validationError(problems)
       const out: Array<Record<string, unknown>> = []
       let truncated = false
-      const store = storeOf(b.aedes) as unknown as { createRetainedStream (p: string): AsyncIterable<{ topic: string, payload: Buffer, qos: number }> }
+      const store = storeOf(b.aedes) as unknown as { createRetainedStream (p: string): AsyncIterable<{ topic: string, payload: Buffer, qos: number, properties?: Record<string, unknown> }> }
       for await (const p of store.createRetainedStream(filter)) {
         if (p.payload.length === 0) continue
         if (out.length >= limit) { truncated = true; break }
-        out.push({ topic: p.topic, qos: p.qos, bytes: p.payload.length, ...payloadView(p.payload) })
+        out.push({ topic: p.topic, qos: p.qos, bytes: p.payload.length, ...payloadView(p.payload), ...(p.properties ? { properties: propertiesView(p.properties) } : {}) })
       }
       out.sort((x, y) => (x.topic as string) < (y.topic as string) ? -1 : 1)
       sendJson(res, 200, { filter, messages: out, truncated })
@@ -410,4 +413,14 @@ export class AdminApi {
     this.tokenQueue = run.catch(() => {})
     return run
   }
+}
+
+/** MQTT 5 properties as JSON: binary Correlation Data as base64, absent and internal fields left out. */
+function propertiesView (props: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || k === 'topicAlias' || k === 'subscriptionIdentifier') continue
+    out[k] = Buffer.isBuffer(v) ? v.toString('base64') : v
+  }
+  return out
 }

@@ -15,8 +15,11 @@ export interface MetricsDeps {
   connections: Map<string, number>
 }
 
+/** The snapshot's plain numbers (not the per-protocol table). */
+type NumericField = Exclude<keyof Snapshot, 'clientsByProtocol'>
+
 /** Counters read from the snapshot: metric name (without `midge_` and `_total`), help, field. */
-const COUNTERS: Array<[string, string, keyof Snapshot]> = [
+const COUNTERS: Array<[string, string, NumericField]> = [
   ['messages_received', 'MQTT packets received from clients, of every type ($SYS/broker/messages/received).', 'messagesReceived'],
   ['messages_sent', 'MQTT packets sent to clients, of every type ($SYS/broker/messages/sent).', 'messagesSent'],
   ['publish_messages_received', 'PUBLISH packets received from clients.', 'publishReceived'],
@@ -31,7 +34,7 @@ const COUNTERS: Array<[string, string, keyof Snapshot]> = [
   ['clients_expired', 'Persistent sessions expired by persistent_client_expiration.', 'clientsExpired']
 ]
 
-const GAUGES: Array<[string, string, keyof Snapshot]> = [
+const GAUGES: Array<[string, string, NumericField]> = [
   ['uptime_seconds', 'Seconds since the broker started.', 'uptimeSeconds'],
   ['clients_connected', 'Clients connected now.', 'clientsConnected'],
   ['clients_disconnected', 'Persistent sessions whose client is not connected.', 'clientsDisconnected'],
@@ -99,6 +102,19 @@ export function createMetrics (deps: MetricsDeps): MetricsSource {
       }
     })
   }
+  new Gauge({
+    name: 'midge_clients_connected_by_protocol',
+    help: 'Clients connected now, per MQTT protocol version (3.1, 3.1.1, 5.0).',
+    labelNames: ['version'],
+    registers: [register],
+    async collect () {
+      const s = await snapshot()
+      if (!s) return
+      this.set({ version: '3.1' }, s.clientsByProtocol[3])
+      this.set({ version: '3.1.1' }, s.clientsByProtocol[4])
+      this.set({ version: '5.0' }, s.clientsByProtocol[5])
+    }
+  })
   new Gauge({
     name: 'midge_listener_connections',
     help: 'Open MQTT connections per listener.',

@@ -3,6 +3,7 @@
  * increments on this object; everything else (bytes on the wire, connected clients, retained messages,
  * subscriptions, heap) is read from existing state when a snapshot is taken (every sys_interval, or per scrape).
  */
+import { connectedClients, subscriptionsOf } from '../aedes/internals.js'
 import type { Socket } from 'node:net'
 import type { Aedes, Client } from 'aedes'
 
@@ -44,6 +45,8 @@ export interface Snapshot {
   subscriptions: number
   heapCurrent: number
   heapMaximum: number
+  /** Connected clients by MQTT protocol level (3 = 3.1, 4 = 3.1.1, 5 = 5.0). */
+  clientsByProtocol: { 3: number, 4: number, 5: number }
 }
 
 /** The store aedes actually uses (aedes keeps it as `broker.persistence`; its types do not say so). */
@@ -114,14 +117,16 @@ export class BrokerStats {
 
   async snapshot (aedes: Aedes): Promise<Snapshot> {
     const persistence = storeOf(aedes)
-    const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
+    const clients = connectedClients(aedes)
+    const clientsByProtocol = { 3: 0, 4: 0, 5: 0 }
     let subscriptions = 0
     let persistentLive = 0
     /** QoS 1/2 subscriptions of connected persistent sessions: the store's offline count includes them. */
     let persistentLiveQosSubs = 0
     for (const id in clients) {
       const c = clients[id]!
-      const subs = (c as unknown as { subscriptions: Record<string, { qos: number }> }).subscriptions
+      if (c.version === 3 || c.version === 4 || c.version === 5) clientsByProtocol[c.version]++
+      const subs = subscriptionsOf(c)
       const n = Object.keys(subs).length
       subscriptions += n
       if (!c.clean && n > 0) {
@@ -166,7 +171,8 @@ export class BrokerStats {
       retainedBytes,
       subscriptions,
       heapCurrent: heap,
-      heapMaximum: this.heapMaximum
+      heapMaximum: this.heapMaximum,
+      clientsByProtocol
     }
   }
 }

@@ -12,7 +12,7 @@ import type { BrokerStats, Snapshot } from './stats.js'
 export const SYS_PREFIX = '$SYS/broker/'
 
 /** Rates smoothed by `load/...`: topic suffix -> snapshot field. */
-const LOADS: Array<[string, keyof Snapshot]> = [
+const LOADS: Array<[string, Exclude<keyof Snapshot, 'clientsByProtocol'>]> = [
   ['messages/received', 'messagesReceived'],
   ['messages/sent', 'messagesSent'],
   ['publish/dropped', 'publishDropped'],

@@ -80,6 +80,8 @@ test.concurrent('metrics say what happened: clients, publishes, packets, per-lis
 
   const after = await scrape(b)
   expect(after.get('midge_clients_connected')).toBe(3)
+  expect(after.get('midge_clients_connected_by_protocol{version="3.1.1"}')).toBe(3)
+  expect(after.get('midge_clients_connected_by_protocol{version="5.0"}')).toBe(0)
   expect(after.get('midge_clients_maximum')).toBe(3)
   expect(after.get('midge_listener_connections{listener="tcp:0"}')).toBe(3)
   expect(after.get('midge_listener_connections{listener="ws:0"}')).toBe(0)
@@ -224,4 +226,13 @@ test.concurrent('protocol http with certfile/keyfile serves /healthz over HTTPS'
     }).on('error', reject)
   })
   expect(body).toBe('200 {"status":"ok"}\n')
+})
+
+test.concurrent('connected clients per protocol version: 3.1, 3.1.1 and 5.0 side by side', async ({ onTestFinished }) => {
+  const b = await startWithPasswd(onTestFinished)
+  const clients = await Promise.all(([[3, 'p3'], [4, 'p4'], [5, 'p5a'], [5, 'p5b']] as const).map(([v, id]) =>
+    mqtt.connectAsync(b.url('tcp'), { reconnectPeriod: 0, clientId: id, protocolVersion: v, ...(v === 3 ? { protocolId: 'MQIsdp' } : {}) })))
+  onTestFinished(async () => { await Promise.all(clients.map(c => c.endAsync(true))) })
+  const m = await scrape(b)
+  expect(['3.1', '3.1.1', '5.0'].map(v => m.get(`midge_clients_connected_by_protocol{version="${v}"}`))).toEqual([1, 1, 2])
 })

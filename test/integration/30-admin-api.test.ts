@@ -407,6 +407,7 @@ describe('changes reach MQTT clients at once', () => {
       cleanSession: true,
       keepalive: 30,
       protocolVersion: 4,
+      sessionExpiryInterval: null,
       subscriptions: [{ topic: 'alice/in/#', qos: 1 }, { topic: 'alice/x', qos: 0 }],
       queuedMessages: 0
     })
@@ -450,6 +451,13 @@ describe('changes reach MQTT clients at once', () => {
         { topic: 'alice/z', qos: 1, bytes: 5, payload: 'three', encoding: 'utf8' }
       ]
     })
+    // a v5 retained message is listed with its properties
+    expect((await run('mosquitto_pub', ['-V', '5', '-h', '127.0.0.1', '-p', port, '-u', 'alice', '-P', 'alicepw', '-t', 'alice/v5', '-m', 'x', '-r', '-q', '1',
+      '-D', 'publish', 'content-type', 'text/plain', '-D', 'publish', 'user-property', 'k', 'v'])).code).toBe(0)
+    expect((await api(env, 'GET', '/api/v1/retained?filter=alice/v5', { auth: BASIC })).json.messages).toEqual([
+      { topic: 'alice/v5', qos: 1, bytes: 1, payload: 'x', encoding: 'utf8', properties: { contentType: 'text/plain', userProperties: { k: 'v' } } }
+    ])
+    expect((await api(env, 'DELETE', '/api/v1/retained?topic=alice/v5', { auth: BASIC })).status).toBe(204)
     expect((await api(env, 'GET', `/api/v1/retained?filter=${encodeURIComponent('alice/+')}&limit=2`, { auth: BASIC })).json.truncated).toBe(true)
     expect((await api(env, 'DELETE', `/api/v1/retained?topic=${encodeURIComponent('alice/b/c')}`, { auth: BASIC })).status).toBe(204)
     expect((await api(env, 'GET', `/api/v1/retained?filter=${encodeURIComponent('alice/b/#')}`, { auth: BASIC })).json.messages).toEqual([])
