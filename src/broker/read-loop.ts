@@ -1,5 +1,5 @@
 /**
- * aedes 1.2.0 reads a connection one batch at a time: `_parsingBatch` counts the packets of the last read still
+ * aedes reads a connection one batch at a time: `_parsingBatch` counts the packets of the last read still
  * being handled, and the next `read()` happens when the last of them is done (lib/client.js `nextBatch`). That is
  * the broker's backpressure: a publisher whose messages wait for a slow subscriber is not read until they are
  * delivered, so TCP slows it down. But aedes calls the same `nextBatch` on every 'readable' event of the socket,
@@ -16,14 +16,11 @@
  * empty and the next bytes bring a 'readable' of their own. Test: 16-inflight "a publisher is not read while its
  * messages wait for the window".
  */
-interface AedesReadLoop {
-  _parsingBatch: number
-  _nextBatch: () => void
-  conn: { removeListener: (event: 'readable', fn: () => void) => void, on: (event: 'readable', fn: () => void) => void }
-}
+import type { Client } from 'aedes'
+import { clientInternals } from '../aedes/internals.js'
 
-export function readOneBatchAtATime (aedesClient: unknown): void {
-  const client = aedesClient as AedesReadLoop
+export function readOneBatchAtATime (aedesClient: Client): void {
+  const client = clientInternals(aedesClient)
   const nextBatch = client._nextBatch
   // aedes starts the count at 1 for its first 'readable' to take; nothing has been read yet
   client._parsingBatch = 0

@@ -3,6 +3,7 @@
  * `clusterAedesOptions` (routing, heartbeat, the Redis gate on CONNECT and PUBLISH) before `Aedes.createBroker`,
  * `attachCluster` (journal sweep, disconnecting clients when Redis is lost) after it.
  */
+import { connectedClients } from '../aedes/internals.js'
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Logger } from '../logging/logger.js'
 import { HEARTBEAT_MS, type ClusterNode } from './node.js'
@@ -46,7 +47,7 @@ export function gatePublish (node: ClusterNode, inner: AuthorizePublish): Author
 }
 
 export function attachCluster (node: ClusterNode, aedes: Aedes, replay: () => Promise<void>, log: Logger): void {
-  const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
+  const clients = connectedClients(aedes)
   aedes.once('closed', () => node.health.close())
   node.health.on('disconnect-clients', () => {
     const all = Object.values(clients)

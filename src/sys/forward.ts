@@ -8,6 +8,7 @@
  *    starts with `$` matches it [MQTT-4.7.2-1]. test/integration/10-sys.test.ts shows both.
  * The added cost for ordinary topics is one char code comparison and two additions.
  */
+import { subscriptionsOf } from '../aedes/internals.js'
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
 import { topicMatches } from '../broker/topic-match.js'
@@ -20,7 +21,7 @@ const MIDGE_SYS = '$SYS/broker/'
 const AEDES_SYS = /^\$SYS\/[^/]+\/(?:heartbeat|birth|new\/clients|disconnect\/clients|new\/subscribes|new\/unsubscribes)$/
 
 function dollarSubscribed (client: Client, topic: string): boolean {
-  const subs = (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions
+  const subs = subscriptionsOf(client)
   for (const filter in subs) {
     if (filter.charCodeAt(0) === DOLLAR && topicMatches(filter, topic)) return true
   }

@@ -3,7 +3,7 @@
  * increments on this object; everything else (bytes on the wire, connected clients, retained messages,
  * subscriptions, heap) is read from existing state when a snapshot is taken (every sys_interval, or per scrape).
  */
-import { connectedClients, subscriptionsOf } from '../aedes/internals.js'
+import { brokerInternals, connectedClients, subscriptionsOf } from '../aedes/internals.js'
 import type { Socket } from 'node:net'
 import type { Aedes, Client } from 'aedes'
 
@@ -51,7 +51,7 @@ export interface Snapshot {
 
 /** The store aedes actually uses (aedes keeps it as `broker.persistence`; its types do not say so). */
 export function storeOf (aedes: Aedes): StoreView {
-  return (aedes as unknown as { persistence: StoreView }).persistence
+  return brokerInternals(aedes).persistence as StoreView
 }
 
 export class BrokerStats {
