@@ -178,11 +178,15 @@ class Client {
       for (let k = 0; k < PACED_WINDOW; k++) this.sendPacedBatch()
     } else if (g.mode === 'flood') {
       const batch = this.floodBatch!
+      // `publishing` only changes from the message handler, between pumps, so it is read once per pump.
       const pump = (): void => {
-        while (publishing && !this.closing) {
+        if (!publishing) return
+        let accepted = true
+        while (accepted && !this.closing) {
           totals.sent += FLOOD_BATCH
-          if (!this.stream.write(batch)) { this.stream.once('drain', pump); return }
+          accepted = this.stream.write(batch)
         }
+        if (!accepted) this.stream.once('drain', pump)
       }
       pump()
     } else if (g.mode === 'window') {
@@ -341,7 +345,6 @@ async function handle (m: ToWorker): Promise<void> {
         await Promise.all(clients.map(c => c.close()))
         send({ ok: true, cmd: 'close' })
         process.disconnect?.()
-        return
     }
   } catch (err) {
     send({ ok: false, cmd: m.cmd, error: (err as Error).message })

@@ -25,8 +25,8 @@ test('npm start answers MQTT on 1883 and MQTT over WebSocket on 8080, then stops
   let out = ''
   proc.stderr.on('data', (d: Buffer) => { out += d.toString() })
   proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise<void>((resolveReady, reject) => {
-    proc.stderr.on('data', () => { if (/Midge version \S+ running/.test(out)) resolveReady() })
+  await new Promise<void>((resolve, reject) => {
+    proc.stderr.on('data', () => { if (/Midge version \S+ running/.test(out)) resolve() })
     proc.on('exit', code => reject(new Error(`npm start exited (${code}); are ports 1883/8080 free?\n${out}`)))
   })
   expect(out).toContain('Anonymous access is allowed on tcp listener *:1883')

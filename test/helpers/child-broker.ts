@@ -8,11 +8,11 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL, fileURLToPath } from 'node:url'
 import { once } from 'node:events'
 
-const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
+const ROOT = resolvePath(fileURLToPath(new URL('.', import.meta.url)), '../..')
 /** The daemon to run; MIDGE_CHILD_MAIN points the hardening tests at another build (e.g. to show a regression). */
 export const DIST_MAIN = process.env.MIDGE_CHILD_MAIN ?? join(ROOT, 'dist/main.js')
 const PROBE = pathToFileURL(join(ROOT, 'test/helpers/broker-probe.mjs')).href
@@ -74,13 +74,13 @@ export async function startChildBroker (confText: string, opts: { nodeArgs?: str
     if (m.type === 'uncaught') uncaught.push(m.message ?? '')
     if (m.type === 'stats' && m.id !== undefined) { pending.get(m.id)?.(m); pending.delete(m.id) }
   })
-  const ready = new Promise<void>((resolvePorts, reject) => {
+  const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`child broker did not start:\n${err}`)), opts.startTimeoutMs ?? 15_000)
     proc.stderr!.setEncoding('utf8')
     proc.stderr!.on('data', (d: string) => {
       err += d
       for (const m of d.matchAll(/listen socket on port (\d+)\./g)) ports.push(Number(m[1]))
-      if (ports.length >= expected) { clearTimeout(timer); resolvePorts() }
+      if (ports.length >= expected) { clearTimeout(timer); resolve() }
     })
     void exit.then(([code, signal]) => { clearTimeout(timer); reject(new Error(`child broker exited (${code ?? signal}) before listening:\n${err}`)) })
   })
@@ -99,11 +99,11 @@ export async function startChildBroker (confText: string, opts: { nodeArgs?: str
     uncaught,
     stderr: () => err,
     alive: () => !exited,
-    stats: ({ gc = true, resetDelay = false } = {}) => new Promise<ProbeStats>((res, rej) => {
-      if (exited) { rej(new Error(`child broker is not running:\n${err.slice(-4000)}`)); return }
+    stats: ({ gc = true, resetDelay = false } = {}) => new Promise<ProbeStats>((resolve, reject) => {
+      if (exited) { reject(new Error(`child broker is not running:\n${err.slice(-4000)}`)); return }
       const id = nextId++
-      const t = setTimeout(() => { pending.delete(id); rej(new Error('child broker did not answer a stats request in 30 s')) }, 30_000)
-      pending.set(id, s => { clearTimeout(t); res(s) })
+      const t = setTimeout(() => { pending.delete(id); reject(new Error('child broker did not answer a stats request in 30 s')) }, 30_000)
+      pending.set(id, s => { clearTimeout(t); resolve(s) })
       proc.send({ type: 'stats', id, gc, resetDelay })
     }),
     close: async () => {

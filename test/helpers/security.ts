@@ -18,7 +18,6 @@ export async function subackCodes (c: MqttClient, subs: Record<string, { qos: 0 
   }
 }
 
-
 /** The next message on an MQTT.js client (events.once does not type-check against MqttClient). */
 export function nextMessage (c: MqttClient): Promise<[string, Buffer, { qos: number, retain: boolean }]> {
   return new Promise(resolve => c.once('message', (topic, payload, packet) => resolve([topic, payload, packet])))

@@ -7,11 +7,11 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import net from 'node:net'
-import { join, resolve } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { run, type RunResult } from './proc.js'
 
-const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
+const ROOT = resolvePath(fileURLToPath(new URL('.', import.meta.url)), '../..')
 export const MIDGE_MAIN = join(ROOT, 'dist/main.js')
 
 /** The old name of Daemon, used by the persistence and cluster tests. */
@@ -41,15 +41,15 @@ function daemon (proc: ChildProcess, ready: RegExp, portRe: RegExp, timeoutMs: n
   const onData = (d: string): void => { out += d; for (const l of listeners) l() }
   proc.stdout!.setEncoding('utf8').on('data', onData)
   proc.stderr!.setEncoding('utf8').on('data', onData)
-  const exited = new Promise<Exit>(res => proc.once('exit', (code, signal) => res({ code, signal })))
-  const waitFor = (re: RegExp, ms = timeoutMs, from = 0): Promise<string> => new Promise((res, rej) => {
+  const exited = new Promise<Exit>(resolve => proc.once('exit', (code, signal) => resolve({ code, signal })))
+  const waitFor = (re: RegExp, ms = timeoutMs, from = 0): Promise<string> => new Promise((resolve, reject) => {
     const check = (): boolean => {
       const m = re.exec(out.slice(from))
-      if (m) { cleanup(); res(m[0]); return true }
+      if (m) { cleanup(); resolve(m[0]); return true }
       return false
     }
-    const t = setTimeout(() => { cleanup(); rej(new Error(`timed out waiting for ${re}:\n${out}`)) }, ms)
-    const onExit = (): void => { if (!check()) { cleanup(); rej(new Error(`process exited while waiting for ${re}:\n${out}`)) } }
+    const t = setTimeout(() => { cleanup(); reject(new Error(`timed out waiting for ${re}:\n${out}`)) }, ms)
+    const onExit = (): void => { if (!check()) { cleanup(); reject(new Error(`process exited while waiting for ${re}:\n${out}`)) } }
     const cleanup = (): void => { clearTimeout(t); listeners.delete(check); proc.off('exit', onExit) }
     listeners.add(check)
     proc.once('exit', onExit)
@@ -116,8 +116,8 @@ export async function runMidge (args: string[], cwd: string, timeoutMs = 20_000)
 /** A port that was free a moment ago (for mosquitto, which cannot report an ephemeral port). */
 export async function freePort (): Promise<number> {
   const srv = net.createServer()
-  await new Promise<void>(res => srv.listen(0, '127.0.0.1', () => res()))
+  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', () => resolve()))
   const port = (srv.address() as net.AddressInfo).port
-  await new Promise<void>(res => srv.close(() => res()))
+  await new Promise<void>(resolve => srv.close(() => resolve()))
   return port
 }

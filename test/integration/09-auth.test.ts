@@ -27,7 +27,12 @@ async function connack (port: number, opts: { username?: string, password?: stri
   const c = await RawClient.connect(port)
   try {
     c.send({
-      cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: opts.clientId ?? 'c', keepalive: 60,
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: opts.clientId ?? 'c',
+      keepalive: 60,
       ...(opts.username !== undefined ? { username: opts.username } : {}),
       ...(opts.password !== undefined ? { password: Buffer.from(opts.password) } : {})
     })
@@ -253,7 +258,7 @@ test('auth_plugin reload (SIGHUP path): the example plugin rereads its secret; o
 
 test('a plugin that answers something other than allow/deny/defer, or throws, gives CONNACK 3 (server unavailable)', async ({ onTestFinished }) => {
   const p = join(dir, 'odd-plugin.mjs')
-  writeFileSync(p, `export default () => ({ name: 'odd', async authenticate ({ username }) { if (username === 'boom') throw new Error('backend down'); return 'yes' } })\n`)
+  writeFileSync(p, 'export default () => ({ name: "odd", async authenticate ({ username }) { if (username === "boom") throw new Error("backend down"); return "yes" } })\n')
   const b = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${p}\n`)
   onTestFinished(() => b.close())
   expect(await connack(b.port(), { username: 'u', password: 'p' })).toEqual(CONNACK(3))

@@ -22,7 +22,7 @@ async function connect (url: string, opts: mqtt.IClientOptions): Promise<MqttCli
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...opts })
   const [connack] = await Promise.race([
     once(c as unknown as EventEmitter, 'connect') as Promise<[IConnackPacket]>,
-    once(c as unknown as EventEmitter, 'error').then(([err]) => { throw err as Error })
+    once(c as unknown as EventEmitter, 'error').then(([err]) => { throw err })
   ])
   sessionPresent.set(c, connack.sessionPresent)
   return c

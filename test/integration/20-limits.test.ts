@@ -307,10 +307,10 @@ test('a publisher flooding faster than the broker can route is throttled by TCP 
   await once(flooder, 'data') // CONNACK
   let flushed = 0
   let blockedMs = 0
-  let stop = false
+  const stop = new AbortController()
   const samples: Array<{ heapUsed: number, rss: number }> = []
   const sampler = (async () => {
-    while (!stop) {
+    while (!stop.signal.aborted) {
       await new Promise(resolve => setTimeout(resolve, 500))
       samples.push(await b.stats())
     }
@@ -324,7 +324,7 @@ test('a publisher flooding faster than the broker can route is throttled by TCP 
       blockedMs += Date.now() - tb
     }
   }
-  stop = true
+  stop.abort()
   await sampler
   const stillQueued = flooder.writableLength
   const routedPublishes = Math.min(...subs.map(s => s.bytes)) / publishBytes.length

@@ -95,7 +95,7 @@ describe('configuration', () => {
     ['listener 0\nadmin_enabled true\nadmin_password_file /tmp/x', 'admin_enabled needs a websockets listener'],
     ['listener 0\nprotocol websockets\nadmin_enabled true', 'admin_enabled true needs admin_password_file or admin_token_file'],
     ['password_file /tmp/pw\nadmin_password_file /tmp/pw\nlistener 0\nprotocol websockets\nadmin_enabled true', 'admin_password_file must not be a password_file of MQTT users'],
-    ['listener 0\nprotocol websockets\nadmin_enabled maybe', "Invalid admin_enabled value (maybe). Error found at test.conf:3."]
+    ['listener 0\nprotocol websockets\nadmin_enabled maybe', 'Invalid admin_enabled value (maybe). Error found at test.conf:3.']
   ])('config error: %j', (text, message) => {
     expect(() => loadConfig({ configText: text, configName: 'test.conf' })).toThrow(message)
   })

@@ -32,7 +32,7 @@ async function connect (url: string, opts: IClientOptions = {}, got?: Got[]): Pr
   const ac = new AbortController()
   const [connack] = await Promise.race([
     once(c as unknown as EventEmitter, 'connect', { signal: ac.signal }) as Promise<[IConnackPacket]>,
-    once(c as unknown as EventEmitter, 'error', { signal: ac.signal }).then(([err]) => { c.end(true); throw err as Error })
+    once(c as unknown as EventEmitter, 'error', { signal: ac.signal }).then(([err]) => { c.end(true); throw err })
   ]).finally(() => ac.abort())
   c.sessionPresent = connack.sessionPresent
   return c
@@ -211,10 +211,10 @@ test('a returning persistent session gets its CONNACK before the messages routed
   // a steady stream of QoS 1 messages for the session through node A while it reconnects to node G, 20 times
   const pub = await connect(a.url(), { clientId: 'pub-cf' })
   onTestFinished(() => pub.endAsync(true))
-  let streaming = true
+  const streaming = new AbortController()
   let sent = 0
   const stream = (async () => {
-    while (streaming) await Promise.all(Array.from({ length: 20 }, () => pub.publishAsync('cf/x', `c${sent++}`, { qos: 1 })))
+    while (!streaming.signal.aborted) await Promise.all(Array.from({ length: 20 }, () => pub.publishAsync('cf/x', `c${sent++}`, { qos: 1 })))
   })()
   const firsts: string[] = []
   try {
@@ -227,7 +227,7 @@ test('a returning persistent session gets its CONNACK before the messages routed
       await raw.closed
     }
   } finally {
-    streaming = false
+    streaming.abort()
     await stream
   }
   // a clean session ends it: nothing stays queued
@@ -280,21 +280,22 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   pub.on('error', () => {})
   const acked = new Set<string>()
   const N = 3000
-  let killed: Promise<unknown> | undefined
+  let killed = false
   const enough = new Promise<void>(resolve => {
     for (let i = 0; i < N; i++) {
       const qos = i % 4 === 3 ? 2 : 1
       const payload = `${qos === 1 ? 'a' : 'b'}-${i}`
       pub.publish(`k/${qos}`, payload, { qos }, (err) => {
         if (err) return
-        if (killed === undefined) acked.add(payload)
+        if (!killed) acked.add(payload)
         if (acked.size >= 600) resolve()
       })
     }
   })
   await enough
-  killed = c.kill('SIGKILL')
-  await killed
+  const kill = c.kill('SIGKILL')
+  killed = true
+  await kill
   pub.end(true)
   expect(acked.size).toBeGreaterThanOrEqual(600)
   expect(acked.size).toBeLessThan(N)
