@@ -416,6 +416,7 @@ export class AdminApi {
       const out = edit(lines)
       await writeFileAtomic(file, out.length === 0 ? '' : `${out.join('\n')}\n`)
     })
+    // the caller gets the failure from `run`; the queue only orders the next edit after this one
     this.tokenQueue = run.catch(() => {})
     return run
   }

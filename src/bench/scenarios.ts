@@ -79,6 +79,7 @@ class Worker {
     if (this.exited) return
     const gone = new Promise<void>(resolve => this.child.once('exit', () => resolve()))
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000)
+    // a worker that already exited cannot answer; `gone` settles either way (or the timer kills it)
     await this.request({ cmd: 'close' }).catch(() => {})
     await gone
     clearTimeout(timer)
