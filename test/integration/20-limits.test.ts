@@ -11,6 +11,7 @@ import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { startChildBroker } from '../helpers/child-broker.js'
 import { makeTestCerts } from '../helpers/certs.js'
+import { eventually } from '../helpers/mqtt.js'
 import tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 
@@ -21,15 +22,6 @@ const CONNECT = (clientId: string, extra: Record<string, unknown> = {}) =>
 async function bytesUntilClose (c: RawClient): Promise<Buffer> {
   await c.closed
   return Buffer.concat(c.received)
-}
-
-/** Polls a condition that has no event of its own (a counter inside the broker). */
-async function until (pred: () => boolean, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now()
-  while (!pred()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time')
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 function connackCode (p: unknown): number {
@@ -66,7 +58,7 @@ test('max_connections: the extra connection is closed without a byte, the others
   // one leaves: its slot is free again
   clients[0]!.end()
   await clients[0]!.closed
-  await until(() => b.broker.connections.get(b.broker.bound[0]!.config.id) === 2)
+  await eventually(() => b.broker.connections.get(b.broker.bound[0]!.config.id) === 2, 5000, 'two connections counted')
   const again = await RawClient.connect(b.port())
   onTestFinished(() => again.end())
   expect(connackCode(await again.connectMqtt({ clientId: 'again' }))).toBe(0)
