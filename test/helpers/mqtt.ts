@@ -89,8 +89,8 @@ export interface Collector {
 }
 
 /** Collects the messages `c` receives from now on (pass `got` to connect() to have those before its CONNACK). */
-export function collect (c: MqttClient, messages: Received[] = []): Collector {
-  record(c, messages)
+export function collect (c: MqttClient): Collector {
+  const messages = record(c, [])
   return {
     messages,
     take: async (n, timeoutMs = 10_000) => {
@@ -107,9 +107,8 @@ export function collect (c: MqttClient, messages: Received[] = []): Collector {
 
 /** Connects, starts collecting and subscribes: the watcher most tests need. */
 export async function subscriber (url: string, clientId: string, filter: string, qos: 0 | 1 | 2, onFinished?: (fn: OnTestFinishedHandler) => void) {
-  const got: Received[] = []
-  const client = await connect(url, { clientId, got }, onFinished)
-  const collector = collect(client, got)
+  const client = await connect(url, { clientId }, onFinished)
+  const collector = collect(client)
   await client.subscribeAsync(filter, { qos })
   return { client, ...collector }
 }

@@ -8,7 +8,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker } from '../helpers/child-broker.js'
+import { startChildBroker } from '../helpers/processes.js'
 
 const PAYLOAD = Buffer.alloc(2048, 0x61)
 const QOS0 = 8000

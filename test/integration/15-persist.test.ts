@@ -4,9 +4,9 @@
  */
 import { test, expect } from 'vitest'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { connect, collect, until } from '../helpers/mqtt.js'
+import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/processes.js'
 
 const CONF = `listener 0 127.0.0.1
 allow_anonymous true

@@ -9,11 +9,11 @@ import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { startChildBroker } from '../helpers/child-broker.js'
 import { makeTestCerts } from '../helpers/certs.js'
 import { eventually } from '../helpers/mqtt.js'
 import tls from 'node:tls'
 import { readFileSync } from 'node:fs'
+import { startChildBroker } from '../helpers/processes.js'
 
 const CONNECT = (clientId: string, extra: Record<string, unknown> = {}) =>
   ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, ...extra })

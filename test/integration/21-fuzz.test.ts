@@ -10,7 +10,7 @@ import { test, expect } from 'vitest'
 import net from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker, crashLines } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_FUZZ_SECONDS ?? 15)
 const SEED = Number(process.env.MIDGE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))

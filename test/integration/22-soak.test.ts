@@ -10,7 +10,7 @@
  */
 import { test, expect } from 'vitest'
 import mqtt, { type MqttClient } from 'mqtt'
-import { startChildBroker, crashLines, type ProbeStats } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines, type ProbeStats } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_SOAK_SECONDS ?? 60)
 const SAMPLE_MS = 2000

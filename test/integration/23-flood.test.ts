@@ -11,7 +11,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker, crashLines, type ChildBroker } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines, type ChildBroker } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_FLOOD_SECONDS ?? 3)
 const PUBLISHERS = 200

@@ -10,15 +10,14 @@ import { join } from 'node:path'
 import { userInfo } from 'node:os'
 import type { MqttClient } from 'mqtt'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
-import { connect, collect } from '../helpers/mqtt.js'
-import { run } from '../helpers/proc.js'
-import { freePort, spawnMosquitto, nextMessage } from '../helpers/security.js'
+import { connect, collect, nextMessage } from '../helpers/mqtt.js'
 import { loadConfig } from '../../src/index.js'
 import { hashPassword } from '../../src/auth/password-hash.js'
 import { ADMIN_ERR } from '../../src/admin/errors.js'
 import { hashToken } from '../../src/admin/auth.js'
 import { makeTestCerts } from '../helpers/certs.js'
 import https from 'node:https'
+import { run, freePort, spawnMosquitto } from '../helpers/processes.js'
 
 const ADMIN = { user: 'root', password: 'admin-secret-1' }
 const BASIC = `Basic ${Buffer.from(`${ADMIN.user}:${ADMIN.password}`).toString('base64')}`

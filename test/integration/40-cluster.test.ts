@@ -6,10 +6,10 @@ import { test, expect, beforeAll, afterAll } from 'vitest'
 import { once, type EventEmitter } from 'node:events'
 import type { MqttClient } from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, runMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { connect, collect, until, type Received } from '../helpers/mqtt.js'
+import { spawnMidge, runMidge, writeConf, type MidgeProcess } from '../helpers/processes.js'
 
 const conf = (redisUrl: string, node: string, sysInterval = 0): string => `listener 0 127.0.0.1
 allow_anonymous true
@@ -79,9 +79,9 @@ test('a client on node A receives what a client on node B publishes, at QoS 0, 1
   for (const qos of [0, 1, 2] as const) await pub.publishAsync(`x/${qos}`, `m${qos}`, { qos })
   await until(sub, got, g => g.length >= 3, 'three messages')
   expect(got).toEqual([
-    { topic: 'x/0', payload: 'm0', qos: 0, retain: false },
-    { topic: 'x/1', payload: 'm1', qos: 1, retain: false },
-    { topic: 'x/2', payload: 'm2', qos: 2, retain: false }
+    { topic: 'x/0', payload: 'm0', qos: 0, retain: false, dup: false },
+    { topic: 'x/1', payload: 'm1', qos: 1, retain: false, dup: false },
+    { topic: 'x/2', payload: 'm2', qos: 2, retain: false, dup: false }
   ])
 })
 
@@ -140,7 +140,7 @@ test('a persistent session that leaves A and comes back on B gets its offline qu
   // the subscription came back with the session: a new publish on A reaches it on B
   await pub.publishAsync('q/new', 'live', { qos: 1 })
   await until(s2, got, g => g.length >= 7, 'the live message')
-  expect(got[6]).toEqual({ topic: 'q/new', payload: 'live', qos: 1, retain: false })
+  expect(got[6]).toEqual({ topic: 'q/new', payload: 'live', qos: 1, retain: false, dup: false })
 })
 
 test('a persistent session gets all of a queue longer than 1000 messages when it comes back (aedes-persistence-redis delivered 1000)', { timeout: 40_000 }, async ({ onTestFinished }) => {
