@@ -34,6 +34,8 @@ export interface Watched {
   proc: ChildProcess
   /** stderr + stdout so far. */
   output (): string
+  /** stdout alone so far. */
+  stdout (): string
   /** stderr alone so far. */
   stderr (): string
   /** Resolves when `re` matches output after offset `from`, or rejects after timeoutMs or at exit. */
@@ -48,10 +50,11 @@ export interface Watched {
 
 export function watch (proc: ChildProcess): Watched {
   let out = ''
+  let std = ''
   let err = ''
   let running = true
   const listeners = new Set<() => void>()
-  proc.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d; for (const l of listeners) l() })
+  proc.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d; std += d; for (const l of listeners) l() })
   proc.stderr?.setEncoding('utf8').on('data', (d: string) => { out += d; err += d; for (const l of listeners) l() })
   const exited = new Promise<Exit>(resolve => proc.once('exit', (code, signal) => { running = false; resolve({ code, signal }) }))
   const waitFor = (re: RegExp, ms: number, from = 0): Promise<string> => new Promise((resolve, reject) => {
@@ -70,6 +73,7 @@ export function watch (proc: ChildProcess): Watched {
   return {
     proc,
     output: () => out,
+    stdout: () => std,
     stderr: () => err,
     waitFor,
     exited,

@@ -16,7 +16,7 @@ import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
 import { createServerCert, signClientCsr } from '../../src/cli/certs.js'
-import { freePort, midge, run, spawnMidge, spawnMosquitto, PYTHON, type RunResult } from '../helpers/processes.js'
+import { freePort, midge, run, spawnMidge, spawnMosquitto, watch, PYTHON, type RunResult } from '../helpers/processes.js'
 import { subackCodes, nextMessage, nextError } from '../helpers/mqtt.js'
 
 let certs: TestCerts
@@ -28,17 +28,11 @@ const tlsConf = (extra = '') => `listener 0 127.0.0.1\ncafile ${certs.ca}\ncertf
 /** mosquitto_sub for one message; resolves `ready` once its SUBACK arrived (-d output). */
 function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<RunResult> } {
   // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, and the SUBACK line is the readiness signal
-  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''; let stderr = ''
-  let onReady: () => void = () => {}
-  let onFail: (e: Error) => void = () => {}
-  const ready = new Promise<void>((resolve, reject) => { onReady = resolve; onFail = reject })
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; if (stdout.includes('received SUBACK')) onReady() })
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const done = new Promise<RunResult>(resolve => child.on('close', (code, signal) => {
-    onFail(new Error(`mosquitto_sub exited before SUBACK: ${stdout}${stderr}`))
-    resolve({ code, signal, stdout, stderr })
-  }))
+  const w = watch(spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  // -W 10: mosquitto_sub gives up after 10 s, so it exits (and `ready` rejects) before this timeout
+  const ready = w.waitFor(/received SUBACK/, 15_000).then(() => {})
+  // 'close', not 'exit': the output is complete only once the pipes are
+  const done = new Promise<RunResult>(resolve => w.proc.on('close', (code, signal) => resolve({ code, signal, stdout: w.stdout(), stderr: w.stderr() })))
   return { ready, done }
 }
 
