@@ -134,6 +134,8 @@ export interface Daemon {
   output (): string
   /** Resolves when `re` matches output written after this call, or rejects after timeoutMs or at exit. */
   waitFor (re: RegExp, timeoutMs?: number): Promise<string>
+  /** Resolves when `re` matches any output, earlier or later, or rejects after timeoutMs or at exit. */
+  logged (re: RegExp, timeoutMs?: number): Promise<string>
   /** Resolves with the exit code (or signal) once the process has exited. */
   exited: Promise<Exit>
   /** Sends `signal` (SIGTERM by default) unless it has exited, then waits for the exit. */
@@ -159,6 +161,7 @@ async function daemon (proc: ChildProcess, ready: RegExp, portRe: RegExp, timeou
     url: (i = 0) => `mqtt://127.0.0.1:${ports[i]}`,
     output: w.output,
     waitFor: (re: RegExp, ms = timeoutMs) => w.waitFor(re, ms, w.output().length),
+    logged: (re: RegExp, ms = timeoutMs) => w.waitFor(re, ms, 0),
     exited: w.exited,
     kill: w.kill,
     stop: async () => { await w.kill('SIGTERM') }

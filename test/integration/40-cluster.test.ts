@@ -19,18 +19,6 @@ sys_interval ${sysInterval}
 max_queued_messages 5000
 `
 
-/** Resolves when the process has logged a line matching `re` (checked on every chunk of output). */
-function logged (m: MidgeProcess, re: RegExp, timeoutMs = 15_000): Promise<void> {
-  if (re.test(m.output())) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { off(); reject(new Error(`timed out waiting for ${re}:\n${m.output().slice(-3000)}`)) }, timeoutMs)
-    const on = (): void => { if (re.test(m.output())) { clearTimeout(t); off(); resolve() } }
-    const off = (): void => { m.proc.stdout!.off('data', on); m.proc.stderr!.off('data', on) }
-    m.proc.stdout!.on('data', on)
-    m.proc.stderr!.on('data', on)
-  })
-}
-
 let redis: TestRedis
 let dir: string
 let removeDir: () => Promise<void>
@@ -419,7 +407,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   const closed = (c: MqttClient): Promise<void> => new Promise(resolve => c.once('close', () => resolve()))
   const watchClosed = closed(watch)
   await r2.stop({ save: true })
-  await Promise.all([logged(e, /Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/), logged(f, /Redis connection lost/)])
+  await Promise.all([e.logged(/Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/, 15_000), f.logged(/Redis connection lost/, 15_000)])
   // the load balancer takes the node out: /healthz cannot write its probe to the store
   expect(await health()).toBe(503)
   // a publish now is not acknowledged: the connection closes, MQTT.js keeps the message
@@ -434,7 +422,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   await watchClosed
 
   await r2.start()
-  await Promise.all([logged(e, /Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/), logged(f, /Redis connection back/)])
+  await Promise.all([e.logged(/Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/, 15_000), f.logged(/Redis connection back/, 15_000)])
   expect(await health()).toBe(200)
   // the publisher reconnected and sent its message again; the persistent subscriber gets it
   await during
