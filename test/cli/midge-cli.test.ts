@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync, chmodSync } from 'n
 import { join } from 'node:path'
 import { tempDir } from '../helpers/start-broker.js'
 import { connect, collect } from '../helpers/mqtt.js'
-import { spawnMidge, spawnMidgeWith, runMidge, writeConf } from '../helpers/processes.js'
+import { freePort, spawnMidge, spawnMidgeWith, runMidge, writeConf } from '../helpers/processes.js'
 
 test('--help lists mosquitto\'s flags and the subcommands; exit 0', async () => {
   const r = await runMidge(['--help'], process.cwd())
@@ -129,9 +129,7 @@ test('bare midge without a config listens on localhost:1883 only (local only mod
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
   // -p moves the local-only listener to a free port so the test does not need 1883
-  const probe = net.createServer(); probe.listen(0, '127.0.0.1'); await once(probe, 'listening')
-  const port = (probe.address() as net.AddressInfo).port
-  probe.close(); await once(probe, 'close')
+  const port = await freePort()
   const m = await spawnMidgeWith(['-p', String(port)], dir)
   onTestFinished(async () => { await m.kill('SIGKILL') })
   expect(m.output()).toContain('Starting in local only mode.')
