@@ -30,19 +30,5 @@ export default [
     rules: {
       'no-void': ['error', { allowAsStatement: true }]
     }
-  },
-  {
-    // The console is bundled for the browser by esbuild.
-    files: ['src/console/**/*.ts'],
-    languageOptions: {
-      globals: {
-        window: 'readonly',
-        document: 'readonly',
-        fetch: 'readonly',
-        location: 'readonly',
-        EventSource: 'readonly',
-        HTMLElement: 'readonly'
-      }
-    }
   }
 ]
