@@ -1,7 +1,24 @@
 /**
- * Stable error codes (fastify `FST_ERR_*` / undici `UND_ERR_*` style). The exit code is what `midge` exits
- * with when the error stops start-up: 3 for configuration errors and 1 for runtime start-up failures,
- * the same as mosquitto.
+ * Midge's errors are one family: every error it raises on purpose is a MidgeError with a stable code
+ * (fastify `FST_ERR_*` / undici `UND_ERR_*` style), so callers and embedders branch on `err.code`, never on the
+ * message. Three tables hold the codes: ERR below (start-up, with the exit code), ADMIN_ERR (admin API, with the
+ * HTTP status) and CSR_ERR (the certificate-request page); docs/errors.md lists all of them, and a test keeps it
+ * in sync.
+ */
+export class MidgeError extends Error {
+  constructor (readonly code: string, message: string, opts: { cause?: unknown } = {}) {
+    super(message, { cause: opts.cause })
+    this.name = 'MidgeError'
+  }
+}
+
+export function isMidgeError (err: unknown): err is MidgeError {
+  return err instanceof MidgeError
+}
+
+/**
+ * Start-up errors. The exit code is what `midge` exits with when the error stops start-up: 3 for configuration
+ * errors and 1 for runtime start-up failures, the same as mosquitto (2 for a command-line usage error).
  */
 export const ERR = {
   CONFIG_INVALID: { code: 'MIDGE_ERR_CONFIG_INVALID', exit: 3 },
@@ -21,16 +38,14 @@ export const ERR = {
 
 export type ErrorKind = keyof typeof ERR
 
-export class BrokerError extends Error {
-  readonly code: string
+export class BrokerError extends MidgeError {
   readonly exitCode: number
   /** For configuration errors: every problem found, each already a full line. */
   readonly problems: readonly string[]
 
   constructor (kind: ErrorKind, message: string, opts: { cause?: unknown, problems?: string[] } = {}) {
-    super(message, { cause: opts.cause })
+    super(ERR[kind].code, message, { cause: opts.cause })
     this.name = 'BrokerError'
-    this.code = ERR[kind].code
     this.exitCode = ERR[kind].exit
     this.problems = opts.problems ?? [message]
   }
@@ -42,7 +57,6 @@ export function isBrokerError (err: unknown): err is BrokerError {
 
 /** One readable line for an error that stopped start-up (no stack: the user needs the cause, not our frames). */
 export function describeError (err: unknown): string {
-  if (err instanceof BrokerError) return err.message
   if (err instanceof Error) return err.message
   return String(err)
 }

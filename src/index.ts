@@ -6,7 +6,7 @@ import { silentLogger, type Logger } from './logging/logger.js'
 export { Broker } from './broker/broker.js'
 export { loadConfig, type LoadOptions, type CliOverrides } from './config/load.js'
 export type { Config, ListenerConfig, Transport } from './config/schema.js'
-export { BrokerError, ERR } from './errors.js'
+export { MidgeError, isMidgeError, BrokerError, ERR } from './errors.js'
 export { createLogger, type Logger } from './logging/logger.js'
 export { VERSION } from './version.js'
 

@@ -2,8 +2,10 @@
  * Stable error codes of the admin API (`/api/v1`). Every error answer is JSON:
  *   { "error": { "code": "MIDGE_ERR_ADMIN_...", "message": "...", "details": [{ "field": "...", "message": "..." }] } }
  * The code and the HTTP status never change for a given condition; the message is for people and may.
- * docs/openapi.yaml and README.md list the same table (a test keeps them in sync).
+ * docs/openapi.yaml, docs/errors.md and README.md list the same table (tests keep them in sync).
  */
+import { MidgeError } from '../errors.js'
+
 export const ADMIN_ERR = {
   UNAUTHENTICATED: { code: 'MIDGE_ERR_ADMIN_UNAUTHENTICATED', status: 401 },
   FORBIDDEN: { code: 'MIDGE_ERR_ADMIN_FORBIDDEN', status: 403 },
@@ -34,14 +36,12 @@ export type AdminErrorKind = keyof typeof ADMIN_ERR
 
 export interface FieldProblem { field: string, message: string }
 
-export class AdminError extends Error {
-  readonly code: string
+export class AdminError extends MidgeError {
   readonly status: number
 
   constructor (readonly kind: AdminErrorKind, message: string, readonly details?: FieldProblem[], readonly headers?: Record<string, string>) {
-    super(message)
+    super(ADMIN_ERR[kind].code, message)
     this.name = 'AdminError'
-    this.code = ADMIN_ERR[kind].code
     this.status = ADMIN_ERR[kind].status
   }
 }

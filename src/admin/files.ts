@@ -59,6 +59,7 @@ export async function writeFileAtomic (file: string, text: string): Promise<void
     }
     await rename(tmp, file)
   } catch (err) {
+    // the temp file may never have been created; the write's own error is the one to report
     await unlink(tmp).catch(() => {})
     throw new AdminError('FILE_WRITE', `could not write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
@@ -148,6 +149,7 @@ export class AuthFiles {
   /** Runs one read-modify-write at a time. */
   private serial<T> (fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn)
+    // the caller gets the failure from `run`; the queue only orders the next edit after this one
     this.queue = run.catch(() => {})
     return run
   }

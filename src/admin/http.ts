@@ -87,16 +87,6 @@ export class Fields {
     return v as T
   }
 
-  integer (name: string, min: number, max: number): number | undefined {
-    const v = this.body[name]
-    if (v === undefined) return undefined
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      this.problems.push({ field: name, message: `must be an integer from ${min} to ${max}` })
-      return undefined
-    }
-    return v
-  }
-
   add (field: string, message: string): void { this.problems.push({ field, message }) }
 
   /** Throws when any problem was found. */

@@ -55,8 +55,6 @@ export class PasswordFileProvider implements AuthProvider {
     for (const p of this.table.problems) this.log.error(`Error: ${p}`)
   }
 
-  get userCount (): number { return this.table.users.size }
-
   async authenticate (req: AuthenticateRequest): Promise<AuthResult> {
     if (req.username === undefined) return 'defer'
     const h = this.table.users.get(req.username)

@@ -59,9 +59,12 @@ export function filtersOverlap (a: CompiledFilter, b: CompiledFilter): boolean {
   return true
 }
 
+/** The longest topic or filter MQTT can encode (a two-byte length). */
+const MAX_TOPIC_LENGTH = 65_535
+
 /** A valid subscription filter: `#` only last and alone in its level, `+` alone in its level. */
 export function validFilter (filter: string): boolean {
-  if (filter === '' || filter.length > 65535) return false
+  if (filter === '' || filter.length > MAX_TOPIC_LENGTH) return false
   const levels = filter.split('/')
   for (let i = 0; i < levels.length; i++) {
     const l = levels[i]!

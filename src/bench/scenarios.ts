@@ -9,6 +9,8 @@ import { cpuMsOf, rssKiBOf, lastLines, type RunningBroker, type BrokerOptions } 
 import type { ToWorker, FromWorker, GroupSpec, TransportSpec, Collected } from './protocol.js'
 
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'worker.js')
+/** How long a worker may take to close its connections and exit before it is killed. */
+const WORKER_CLOSE_MS = 3_000
 
 export interface Timing {
   warmMs: number
@@ -78,7 +80,8 @@ class Worker {
   async close (): Promise<void> {
     if (this.exited) return
     const gone = new Promise<void>(resolve => this.child.once('exit', () => resolve()))
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000)
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), WORKER_CLOSE_MS)
+    // a worker that already exited cannot answer; `gone` settles either way (or the timer kills it)
     await this.request({ cmd: 'close' }).catch(() => {})
     await gone
     clearTimeout(timer)

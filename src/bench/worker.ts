@@ -19,6 +19,12 @@ const FLOOD_BATCH = 64
  */
 const PACED_BATCH = 64
 const PACED_WINDOW = 3
+/** MQTT packet identifiers are 1..65535. */
+const MAX_PACKET_ID = 65_535
+/** How long close() waits for the broker to close a connection after DISCONNECT before destroying it. */
+const CLOSE_GRACE_MS = 1_000
+/** A broker that stops acknowledging retained publishes must not hang the bench. */
+const RETAINED_LOAD_TIMEOUT_MS = 60_000
 
 const send = (m: FromWorker): void => { process.send?.(m) }
 
@@ -75,6 +81,7 @@ class Client {
       scanner.push(chunk)
       this.afterChunk()
     })
+    // a broken connection also emits 'close', which counts it as lost
     this.stream.on('error', () => {})
     this.stream.on('close', () => { if (!this.closing) totals.lost++ })
     const g = this.group
@@ -158,7 +165,7 @@ class Client {
       t.buf.copy(out, o)
       if (this.group.qos !== 0) {
         out.writeUInt16BE(this.nextId, o + t.idOffset)
-        this.nextId = this.nextId === 65535 ? 1 : this.nextId + 1
+        this.nextId = this.nextId === MAX_PACKET_ID ? 1 : this.nextId + 1
       }
       if (stamp) out.writeBigUInt64BE(now, o + t.payloadOffset)
     }
@@ -178,11 +185,15 @@ class Client {
       for (let k = 0; k < PACED_WINDOW; k++) this.sendPacedBatch()
     } else if (g.mode === 'flood') {
       const batch = this.floodBatch!
+      // `publishing` only changes from the message handler, between pumps, so it is read once per pump.
       const pump = (): void => {
-        while (publishing && !this.closing) {
+        if (!publishing) return
+        let accepted = true
+        while (accepted && !this.closing) {
           totals.sent += FLOOD_BATCH
-          if (!this.stream.write(batch)) { this.stream.once('drain', pump); return }
+          accepted = this.stream.write(batch)
         }
+        if (!accepted) this.stream.once('drain', pump)
       }
       pump()
     } else if (g.mode === 'window') {
@@ -210,7 +221,7 @@ class Client {
       if (this.stream.destroyed) { resolve(); return }
       this.stream.once('close', () => resolve())
       this.stream.end(wire.disconnect())
-      setTimeout(() => { this.stream.destroy(); resolve() }, 1000).unref()
+      setTimeout(() => { this.stream.destroy(); resolve() }, CLOSE_GRACE_MS).unref()
     })
   }
 }
@@ -246,13 +257,12 @@ async function retainedLoad (t: TransportSpec, count: number, payloadBytes: numb
   let sent = 0
   let acked = 0
   await new Promise<void>(resolve => {
-    // a broker that stops acknowledging must not hang the bench
-    const timer = setTimeout(resolve, 60_000)
+    const timer = setTimeout(resolve, RETAINED_LOAD_TIMEOUT_MS)
     const sendSome = (n: number): void => {
       const parts: Buffer[] = []
       for (let k = 0; k < n && sent < count; k++, sent++) {
         const p = wire.publishTemplate(`bench/retained/${sent}`, payload, 1, true)
-        p.buf.writeUInt16BE((sent % 65535) + 1, p.idOffset)
+        p.buf.writeUInt16BE((sent % MAX_PACKET_ID) + 1, p.idOffset)
         parts.push(p.buf)
       }
       if (parts.length > 0) c.stream.write(Buffer.concat(parts))
@@ -341,7 +351,6 @@ async function handle (m: ToWorker): Promise<void> {
         await Promise.all(clients.map(c => c.close()))
         send({ ok: true, cmd: 'close' })
         process.disconnect?.()
-        return
     }
   } catch (err) {
     send({ ok: false, cmd: m.cmd, error: (err as Error).message })

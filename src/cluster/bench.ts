@@ -75,6 +75,7 @@ class Worker {
 
   async close (): Promise<void> {
     const gone = new Promise(resolve => this.child.once('exit', resolve))
+    // a worker that already exited cannot answer; `gone` settles either way
     await this.request({ cmd: 'close' }).catch(() => {})
     await gone
   }

@@ -1,5 +1,5 @@
 /**
- * Is Redis there?. A cluster node cannot route a message or store a session without Redis, so while any
+ * Is Redis there? A cluster node cannot route a message or store a session without Redis, so while any
  * of its connections is down the node:
  *   - logs it at error level, once when it happens and every 10 s while it lasts, and once (warn) when it is back;
  *   - refuses publishes (the client's connection is closed before any PUBACK/PUBREC: its library keeps the message
@@ -18,8 +18,6 @@ const REPEAT_MS = 10_000
 export class RedisHealth extends EventEmitter {
   /** False while any connection is not ready. */
   up = true
-  /** Outages so far (tests, $SYS). */
-  outages = 0
   private downSince = 0
   private graceTimer: NodeJS.Timeout | undefined
   private repeatTimer: NodeJS.Timeout | undefined
@@ -40,7 +38,6 @@ export class RedisHealth extends EventEmitter {
   private lost (name: string): void {
     if (this.closed || !this.up) return
     this.up = false
-    this.outages++
     this.downSince = Date.now()
     this.log.error({ redis: this.label, connection: name },
       `Redis connection lost (${this.label}, ${name}): publishes and new connections are refused until it is back; clients are disconnected in ${GRACE_MS / 1000} s.`)

@@ -42,11 +42,41 @@ export class RedisJournal {
   async start (): Promise<void> {
     await this.renew()
     await this.redis.sadd(SET_KEY, `${this.brokerId}|${this.hash}`)
-    this.renewTimer = setInterval(() => { this.renew().catch(() => {}) }, RENEW_MS).unref()
+    this.renewTimer = setInterval(() => { void this.keepLease() }, RENEW_MS).unref()
   }
 
   private async renew (): Promise<void> {
     await this.redis.set(`midge:alive:${this.brokerId}`, '1', 'PX', LEASE_MS)
+  }
+
+  /** Set while lease renewals fail: the first failure and the recovery are logged, not every second between. */
+  private leaseFailing = false
+
+  /**
+   * A lease not renewed for LEASE_MS lets another node claim this live node's journal and publish its entries
+   * again (duplicates), and drops the journal from the set (if this node then dies, nobody replays it). So a
+   * failure is logged, and once renewal works again the journal is registered again (SADD is idempotent).
+   */
+  private async keepLease (): Promise<void> {
+    try {
+      await this.renew()
+    } catch (err) {
+      if (!this.leaseFailing) {
+        this.leaseFailing = true
+        this.log.warn({ err: (err as Error).message }, `cluster: could not renew this node's lease; after ${LEASE_MS / 1000} s other nodes may replay its journal`)
+      }
+      return
+    }
+    if (!this.leaseFailing) return
+    this.leaseFailing = false
+    try {
+      await this.redis.sadd(SET_KEY, `${this.brokerId}|${this.hash}`)
+      this.log.info('cluster: lease renewed again')
+    } catch (err) {
+      // registration is retried with the next renewal
+      this.leaseFailing = true
+      this.log.warn({ err: (err as Error).message }, 'cluster: could not register this node\'s journal again')
+    }
   }
 
   /** Set when Redis came back after an outage: the next pending() also reclaims this node's own journal. */
@@ -133,7 +163,7 @@ export class RedisJournal {
     const hash = key.slice(0, i)
     this.track(this.redis.hdel(hash, key.slice(i + 1)).then(async () => {
       if (await this.redis.exists(hash) === 0) await this.redis.srem(SET_KEY, `${this.brokerId}|${hash}`)
-    })).catch(() => {})
+    })).catch((err: Error) => this.log.warn({ err: err.message }, 'journal: could not delete a replayed entry (it will be published again if this node dies)'))
   }
 
   /** Waits for every write issued so far. */

@@ -74,7 +74,7 @@ export class ClusterNode {
       // publishes journalled before an outage may have failed after their PUBACK: the next sweep publishes them again
       health.on('up', () => { journal.reclaimNeeded = true })
       log.info({ brokerId, redis: redisLabel(c) }, `Cluster node ${c.nodeId} (broker id ${brokerId}) on Redis ${redisLabel(c)}.`)
-      return new ClusterNode(c, brokerId, { store, pub, sub }, withCloseDeadline(mq, pub, sub), journal, health, log)
+      return new ClusterNode(c, brokerId, { store, pub, sub }, withCloseDeadline(mq, pub, sub, log), journal, health, log)
     } catch (err) {
       for (const conn of opened) conn.disconnect()
       if (err instanceof BrokerError) throw err
@@ -138,11 +138,18 @@ function claimWills (store: object, redis: RedisClient): object {
   })
 }
 
-/** mqemitter-redis' close waits for Redis to answer QUIT: with Redis gone, drop the connections after 1 s. */
-function withCloseDeadline (mq: MqLike, pub: RedisClient, sub: RedisClient): MqLike {
+/** How long closing the emitter waits for Redis to answer QUIT before dropping the connections. */
+const EMITTER_CLOSE_MS = 1_000
+
+/** mqemitter-redis' close waits for Redis to answer QUIT: with Redis gone, drop the connections after EMITTER_CLOSE_MS. */
+function withCloseDeadline (mq: MqLike, pub: RedisClient, sub: RedisClient, log: Logger): MqLike {
   const close = mq.close.bind(mq)
   mq.close = (cb: () => void) => {
-    const t = setTimeout(() => { pub.disconnect(); sub.disconnect() }, 1_000)
+    const t = setTimeout(() => {
+      log.warn(`cluster: Redis did not answer QUIT within ${EMITTER_CLOSE_MS} ms while closing the emitter; its connections were dropped`)
+      pub.disconnect()
+      sub.disconnect()
+    }, EMITTER_CLOSE_MS)
     close(() => { clearTimeout(t); cb() })
   }
   return mq

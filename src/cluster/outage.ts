@@ -65,6 +65,7 @@ async function main (): Promise<void> {
   await sub1.subscribeAsync('o/1', { qos: 1 })
   await sub0.subscribeAsync('o/0', { qos: 0 })
   const pub = await mqtt.connectAsync(nodes[0]!.url, { ...opts, clientId: 'outage-pub' })
+  // the outage makes these clients fail on purpose; what they lost is what the run counts
   for (const c of [sub1, sub0, pub]) c.on('error', () => {})
   const T0 = Date.now()
   if (process.env.OUTAGE_DEBUG) {

@@ -27,14 +27,20 @@ export function redisLabel (c: ClusterConfig): string {
   return redactUrl(c.redisUrl)
 }
 
+/** How long one connection attempt to Redis may take. */
+const CONNECT_TIMEOUT_MS = 5_000
+/** Reconnect back-off: this much longer per attempt, up to RECONNECT_MAX_MS. */
+const RECONNECT_STEP_MS = 100
+const RECONNECT_MAX_MS = 1_000
+
 export function redisOptions (c: ClusterConfig, name: string): RedisOptions {
   const opts: RedisOptions = {
     connectionName: `midge:${c.nodeId}:${name}`,
     lazyConnect: true,
-    connectTimeout: 5_000,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     // see the file comment: fail fast while Redis is away, keep reconnecting (every second at most)
     maxRetriesPerRequest: 2,
-    retryStrategy: (times: number) => Math.min(times * 100, 1_000),
+    retryStrategy: (times: number) => Math.min(times * RECONNECT_STEP_MS, RECONNECT_MAX_MS),
     enableAutoPipelining: true
   }
   if (c.redisPassword !== undefined) opts.password = c.redisPassword
@@ -58,7 +64,7 @@ export function redisOptions (c: ClusterConfig, name: string): RedisOptions {
  * Opens one connection and waits until Redis answers (AUTH and SELECT included). A refused connection, a wrong
  * password or a TLS failure rejects with one readable line (exit 1); nothing keeps retrying in the background.
  */
-export async function connectRedis (c: ClusterConfig, name: string, timeoutMs = 5_000): Promise<RedisClient> {
+export async function connectRedis (c: ClusterConfig, name: string, timeoutMs = CONNECT_TIMEOUT_MS): Promise<RedisClient> {
   const url = c.redisUrl.replace(/^rediss:/, 'redis:')
   const conn = new Redis(url, redisOptions(c, name))
   let lastErr: Error | undefined

@@ -19,6 +19,7 @@ async function api<T = any> (method: string, path: string, body?: unknown): Prom
   if (method !== 'GET' && csrf) headers['x-csrf-token'] = csrf
   const r = await fetch(`/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'same-origin' })
   if (r.status === 204) return undefined as T
+  // a body that is not JSON (a proxy's error page) still ends in an ApiError with the HTTP status below
   const json = await r.json().catch(() => ({}))
   if (!r.ok) {
     const e = json.error ?? {}
@@ -161,12 +162,14 @@ function select (t: Tab): void {
 }
 
 async function logout (): Promise<void> {
+  // a session that already ended cannot be deleted; the page logs out either way
   await api('DELETE', '/session').catch(() => {})
   showLogin('Logged out.')
 }
 
 async function tick (): Promise<void> {
   if (document.hidden) return
+  // a failed poll is retried by the next tick; an ended session already showed the login form (api())
   await refreshStats().catch(() => {})
   if (current === 'clients') await refreshClients().catch(() => {})
 }

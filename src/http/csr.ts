@@ -13,19 +13,35 @@ import type forge from 'node-forge'
 import { nodeForge } from '../util/lazy-forge.js'
 import type { Config, CsrSigningConfig, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import { BrokerError } from '../errors.js'
+import { BrokerError, MidgeError } from '../errors.js'
 import type { HttpRouter } from './router.js'
 
 /** Largest request body accepted (a 4096-bit RSA CSR is under 2 KiB). */
 const MAX_BODY = 16 * 1024
 const HOUR = 3_600_000
+const DAY = 24 * HOUR
+/** Smallest RSA key signed (NIST SP 800-57: 2048 bits until 2030). */
+const MIN_RSA_BITS = 2048
+/** A certificate is valid from a little before now, so that a client whose clock is behind accepts it. */
+const CLOCK_SKEW_MS = 5 * 60_000
 /** Subject attributes copied from the CSR; anything else is dropped. */
 const SUBJECT_FIELDS = new Set(['CN', 'O', 'OU', 'C', 'ST', 'L', 'E'])
 /** Addresses remembered by the rate limiter before the oldest are forgotten. */
 const MAX_TRACKED = 10_000
 
-export class CsrError extends Error {
-  constructor (readonly status: number, message: string) { super(message) }
+/** Why the CSR page refused a request; the answer is plain text for people, with this HTTP status. */
+export const CSR_ERR = {
+  INVALID: { code: 'MIDGE_ERR_CSR_INVALID', status: 400 },
+  TOO_LARGE: { code: 'MIDGE_ERR_CSR_TOO_LARGE', status: 413 }
+} as const
+
+export class CsrError extends MidgeError {
+  readonly status: number
+  constructor (kind: keyof typeof CSR_ERR, message: string) {
+    super(CSR_ERR[kind].code, message)
+    this.name = 'CsrError'
+    this.status = CSR_ERR[kind].status
+  }
 }
 
 /** A CA that signs client certificates for one listener's page. */
@@ -84,23 +100,23 @@ export class CsrSigner {
       csr = nodeForge().pki.certificationRequestFromPem(csrPem)
     } catch (err) {
       const msg = (err as Error).message
-      if (/OID is not RSA/i.test(msg)) throw new CsrError(400, 'only RSA keys are supported: make the key with "openssl genrsa -out client.key 2048"')
-      throw new CsrError(400, 'not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----)')
+      if (/OID is not RSA/i.test(msg)) throw new CsrError('INVALID', 'only RSA keys are supported: make the key with "openssl genrsa -out client.key 2048"')
+      throw new CsrError('INVALID', 'not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----)')
     }
-    if (!csr.verify()) throw new CsrError(400, 'the CSR\'s signature does not verify')
+    if (!csr.verify()) throw new CsrError('INVALID', 'the CSR\'s signature does not verify')
     const pub = csr.publicKey as forge.pki.rsa.PublicKey | null
-    if (!pub || pub.n.bitLength() < 2048) throw new CsrError(400, 'the key is too short: use an RSA key of 2048 bits or more')
+    if (!pub || pub.n.bitLength() < MIN_RSA_BITS) throw new CsrError('INVALID', `the key is too short: use an RSA key of ${MIN_RSA_BITS} bits or more`)
     const attrs = csr.subject.attributes.filter(a => a.shortName !== undefined && SUBJECT_FIELDS.has(a.shortName))
     const cn = attrs.find(a => a.shortName === 'CN')?.value
-    if (typeof cn !== 'string' || cn.length === 0 || cn.length > 64) throw new CsrError(400, 'the CSR needs a common name (CN) of 1 to 64 characters: openssl req -subj "/CN=yourname"')
+    if (typeof cn !== 'string' || cn.length === 0 || cn.length > 64) throw new CsrError('INVALID', 'the CSR needs a common name (CN) of 1 to 64 characters: openssl req -subj "/CN=yourname"')
     const cert = nodeForge().pki.createCertificate()
     cert.publicKey = pub
     // 16 random bytes, first bit clear: a positive serial (RFC 5280 4.1.2.2)
     const serialBytes = randomBytes(16)
     serialBytes[0] = serialBytes[0]! & 0x7f
     cert.serialNumber = serialBytes.toString('hex')
-    cert.validity.notBefore = new Date(now.getTime() - 5 * 60_000)
-    cert.validity.notAfter = new Date(now.getTime() + this.cfg.days * 86_400_000)
+    cert.validity.notBefore = new Date(now.getTime() - CLOCK_SKEW_MS)
+    cert.validity.notAfter = new Date(now.getTime() + this.cfg.days * DAY)
     cert.setSubject(attrs.map(a => ({ shortName: a.shortName, value: a.value as string })))
     cert.setIssuer(this.caCert.subject.attributes)
     cert.setExtensions([
@@ -118,12 +134,12 @@ export class CsrSigner {
 function readBody (req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0)
-    if (declared > MAX_BODY) { reject(new CsrError(413, `request body larger than ${MAX_BODY} bytes`)); return }
+    if (declared > MAX_BODY) { reject(new CsrError('TOO_LARGE', `request body larger than ${MAX_BODY} bytes`)); return }
     const chunks: Buffer[] = []
     let size = 0
     req.on('data', (c: Buffer) => {
       size += c.length
-      if (size > MAX_BODY) { req.destroy(); reject(new CsrError(413, `request body larger than ${MAX_BODY} bytes`)); return }
+      if (size > MAX_BODY) { req.destroy(); reject(new CsrError('TOO_LARGE', `request body larger than ${MAX_BODY} bytes`)); return }
       chunks.push(c)
     })
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
@@ -139,7 +155,7 @@ export function csrFromBody (body: string, contentType: string | undefined): str
     const v = new URLSearchParams(body).get('csr')
     if (v) return v.trim()
   }
-  throw new CsrError(400, 'no CSR in the request: send the PEM text as the body, or as the form field "csr"')
+  throw new CsrError('INVALID', 'no CSR in the request: send the PEM text as the body, or as the form field "csr"')
 }
 
 function page (l: ListenerConfig, cfg: CsrSigningConfig): string {
@@ -204,7 +220,7 @@ export function registerCsrRoutes (router: HttpRouter, config: Config, log: Logg
       res.end(signed.pem)
     } catch (err) {
       if (!(err instanceof CsrError)) throw err
-      log.info({ listener: l.id, remoteAddress: address, reason: err.message }, 'CSR refused')
+      log.info({ listener: l.id, remoteAddress: address, code: err.code, reason: err.message }, 'CSR refused')
       text(res, err.status, `Error: ${err.message}.`, err.status === 413 ? { connection: 'close' } : {})
     }
   }, when)

@@ -47,6 +47,9 @@ export async function checkStore (store: RetainedStore | undefined, timeoutMs: n
   }
 }
 
+/** How long /healthz waits for the store to answer before it reports it as failing. */
+const STORE_CHECK_TIMEOUT_MS = 2_000
+
 export function registerObservabilityRoutes (router: HttpRouter, deps: ObservabilityDeps): void {
   router.add('/metrics', async (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') { methodNotAllowed(res); return }
@@ -57,7 +60,7 @@ export function registerObservabilityRoutes (router: HttpRouter, deps: Observabi
 
   router.add('/healthz', async (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') { methodNotAllowed(res); return }
-    const problem = deps.closing() ? 'shutting down' : await checkStore(deps.store(), deps.timeoutMs ?? 2000)
+    const problem = deps.closing() ? 'shutting down' : await checkStore(deps.store(), deps.timeoutMs ?? STORE_CHECK_TIMEOUT_MS)
     const body = JSON.stringify(problem ? { status: 'error', error: problem } : { status: 'ok' })
     res.writeHead(problem ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
     res.end(req.method === 'HEAD' ? undefined : `${body}\n`)

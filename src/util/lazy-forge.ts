@@ -10,5 +10,6 @@ const require = createRequire(import.meta.url)
 let loaded: typeof forge | undefined
 
 export function nodeForge (): typeof forge {
-  return loaded ??= require('node-forge') as typeof forge
+  loaded ??= require('node-forge') as typeof forge
+  return loaded
 }

@@ -12,9 +12,9 @@ import { chromium, type Browser, type Page } from 'playwright-core'
 import type { MqttClient } from 'mqtt'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
 import { connect } from '../helpers/mqtt.js'
-import { run } from '../helpers/proc.js'
 import { hashPassword } from '../../src/auth/password-hash.js'
 import { storeOf } from '../../src/sys/stats.js'
+import { run } from '../helpers/processes.js'
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const ADMIN_PASSWORD = 'console-admin-pw-1'

@@ -5,8 +5,8 @@ import { once } from 'node:events'
 import { existsSync, readFileSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, runMidge, writeConf } from '../helpers/spawn-midge.js'
 import { connect, collect } from '../helpers/mqtt.js'
+import { freePort, spawnMidge, spawnMidgeWith, runMidge, writeConf } from '../helpers/processes.js'
 
 test('--help lists mosquitto\'s flags and the subcommands; exit 0', async () => {
   const r = await runMidge(['--help'], process.cwd())
@@ -129,19 +129,12 @@ test('bare midge without a config listens on localhost:1883 only (local only mod
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
   // -p moves the local-only listener to a free port so the test does not need 1883
-  const probe = net.createServer(); probe.listen(0, '127.0.0.1'); await once(probe, 'listening')
-  const port = (probe.address() as net.AddressInfo).port
-  probe.close(); await once(probe, 'close')
-  const { spawn } = await import('node:child_process')
-  const proc = spawn(process.execPath, [join(process.cwd(), 'dist/main.js'), '-p', String(port)], { cwd: dir, env: { ...process.env, MIDGE_LOG_FORMAT: 'json' } })
-  onTestFinished(() => { proc.kill('SIGKILL') })
-  let out = ''
-  proc.stderr.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise<void>(resolve => proc.stderr.on('data', () => { if (/Midge version \S+ running/.test(out)) resolve() }))
-  expect(out).toContain('Starting in local only mode.')
-  expect(out).toContain(`"address":"127.0.0.1","port":${port}`)
+  const port = await freePort()
+  const m = await spawnMidgeWith(['-p', String(port)], dir)
+  onTestFinished(async () => { await m.kill('SIGKILL') })
+  expect(m.output()).toContain('Starting in local only mode.')
+  expect(m.output()).toContain(`"address":"127.0.0.1","port":${port}`)
   const c = await connect(`mqtt://127.0.0.1:${port}`, { clientId: 'local' })
   await c.endAsync()
-  proc.kill('SIGTERM')
-  await once(proc, 'exit')
+  await m.kill('SIGTERM')
 })

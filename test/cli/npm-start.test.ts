@@ -10,6 +10,7 @@ import { once } from 'node:events'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { connect, collect } from '../helpers/mqtt.js'
+import { watch } from '../helpers/processes.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
 
@@ -22,16 +23,12 @@ test('npm start answers MQTT on 1883 and MQTT over WebSocket on 8080, then stops
     try { process.kill(-proc.pid!, 'SIGKILL') } catch {}
     if (!hadData) rmSync(dataDir, { recursive: true, force: true })
   })
-  let out = ''
-  proc.stderr.on('data', (d: Buffer) => { out += d.toString() })
-  proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise<void>((resolveReady, reject) => {
-    proc.stderr.on('data', () => { if (/Midge version \S+ running/.test(out)) resolveReady() })
-    proc.on('exit', code => reject(new Error(`npm start exited (${code}); are ports 1883/8080 free?\n${out}`)))
-  })
-  expect(out).toContain('Anonymous access is allowed on tcp listener *:1883')
-  expect(out).toContain('Anonymous access is allowed on ws listener *:8080')
-  expect(out).toContain(`"path":"${join(ROOT, 'data', 'midge.db')}"`)
+  const w = watch(proc)
+  const out = (): string => w.output()
+  await w.waitFor(/Midge version \S+ running/, 15_000).catch((err: Error) => { throw new Error(`npm start did not run; are ports 1883/8080 free?\n${err.message}`) })
+  expect(out()).toContain('Anonymous access is allowed on tcp listener *:1883')
+  expect(out()).toContain('Anonymous access is allowed on ws listener *:8080')
+  expect(out()).toContain(`"path":"${join(ROOT, 'data', 'midge.db')}"`)
   const tcp = await connect('mqtt://127.0.0.1:1883', { clientId: 'npm-start-tcp' })
   const ws = await connect('ws://127.0.0.1:8080/mqtt', { clientId: 'npm-start-ws' })
   const g = collect(ws)
@@ -42,6 +39,6 @@ test('npm start answers MQTT on 1883 and MQTT over WebSocket on 8080, then stops
   // SIGTERM to the process group (npm and the node process it started), as a terminal's Ctrl-C or systemd would
   process.kill(-proc.pid!, 'SIGTERM')
   await once(proc, 'close') // every process holding the output pipes (npm, sh, node) has exited
-  expect(out).toContain('SIGTERM received, shutting down.')
-  expect(out).toContain('Midge stopped.')
+  expect(out()).toContain('SIGTERM received, shutting down.')
+  expect(out()).toContain('Midge stopped.')
 })

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import mqtt from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, runMidge } from '../helpers/spawn-midge.js'
+import { spawnMidge, runMidge } from '../helpers/processes.js'
 
 const run = promisify(execFile)
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')

@@ -1,4 +1,4 @@
-// Preloaded into a child broker by child-broker.ts (`node --expose-gc --import this dist/main.js`): answers
+// Preloaded into a child broker by startChildBroker in processes.ts (`node --expose-gc --import this dist/main.js`): answers
 // stats requests over the IPC channel (memory after a forced GC, event-loop delay) and reports every uncaught
 // exception or unhandled rejection before Node prints it and exits. Test-only: never part of the daemon.
 import { monitorEventLoopDelay } from 'node:perf_hooks'

@@ -5,21 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
+import { freePort, watch, type Watched } from './processes.js'
 
 export const REDIS_SERVER = '/usr/bin/redis-server'
-
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const port = (srv.address() as { port: number }).port
-  await new Promise<void>(resolve => srv.close(() => resolve()))
-  return port
-}
 
 export interface TestRedis {
   port: number
@@ -45,24 +36,22 @@ export async function startRedis (extraArgs: string[] = [], tls?: { cert: string
   const dir = await mkdtemp(join(tmpdir(), 'midge-redis-'))
   const port = await freePort()
   let proc: ChildProcess | undefined
-  let out = ''
+  /** Every run's output, in order (a restarted Redis keeps the log of the one before). */
+  const runs: Watched[] = []
 
   const start = async (): Promise<void> => {
     const ports = tls ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no'] : ['--port', String(port)]
     const p = spawn(REDIS_SERVER, [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', 'dump.rdb', '--logfile', '', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
     proc = p
-    const from = out.length
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`redis-server did not start:\n${out}`)), 15_000)
-      const onData = (d: Buffer): void => {
-        out += d.toString()
-        if (out.slice(from).includes('Ready to accept connections')) { clearTimeout(t); resolve() }
-      }
-      p.stdout!.on('data', onData)
-      p.stderr!.on('data', onData)
-      p.once('exit', code => { clearTimeout(t); reject(new Error(`redis-server exited (${code}):\n${out}`)) })
-    })
+    const w = watch(p)
+    runs.push(w)
+    try {
+      await w.waitFor(/Ready to accept connections/, 15_000)
+    } catch (err) {
+      p.kill('SIGKILL')
+      throw new Error(`redis-server did not start: ${(err as Error).message}`)
+    }
   }
 
   const command = async (...args: string[]): Promise<string> => {
@@ -97,7 +86,7 @@ export async function startRedis (extraArgs: string[] = [], tls?: { cert: string
     port,
     url: `${tls ? 'rediss' : 'redis'}://127.0.0.1:${port}/0`,
     dir,
-    output: () => out,
+    output: () => runs.map(r => r.output()).join(''),
     start,
     stop,
     command,

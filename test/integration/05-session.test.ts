@@ -90,10 +90,10 @@ test('a returning persistent session gets its CONNACK before any message routed 
   const pub = await RawClient.connect(b.port())
   onTestFinished(() => pub.end())
   await pub.connectMqtt({ clientId: 'pub' })
-  let streaming = true
+  const streaming = new AbortController()
   let id = 0
   const stream = (async () => {
-    while (streaming) {
+    while (!streaming.signal.aborted) {
       pub.write(Buffer.concat(Array.from({ length: 20 }, (_, k) => mqttPublish(k % 2 === 0 ? 'r/0' : 'r/1', k % 2, ++id % 65535 || 1))))
       await pub.ping()
     }
@@ -109,7 +109,7 @@ test('a returning persistent session gets its CONNACK before any message routed 
     c.end()
     await c.closed
   }
-  streaming = false
+  streaming.abort()
   await stream
   expect(firsts).toEqual(Array(20).fill(0x20)) // every connection's first byte is a CONNACK's
 })

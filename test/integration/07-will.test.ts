@@ -1,6 +1,6 @@
 import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
-import { connect, subscriber } from '../helpers/mqtt.js'
+import { subscriber } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
 
 const will = { topic: 'dev/status', payload: Buffer.from('offline'), qos: 1 as const, retain: true }

@@ -16,7 +16,8 @@ import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
 import { createServerCert, signClientCsr } from '../../src/cli/certs.js'
-import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage, nextError, PYTHON, type Done } from '../helpers/security.js'
+import { freePort, midge, run, spawnMidge, spawnMosquitto, watch, PYTHON, type RunResult } from '../helpers/processes.js'
+import { subackCodes, nextMessage, nextError } from '../helpers/mqtt.js'
 
 let certs: TestCerts
 beforeAll(() => { certs = makeTestCerts() }, 60_000) // RSA key generation: slow on a loaded machine
@@ -25,19 +26,13 @@ afterAll(() => certs.remove())
 const tlsConf = (extra = '') => `listener 0 127.0.0.1\ncafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n${extra}`
 
 /** mosquitto_sub for one message; resolves `ready` once its SUBACK arrived (-d output). */
-function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<Done> } {
+function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<RunResult> } {
   // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, and the SUBACK line is the readiness signal
-  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''; let stderr = ''
-  let onReady: () => void = () => {}
-  let onFail: (e: Error) => void = () => {}
-  const ready = new Promise<void>((resolve, reject) => { onReady = resolve; onFail = reject })
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; if (stdout.includes('received SUBACK')) onReady() })
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const done = new Promise<Done>(resolve => child.on('close', (code, signal) => {
-    onFail(new Error(`mosquitto_sub exited before SUBACK: ${stdout}${stderr}`))
-    resolve({ code, signal, stdout, stderr })
-  }))
+  const w = watch(spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  // -W 10: mosquitto_sub gives up after 10 s, so it exits (and `ready` rejects) before this timeout
+  const ready = w.waitFor(/received SUBACK/, 15_000).then(() => {})
+  // 'close', not 'exit': the output is complete only once the pipes are
+  const done = new Promise<RunResult>(resolve => w.proc.on('close', (code, signal) => resolve({ code, signal, stdout: w.stdout(), stderr: w.stderr() })))
   return { ready, done }
 }
 
@@ -56,7 +51,7 @@ test('mosquitto_pub/sub over TLS, server certificate only (--cafile)', async ({ 
   const common = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'tls/test']
   const sub = mosquittoSub(common)
   await sub.ready
-  const pub = await runCmd('mosquitto_pub', [...common, '-m', 'over tls', '-q', '1'])
+  const pub = await run('mosquitto_pub', [...common, '-m', 'over tls', '-q', '1'])
   expect([pub.code, pub.stderr]).toEqual([0, ''])
   const r = await sub.done
   expect([r.code, lastLine(r.stdout)]).toEqual([0, 'over tls'])
@@ -68,12 +63,12 @@ test('require_certificate: mosquitto clients with a CA-signed client certificate
   const base = ['-h', '127.0.0.1', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'cert/test']
   const sub = mosquittoSub([...base, '--cert', certs.alice.cert, '--key', certs.alice.key])
   await sub.ready
-  const pub = await runCmd('mosquitto_pub', [...base, '--cert', certs.bob.cert, '--key', certs.bob.key, '-m', 'with cert', '-q', '1'])
+  const pub = await run('mosquitto_pub', [...base, '--cert', certs.bob.cert, '--key', certs.bob.key, '-m', 'with cert', '-q', '1'])
   expect([pub.code, pub.stderr]).toEqual([0, ''])
   expect(lastLine((await sub.done).stdout)).toBe('with cert')
-  const none = await runCmd('mosquitto_pub', [...base, '-m', 'x'])
+  const none = await run('mosquitto_pub', [...base, '-m', 'x'])
   expect(none.code).not.toBe(0)
-  const rogue = await runCmd('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key, '-m', 'x'])
+  const rogue = await run('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key, '-m', 'x'])
   expect(rogue.code).not.toBe(0)
 })
 
@@ -96,7 +91,7 @@ c.on_message = on_message
 c.connect("localhost", port, 30)
 c.loop_forever(timeout=5)
 `
-  const py = (port: number, cert = '', key = '') => runCmd(PYTHON, ['-c', script, String(port), certs.ca, cert, key], { timeoutMs: 15_000 })
+  const py = (port: number, cert = '', key = '') => run(PYTHON, ['-c', script, String(port), certs.ca, cert, key], { timeoutMs: 15_000 })
   const a = await py(open.port('tls'))
   expect([a.code, a.stdout]).toEqual([0, 'connack 0\npaho/tls hello from paho 1\n'])
   const b = await py(strict.port('tls'), certs.alice.cert, certs.alice.key)
@@ -184,7 +179,7 @@ test('use_identity_as_username without require_certificate: a client without a c
 test('allow_expired_certificate true: an expired server certificate is served (with a warning); clients that check see it expired', async ({ onTestFinished }) => {
   const b = await startTestBroker(`listener 0 127.0.0.1\ncertfile ${certs.expired.cert}\nkeyfile ${certs.expired.key}\nallow_expired_certificate true\nallow_anonymous true\n`)
   onTestFinished(() => b.close())
-  const checked = await runCmd('mosquitto_pub', ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 't', '-m', 'x'])
+  const checked = await run('mosquitto_pub', ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 't', '-m', 'x'])
   expect(checked.code).not.toBe(0)
   expect(checked.stderr).toMatch(/A TLS error occurred/)
   // what the client sees: node's TLS check names the reason
@@ -252,8 +247,8 @@ test('`midge certs` makes a CA, a server certificate and a client certificate th
   const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', join(d, 'ca.crt'), '--cert', join(d, 'dev-1.crt'), '--key', join(d, 'dev-1.key')]
   const sub = mosquittoSub([...base, '-t', 'dev/#'])
   await sub.ready
-  expect((await runCmd('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
-  expect((await runCmd('mosquitto_pub', [...base, '-t', 'dev/1', '-m', 'from dev-1', '-q', '1'])).code).toBe(0)
+  expect((await run('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
+  expect((await run('mosquitto_pub', [...base, '-t', 'dev/1', '-m', 'from dev-1', '-q', '1'])).code).toBe(0)
   expect(lastLine((await sub.done).stdout)).toBe('from dev-1')
 })
 
@@ -264,9 +259,9 @@ test('capath: a directory of CA certificates (*.crt, as mosquitto documents) ver
   const b = await startTestBroker(`listener 0 127.0.0.1\ncapath ${capath}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\nrequire_certificate true\nallow_anonymous true\n`)
   onTestFinished(() => b.close())
   const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '-t', 'capath/t', '-m', 'x']
-  const ok = await runCmd('mosquitto_pub', [...base, '--cert', certs.alice.cert, '--key', certs.alice.key])
+  const ok = await run('mosquitto_pub', [...base, '--cert', certs.alice.cert, '--key', certs.alice.key])
   expect([ok.code, ok.stderr]).toEqual([0, ''])
-  const rogue = await runCmd('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key])
+  const rogue = await run('mosquitto_pub', [...base, '--cert', certs.rogue.cert, '--key', certs.rogue.key])
   expect(rogue.code).not.toBe(0)
 })
 
@@ -325,7 +320,7 @@ test('reload (SIGHUP) picks up a renewed certificate for new connections; live o
 test('`midge certs sign` signs a client CSR made with openssl (the key never leaves the client) and mosquitto_pub connects with it', async ({ onTestFinished }) => {
   const d = join(certs.dir, 'csr')
   mkdirSync(d)
-  const req = await runCmd('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'dev.key'), '-subj', '/CN=csr-dev', '-out', join(d, 'dev.csr')])
+  const req = await run('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'dev.key'), '-subj', '/CN=csr-dev', '-out', join(d, 'dev.csr')])
   expect(req.code).toBe(0)
   const signed = await midge(['certs', 'sign', join(d, 'dev.csr'), '--dir', certs.dir])
   expect([signed.code, signed.stdout]).toEqual([0, `wrote ${join(d, 'dev.crt')}\n`])
@@ -341,7 +336,7 @@ test('`midge certs sign` signs a client CSR made with openssl (the key never lea
   const base = ['-h', 'localhost', '-p', String(b.port('tls')), '--cafile', certs.ca, '--cert', join(d, 'dev.crt'), '--key', join(d, 'dev.key')]
   const sub = mosquittoSub([...base, '-t', 'csr/#'])
   await sub.ready
-  expect((await runCmd('mosquitto_pub', [...base, '-t', 'csr/1', '-m', 'signed', '-q', '1'])).code).toBe(0)
+  expect((await run('mosquitto_pub', [...base, '-t', 'csr/1', '-m', 'signed', '-q', '1'])).code).toBe(0)
   expect(lastLine((await sub.done).stdout)).toBe('signed')
 })
 
@@ -349,7 +344,7 @@ test('use_subject_as_username gives the subject as mosquitto 2.0.11 does (RFC 22
   const d = join(certs.dir, 'subject')
   mkdirSync(d)
   const key = join(d, 'multi.key')
-  expect((await runCmd('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', '/C=GB/O=Org Ltd/CN=multi', '-out', join(d, 'multi.csr')])).code).toBe(0)
+  expect((await run('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', '/C=GB/O=Org Ltd/CN=multi', '-out', join(d, 'multi.csr')])).code).toBe(0)
   const crt = join(d, 'multi.crt')
   writeFileSync(crt, signClientCsr({ cert: readFileSync(certs.ca, 'utf8'), key: readFileSync(join(certs.dir, 'ca.key'), 'utf8') }, readFileSync(join(d, 'multi.csr'), 'utf8')))
   const acl = join(d, 'acl')
@@ -367,8 +362,8 @@ test('use_subject_as_username gives the subject as mosquitto 2.0.11 does (RFC 22
     const sub = mosquittoSub([...base, '-t', '#'])
     await sub.ready
     // only subj/ is granted to that username: the first message is dropped, the second delivered
-    expect((await runCmd('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
-    expect((await runCmd('mosquitto_pub', [...base, '-t', 'subj/1', '-m', `via ${p}`, '-q', '1'])).code).toBe(0)
+    expect((await run('mosquitto_pub', [...base, '-t', 'other', '-m', 'dropped', '-q', '1'])).code).toBe(0)
+    expect((await run('mosquitto_pub', [...base, '-t', 'subj/1', '-m', `via ${p}`, '-q', '1'])).code).toBe(0)
     expect(lastLine((await sub.done).stdout)).toBe(`via ${p}`)
   }
 })

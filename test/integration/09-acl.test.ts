@@ -10,7 +10,8 @@ import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { startTestBroker, type TestBroker } from '../helpers/start-broker.js'
-import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, type Daemon } from '../helpers/security.js'
+import { freePort, midge, run, spawnMidge, spawnMosquitto, type Daemon } from '../helpers/processes.js'
+import { subackCodes } from '../helpers/mqtt.js'
 
 const ACL = `# anonymous clients
 topic read public/#
@@ -39,9 +40,9 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'midge-acl-'))
   pwFile = join(dir, 'pw')
   aclFile = join(dir, 'acl')
-  await runCmd('mosquitto_passwd', ['-c', '-b', pwFile, 'alice', 'apw'])
-  await runCmd('mosquitto_passwd', ['-b', pwFile, 'bob', 'bpw'])
-  await runCmd('mosquitto_passwd', ['-b', pwFile, 'carol', 'cpw'])
+  await run('mosquitto_passwd', ['-c', '-b', pwFile, 'alice', 'apw'])
+  await run('mosquitto_passwd', ['-b', pwFile, 'bob', 'bpw'])
+  await run('mosquitto_passwd', ['-b', pwFile, 'carol', 'cpw'])
   writeFileSync(aclFile, ACL)
   const conf = `password_file ${pwFile}\nacl_file ${aclFile}\nallow_anonymous true\n`
   mb = await startTestBroker(`listener 0 127.0.0.1\n${conf}`)

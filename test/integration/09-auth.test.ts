@@ -12,8 +12,9 @@ import { fileURLToPath } from 'node:url'
 import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { freePort, midge, runCmd, spawnMidge, spawnMosquitto, subackCodes, nextMessage, MAIN, PYTHON } from '../helpers/security.js'
 import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
+import { freePort, midge, run, spawnMidge, spawnMosquitto, MIDGE_MAIN, PYTHON } from '../helpers/processes.js'
+import { subackCodes, nextMessage } from '../helpers/mqtt.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
 const CONNACK = (code: number) => Buffer.from([0x20, 0x02, 0x00, code])
@@ -27,7 +28,12 @@ async function connack (port: number, opts: { username?: string, password?: stri
   const c = await RawClient.connect(port)
   try {
     c.send({
-      cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: opts.clientId ?? 'c', keepalive: 60,
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: opts.clientId ?? 'c',
+      keepalive: 60,
       ...(opts.username !== undefined ? { username: opts.username } : {}),
       ...(opts.password !== undefined ? { password: Buffer.from(opts.password) } : {})
     })
@@ -38,8 +44,8 @@ async function connack (port: number, opts: { username?: string, password?: stri
 
 test('a password file made by Debian mosquitto_passwd works unchanged: right password 0, wrong password and unknown user 5', async ({ onTestFinished }) => {
   const pw = join(dir, 'debian.pw')
-  expect((await runCmd('mosquitto_passwd', ['-c', '-b', pw, 'alice', 's3cret'])).code).toBe(0)
-  expect((await runCmd('mosquitto_passwd', ['-b', pw, 'bob', 'hunter2'])).code).toBe(0)
+  expect((await run('mosquitto_passwd', ['-c', '-b', pw, 'alice', 's3cret'])).code).toBe(0)
+  expect((await run('mosquitto_passwd', ['-b', pw, 'bob', 'hunter2'])).code).toBe(0)
   const b = await startTestBroker(`listener 0 127.0.0.1\npassword_file ${pw}\n`)
   onTestFinished(() => b.close())
   expect(await connack(b.port(), { username: 'alice', password: 's3cret' })).toEqual(CONNACK(0))
@@ -75,13 +81,13 @@ test('a file made by `midge passwd` is accepted by Debian mosquitto 2.0.11 (and 
   writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\npassword_file ${pw}\nlog_dest stderr\n`)
   const m = await spawnMosquitto(conf)
   onTestFinished(() => m.stop())
-  const ok = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'correct horse', '-t', 't', '-m', 'x'])
+  const ok = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'correct horse', '-t', 't', '-m', 'x'])
   expect([ok.code, ok.stderr]).toEqual([0, ''])
   for (const [u, p] of [['dave', 'old style'], ['erin', 'more rounds']]) {
-    const r = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', u!, '-P', p!, '-t', 't', '-m', 'x'])
+    const r = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', u!, '-P', p!, '-t', 't', '-m', 'x'])
     expect([u, r.code, r.stderr]).toEqual([u, 0, ''])
   }
-  const bad = await runCmd('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'wrong', '-t', 't', '-m', 'x'])
+  const bad = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-u', 'carol', '-P', 'wrong', '-t', 't', '-m', 'x'])
   expect(bad.code).not.toBe(0)
   expect(bad.stderr).toContain('not authorised')
 })
@@ -142,7 +148,7 @@ pump()
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(repr(out) + ' ' + str(os.WEXITSTATUS(status)))
 `
-  const r = await runCmd(PYTHON, ['-c', script, process.execPath, MAIN, pw], { timeoutMs: 20_000 })
+  const r = await run(PYTHON, ['-c', script, process.execPath, MIDGE_MAIN, pw], { timeoutMs: 20_000 })
   expect(r.stdout).toBe(String.raw`b'Password: \r\nReenter password: \r\n' 0`)
   const b = await startTestBroker(`listener 0 127.0.0.1\npassword_file ${pw}\n`)
   try {
@@ -253,7 +259,7 @@ test('auth_plugin reload (SIGHUP path): the example plugin rereads its secret; o
 
 test('a plugin that answers something other than allow/deny/defer, or throws, gives CONNACK 3 (server unavailable)', async ({ onTestFinished }) => {
   const p = join(dir, 'odd-plugin.mjs')
-  writeFileSync(p, `export default () => ({ name: 'odd', async authenticate ({ username }) { if (username === 'boom') throw new Error('backend down'); return 'yes' } })\n`)
+  writeFileSync(p, 'export default () => ({ name: "odd", async authenticate ({ username }) { if (username === "boom") throw new Error("backend down"); return "yes" } })\n')
   const b = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${p}\n`)
   onTestFinished(() => b.close())
   expect(await connack(b.port(), { username: 'u', password: 'p' })).toEqual(CONNACK(3))

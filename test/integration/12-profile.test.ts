@@ -11,10 +11,11 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import { buildProgram } from '../../src/cli/program.js'
 import { startTestBroker, type TestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
+import { connect, attempt } from '../helpers/mqtt.js'
 
 const run = promisify(execFile)
 const REPO = resolve(import.meta.dirname, '../..')
@@ -64,28 +65,6 @@ async function startProfile (onFinished: (fn: () => Promise<void>) => void, edit
 
 const ca = (): Buffer => readFileSync(join(certs, 'ca.crt'))
 
-/**
- * Connects, or returns why not: `connack N`, or the TLS/socket error code, or `closed` when the broker closes
- * the connection without a word (Node's TLS server drops a client whose certificate it rejects after the TLS 1.3
- * handshake, where mosquitto sends an alert; MQTT.js's connectAsync would wait forever for that case).
- */
-function attempt (url: string, opts: IClientOptions = {}): Promise<MqttClient | string> {
-  return new Promise(resolve => {
-    const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
-    const fail = (why: string): void => { c.removeAllListeners(); c.on('error', () => {}); c.end(true); resolve(why) }
-    c.once('connect', () => { c.removeAllListeners('error'); c.removeAllListeners('close'); resolve(c) })
-    c.once('error', (err: Error & { code?: number | string }) => fail(typeof err.code === 'number' ? `connack ${err.code}` : String(err.code ?? err.message)))
-    c.once('close', () => fail('closed'))
-  })
-}
-
-async function connected (url: string, opts: IClientOptions, onFinished: (fn: () => Promise<void>) => void): Promise<MqttClient> {
-  const c = await attempt(url, opts)
-  if (typeof c === 'string') throw new Error(`could not connect to ${url}: ${c}`)
-  onFinished(async () => { await c.endAsync(true) })
-  return c
-}
-
 /** Publishes on `pub` and resolves with what `sub` received on that topic (or 'nothing' after a barrier). */
 async function roundTrip (pub: MqttClient, sub: MqttClient, topic: string, fencer = pub): Promise<string> {
   await sub.subscribeAsync(topic, { qos: 1 })
@@ -108,7 +87,7 @@ test.concurrent('1883: anonymous MQTT; the bare # is refused (SUBACK 0x80), othe
   expect((await raw.next('suback') as { granted: number[] }).granted).toEqual([0x80, 1, 0, 0])
   const sys = await raw.next('publish') as { topic: string }
   expect(sys.topic.startsWith('$SYS/broker/')).toBe(true)
-  const a = await connected(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'a1883' }, onTestFinished)
+  const a = await connect(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'a1883' }, onTestFinished)
   expect(await roundTrip(a, a, 'open/1883')).toBe('hello open/1883')
 })
 
@@ -118,9 +97,9 @@ test.concurrent('1884: rw reads and writes, ro only reads, wo only writes; no or
   expect(await attempt(url, { clientId: 'anon' })).toBe('connack 5')
   expect(await attempt(url, { clientId: 'bad', username: 'rw', password: 'wrong' })).toBe('connack 5')
   expect(await attempt(url, { clientId: 'nobody', username: 'nobody', password: 'readwrite' })).toBe('connack 5')
-  const rw = await connected(url, { clientId: 'rw', username: 'rw', password: 'readwrite' }, onTestFinished)
-  const ro = await connected(url, { clientId: 'ro', username: 'ro', password: 'readonly' }, onTestFinished)
-  const wo = await connected(url, { clientId: 'wo', username: 'wo', password: 'writeonly' }, onTestFinished)
+  const rw = await connect(url, { clientId: 'rw', username: 'rw', password: 'readwrite' }, onTestFinished)
+  const ro = await connect(url, { clientId: 'ro', username: 'ro', password: 'readonly' }, onTestFinished)
+  const wo = await connect(url, { clientId: 'wo', username: 'wo', password: 'writeonly' }, onTestFinished)
   expect(await roundTrip(rw, rw, 'auth/rw')).toBe('hello auth/rw')
   expect(await roundTrip(rw, ro, 'auth/ro-reads')).toBe('hello auth/ro-reads')
   expect(await roundTrip(wo, rw, 'auth/wo-writes')).toBe('hello auth/wo-writes')
@@ -151,7 +130,7 @@ test.concurrent('1884: rw reads and writes, ro only reads, wo only writes; no or
 
 test.concurrent('8883: TLS with the profile\'s CA; an untrusting client and a plain-TCP client fail', async ({ onTestFinished }) => {
   const { port } = await startProfile(onTestFinished)
-  const c = await connected(`mqtts://127.0.0.1:${port(8883)}`, { clientId: 'tls', ca: ca() }, onTestFinished)
+  const c = await connect(`mqtts://127.0.0.1:${port(8883)}`, { clientId: 'tls', ca: ca() }, onTestFinished)
   expect(await roundTrip(c, c, 'tls/8883')).toBe('hello tls/8883')
   expect(await attempt(`mqtts://127.0.0.1:${port(8883)}`, { clientId: 'untrusting' })).toBe('UNABLE_TO_VERIFY_LEAF_SIGNATURE')
   const raw = await RawClient.connect(port(8883))
@@ -169,7 +148,7 @@ test.concurrent('8884: a client certificate from the profile\'s CA is required',
   const ca = { cert: readFileSync(join(certs, 'ca.crt'), 'utf8'), key: readFileSync(join(certs, 'ca.key'), 'utf8') }
   const { createClientCert } = await import('../../src/cli/certs.js')
   const alice = createClientCert(ca, 'alice')
-  const c = await connected(url, { clientId: 'cert', ca: ca.cert, cert: alice.cert, key: alice.key }, onTestFinished)
+  const c = await connect(url, { clientId: 'cert', ca: ca.cert, cert: alice.cert, key: alice.key }, onTestFinished)
   expect(await roundTrip(c, c, 'tls/8884')).toBe('hello tls/8884')
   const none = await attempt(url, { clientId: 'nocert', ca: ca.cert })
   expect(typeof none).toBe('string')
@@ -184,7 +163,7 @@ test.concurrent('8884: a client certificate from the profile\'s CA is required',
 test.concurrent('8885: TLS and a password: rw/readwrite connects, a wrong password gets CONNACK 5', async ({ onTestFinished }) => {
   const { port } = await startProfile(onTestFinished)
   const url = `mqtts://127.0.0.1:${port(8885)}`
-  const c = await connected(url, { clientId: 'tls-rw', ca: ca(), username: 'rw', password: 'readwrite' }, onTestFinished)
+  const c = await connect(url, { clientId: 'tls-rw', ca: ca(), username: 'rw', password: 'readwrite' }, onTestFinished)
   expect(await roundTrip(c, c, 'tls/8885')).toBe('hello tls/8885')
   expect(await attempt(url, { clientId: 'tls-bad', ca: ca(), username: 'rw', password: 'readonly' })).toBe('connack 5')
   expect(await attempt(url, { clientId: 'tls-anon', ca: ca() })).toBe('connack 5')
@@ -194,7 +173,7 @@ test.concurrent('8887: the server certificate has expired: a verifying client re
   const { port } = await startProfile(onTestFinished)
   const url = `mqtts://127.0.0.1:${port(8887)}`
   expect(await attempt(url, { clientId: 'careful', ca: ca() })).toBe('CERT_HAS_EXPIRED')
-  const c = await connected(url, { clientId: 'careless', ca: ca(), rejectUnauthorized: false }, onTestFinished)
+  const c = await connect(url, { clientId: 'careless', ca: ca(), rejectUnauthorized: false }, onTestFinished)
   expect(await roundTrip(c, c, 'tls/8887')).toBe('hello tls/8887')
   // mosquitto_pub says so too
   const r = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port(8887)), '--cafile', join(certs, 'ca.crt'), '-t', 't', '-m', 'm'])
@@ -207,11 +186,11 @@ test.concurrent('8887: the server certificate has expired: a verifying client re
 
 test.concurrent('8080 and 8081: anonymous MQTT over WebSocket and secure WebSocket; the bare # is refused there too', async ({ onTestFinished }) => {
   const { port } = await startProfile(onTestFinished)
-  const ws = await connected(`ws://127.0.0.1:${port(8080)}/mqtt`, { clientId: 'ws' }, onTestFinished)
+  const ws = await connect(`ws://127.0.0.1:${port(8080)}/mqtt`, { clientId: 'ws' }, onTestFinished)
   expect(await roundTrip(ws, ws, 'ws/8080')).toBe('hello ws/8080')
   const refused = await ws.subscribeAsync('#', { qos: 0 }).then(g => g[0]!.qos, (err: { packet?: { granted?: number[] } }) => err.packet?.granted?.[0])
   expect(refused).toBe(128)
-  const wss = await connected(`wss://127.0.0.1:${port(8081)}/mqtt`, { clientId: 'wss', ca: ca() }, onTestFinished)
+  const wss = await connect(`wss://127.0.0.1:${port(8081)}/mqtt`, { clientId: 'wss', ca: ca() }, onTestFinished)
   expect(await roundTrip(wss, ws, 'wss/8081')).toBe('hello wss/8081')
   expect(await attempt(`wss://127.0.0.1:${port(8081)}/mqtt`, { clientId: 'wss-untrusting' })).toMatch(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|unable to verify/)
 })
@@ -224,8 +203,8 @@ test.concurrent('8090 and 8091: WebSocket with a password; anonymous and wrong p
   expect(await attempt(ws, { clientId: 'ws-bad', username: 'ro', password: 'readwrite' })).toBe('connack 5')
   expect(await attempt(wss, { clientId: 'wss-anon', ca: ca() })).toBe('connack 5')
   expect(await attempt(wss, { clientId: 'wss-bad', ca: ca(), username: 'wo', password: 'nope' })).toBe('connack 5')
-  const rw = await connected(ws, { clientId: 'ws-rw', username: 'rw', password: 'readwrite' }, onTestFinished)
-  const ro = await connected(wss, { clientId: 'wss-ro', ca: ca(), username: 'ro', password: 'readonly' }, onTestFinished)
+  const rw = await connect(ws, { clientId: 'ws-rw', username: 'rw', password: 'readwrite' }, onTestFinished)
+  const ro = await connect(wss, { clientId: 'wss-ro', ca: ca(), username: 'ro', password: 'readonly' }, onTestFinished)
   expect(await roundTrip(rw, ro, 'wsauth/1')).toBe('hello wsauth/1')
   expect(await roundTrip(ro, rw, 'wsauth/2', rw)).toBe('nothing') // ro may not write
 })
@@ -234,7 +213,7 @@ test.concurrent('the profile\'s limits: message_size_limit 1000000, max_inflight
   const { b, port } = await startProfile(onTestFinished)
   expect(b.broker.config.limits.messageSizeLimit).toBe(1_000_000)
   expect(b.broker.config.limits.maxInflightMessages).toBe(10)
-  const c = await connected(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'big' }, onTestFinished)
+  const c = await connect(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'big' }, onTestFinished)
   expect(await roundTrip(c, c, 'size/ok').then(() => 'ok')).toBe('ok')
   const raw = await RawClient.connect(port(1883))
   await raw.connectMqtt({ clientId: 'too-big' })
@@ -274,7 +253,7 @@ test.concurrent('the CSR page: CA download, a CSR from openssl req signed, and t
   // the certificate connects to 8884, with Debian's mosquitto clients
   const tls = ['-h', '127.0.0.1', '-p', String(port(8884)), '--cafile', join(certs, 'ca.crt'), '--cert', join(dir, 'client.crt'), '--key', join(dir, 'client.key')]
   const sub = run('mosquitto_sub', [...tls, '-t', 'csr/test', '-C', '1', '-W', '10', '-q', '1', '-i', 'csr-sub'])
-  const watcher = await connected(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'csr-watch' }, onTestFinished)
+  const watcher = await connect(`mqtt://127.0.0.1:${port(1883)}`, { clientId: 'csr-watch' }, onTestFinished)
   // wait until the mosquitto_sub client has subscribed ($SYS/broker/subscriptions/count: the watcher's and its) before publishing
   await watcher.subscribeAsync('$SYS/broker/subscriptions/count', { qos: 0 })
   await new Promise<void>(resolve => watcher.on('message', (_t, p) => { if (Number(p.toString()) >= 2) resolve() }))

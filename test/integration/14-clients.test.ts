@@ -2,7 +2,7 @@
 import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { connect, collect } from '../helpers/mqtt.js'
-import { run, PYTHON } from '../helpers/proc.js'
+import { run, PYTHON } from '../helpers/processes.js'
 
 const CONF = 'listener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol websockets\nallow_anonymous true\n'
 

@@ -4,11 +4,11 @@
  * In-process brokers on a LevelDB store in a temp dir, restarted on the same dir where needed.
  */
 import { test, expect } from 'vitest'
-import { once, type EventEmitter } from 'node:events'
 import pino from 'pino'
-import mqtt, { type MqttClient, type IConnackPacket, type IPublishPacket } from 'mqtt'
+import type { MqttClient, IPublishPacket } from 'mqtt'
 import { loadConfig, startBroker, type Broker } from '../../src/index.js'
 import { tempDir } from '../helpers/start-broker.js'
+import { connect, collect } from '../helpers/mqtt.js'
 
 interface Started { broker: Broker, url: string, logs: string[] }
 
@@ -23,18 +23,6 @@ async function start (dir: string, extra = ''): Promise<Started> {
   return { broker, url: broker.url('tcp'), logs }
 }
 
-async function connect (url: string, opts: mqtt.IClientOptions): Promise<{ c: MqttClient, sessionPresent: boolean }> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...opts })
-  const [connack] = await once(c as unknown as EventEmitter, 'connect') as [IConnackPacket]
-  return { c, sessionPresent: connack.sessionPresent }
-}
-
-function collect (c: MqttClient): string[] {
-  const got: string[] = []
-  c.on('message', (_t, payload) => got.push(payload.toString()))
-  return got
-}
-
 /** Resolves once `got` holds `n` messages, or after `timeoutMs` (the caller's assertion then shows what came). */
 function waitCount (c: MqttClient, got: unknown[], n: number, timeoutMs: number): Promise<void> {
   if (got.length >= n) return Promise.resolve()
@@ -47,7 +35,7 @@ function waitCount (c: MqttClient, got: unknown[], n: number, timeoutMs: number)
 }
 
 /** Resolves once `n` messages arrived, then two QoS 1 round trips later (anything extra would have arrived by then). */
-async function expectExactly (c: MqttClient, got: string[], n: number, timeoutMs = 10_000): Promise<void> {
+async function expectExactly (c: MqttClient, got: unknown[], n: number, timeoutMs = 10_000): Promise<void> {
   await waitCount(c, got, n, timeoutMs)
   // a QoS 1 round trip on a topic nobody subscribes to: the broker has sent everything queued before its PUBACK
   await c.publishAsync('barrier/none', '', { qos: 1 })
@@ -59,11 +47,11 @@ test('max_queued_messages 10: an offline session keeps the first 10 QoS 1 messag
   onTestFinished(remove)
   const b = await start(dir, 'max_queued_messages 10\n')
   onTestFinished(() => b.broker.close())
-  const { c: keeper } = await connect(b.url, { clientId: 'slowpoke', clean: false })
+  const keeper = await connect(b.url, { clientId: 'slowpoke', clean: false })
   await keeper.subscribeAsync('q/#', { qos: 1 })
   await keeper.endAsync()
 
-  const { c: pub } = await connect(b.url, { clientId: 'pub' })
+  const pub = await connect(b.url, { clientId: 'pub' })
   await Promise.all(Array.from({ length: 30 }, (_, i) => pub.publishAsync('q/t', `m${i + 1}`, { qos: 1 })))
   await pub.endAsync()
   expect(b.broker.durability.stats.droppedQueueFull).toBe(20)
@@ -71,16 +59,16 @@ test('max_queued_messages 10: an offline session keeps the first 10 QoS 1 messag
   expect(warnings).toHaveLength(1)
 
   // mosquitto 2.0.11 with the same settings delivers m1..m10 (checked with mosquitto_sub -c / mosquitto_pub)
-  const { c: back, sessionPresent } = await connect(b.url, { clientId: 'slowpoke', clean: false })
+  const back = await connect(b.url, { clientId: 'slowpoke', clean: false })
   onTestFinished(() => back.endAsync(true))
-  expect(sessionPresent).toBe(true)
-  const got = collect(back)
+  expect(back.sessionPresent).toBe(true)
+  const got = collect(back).messages
   await expectExactly(back, got, 10)
-  expect(got).toEqual(Array.from({ length: 10 }, (_, i) => `m${i + 1}`))
+  expect(got.map(m => m.payload)).toEqual(Array.from({ length: 10 }, (_, i) => `m${i + 1}`))
 
   // the queue drained: new messages are queued again, and the limit is logged again when it fills up again
   await back.endAsync()
-  const { c: pub2 } = await connect(b.url, { clientId: 'pub' })
+  const pub2 = await connect(b.url, { clientId: 'pub' })
   await Promise.all(Array.from({ length: 11 }, (_, i) => pub2.publishAsync('q/t', `n${i + 1}`, { qos: 1 })))
   await pub2.endAsync()
   expect(b.broker.durability.stats.droppedQueueFull).toBe(21)
@@ -91,48 +79,48 @@ test('the queue limit counts what the store held before a restart', async ({ onT
   const { dir, remove } = await tempDir('midge-limits-')
   onTestFinished(remove)
   let b = await start(dir, 'max_queued_messages 5\n')
-  const { c: keeper } = await connect(b.url, { clientId: 'k', clean: false })
+  const keeper = await connect(b.url, { clientId: 'k', clean: false })
   await keeper.subscribeAsync('q/#', { qos: 1 })
   await keeper.endAsync()
-  const { c: pub } = await connect(b.url, { clientId: 'pub' })
+  const pub = await connect(b.url, { clientId: 'pub' })
   await Promise.all(Array.from({ length: 3 }, (_, i) => pub.publishAsync('q/t', `m${i + 1}`, { qos: 1 })))
   await pub.endAsync()
   await b.broker.close()
 
   b = await start(dir, 'max_queued_messages 5\n')
   onTestFinished(() => b.broker.close())
-  const { c: pub2 } = await connect(b.url, { clientId: 'pub' })
+  const pub2 = await connect(b.url, { clientId: 'pub' })
   await Promise.all(Array.from({ length: 5 }, (_, i) => pub2.publishAsync('q/t', `m${i + 4}`, { qos: 1 })))
   await pub2.endAsync()
   expect(b.broker.durability.stats.droppedQueueFull).toBe(3)
-  const { c: back } = await connect(b.url, { clientId: 'k', clean: false })
+  const back = await connect(b.url, { clientId: 'k', clean: false })
   onTestFinished(() => back.endAsync(true))
-  const got = collect(back)
+  const got = collect(back).messages
   await expectExactly(back, got, 5)
-  expect(got).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+  expect(got.map(m => m.payload)).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
 })
 
 test('an offline queue keeps publish order across several restarts (aedes keys it by a random broker id per start)', async ({ onTestFinished }) => {
   const { dir, remove } = await tempDir('midge-order-')
   onTestFinished(remove)
   let b = await start(dir)
-  const { c: keeper } = await connect(b.url, { clientId: 'k', clean: false })
+  const keeper = await connect(b.url, { clientId: 'k', clean: false })
   await keeper.subscribeAsync('q/#', { qos: 1 })
   await keeper.endAsync()
   // with aedes' random UUIDs the chance that 6 starts sort in order is 1/720
   for (let i = 1; i <= 6; i++) {
-    const { c: pub } = await connect(b.url, { clientId: 'pub' })
+    const pub = await connect(b.url, { clientId: 'pub' })
     await pub.publishAsync('q/t', `boot${i}`, { qos: 1 })
     await pub.endAsync()
     await b.broker.close()
     b = await start(dir)
   }
   onTestFinished(() => b.broker.close())
-  const { c: back } = await connect(b.url, { clientId: 'k', clean: false })
+  const back = await connect(b.url, { clientId: 'k', clean: false })
   onTestFinished(() => back.endAsync(true))
-  const got = collect(back)
+  const got = collect(back).messages
   await expectExactly(back, got, 6)
-  expect(got).toEqual(['boot1', 'boot2', 'boot3', 'boot4', 'boot5', 'boot6'])
+  expect(got.map(m => m.payload)).toEqual(['boot1', 'boot2', 'boot3', 'boot4', 'boot5', 'boot6'])
 })
 
 test('persistent_client_expiration removes an abandoned session, its subscriptions and its queue; not a recent one', async ({ onTestFinished }) => {
@@ -143,11 +131,11 @@ test('persistent_client_expiration removes an abandoned session, its subscriptio
   const expiry = b.broker.durability.expiry!
   expect(expiry).toBeDefined()
   for (const id of ['old', 'recent']) {
-    const { c } = await connect(b.url, { clientId: id, clean: false })
+    const c = await connect(b.url, { clientId: id, clean: false })
     await c.subscribeAsync('q/#', { qos: 1 })
     await c.endAsync()
   }
-  const { c: pub } = await connect(b.url, { clientId: 'pub' })
+  const pub = await connect(b.url, { clientId: 'pub' })
   await pub.publishAsync('q/t', 'queued', { qos: 1 })
   // `recent` comes back 50 minutes later (its last-seen is moved forward), `old` never does
   const t0 = Date.now()
@@ -158,19 +146,19 @@ test('persistent_client_expiration removes an abandoned session, its subscriptio
   expect(b.logs.some(l => l.includes('Expiring client old due to timeout.'))).toBe(true)
 
   // gone: no session, no queue; and the subscription no longer routes to a store entry
-  const { c: old, sessionPresent } = await connect(b.url, { clientId: 'old', clean: false })
-  expect(sessionPresent).toBe(false)
-  const got = collect(old)
+  const old = await connect(b.url, { clientId: 'old', clean: false })
+  expect(old.sessionPresent).toBe(false)
+  const got = collect(old).messages
   await pub.publishAsync('q/t', 'after', { qos: 1 })
   await expectExactly(old, got, 0, 0)
-  expect(got).toEqual([])
+  expect(got.map(m => m.payload)).toEqual([])
   await old.endAsync()
   // still there
-  const { c: rec, sessionPresent: recPresent } = await connect(b.url, { clientId: 'recent', clean: false })
-  expect(recPresent).toBe(true)
-  const gotRec = collect(rec)
+  const rec = await connect(b.url, { clientId: 'recent', clean: false })
+  expect(rec.sessionPresent).toBe(true)
+  const gotRec = collect(rec).messages
   await expectExactly(rec, gotRec, 2)
-  expect(gotRec).toEqual(['queued', 'after'])
+  expect(gotRec.map(m => m.payload)).toEqual(['queued', 'after'])
   await rec.endAsync()
   await pub.endAsync()
 })
@@ -181,12 +169,12 @@ test('aedes duplicate filter: a # subscriber gets all 200 publishes when retaine
   onTestFinished(remove)
   const b = await start(dir)
   onTestFinished(() => b.broker.close())
-  const { c: sub } = await connect(b.url, { clientId: 'sub' })
+  const sub = await connect(b.url, { clientId: 'sub' })
   onTestFinished(() => sub.endAsync(true))
   const got: string[] = []
   sub.on('message', (t: string, _p: Buffer, pk: IPublishPacket) => { if (!t.startsWith('barrier')) got.push(`${t}:${pk.qos}`) })
   await sub.subscribeAsync('t/#', { qos: 1 })
-  const { c: pub } = await connect(b.url, { clientId: 'pub' })
+  const pub = await connect(b.url, { clientId: 'pub' })
   onTestFinished(() => pub.endAsync(true))
   for (let i = 0; i < 200; i++) pub.publish(`t/${i}`, 'x', { qos: 0, retain: i % 2 === 0 })
   await expectExactly(sub, got, 200)
@@ -199,15 +187,15 @@ test('overlapping subscriptions of one client still get one copy per message', a
   onTestFinished(remove)
   const b = await start(dir)
   onTestFinished(() => b.broker.close())
-  const { c: sub } = await connect(b.url, { clientId: 'sub', clean: false })
+  const sub = await connect(b.url, { clientId: 'sub', clean: false })
   onTestFinished(() => sub.endAsync(true))
-  const got = collect(sub)
+  const got = collect(sub).messages
   await sub.subscribeAsync({ 'a/#': { qos: 1 }, 'a/b': { qos: 1 }, '+/b': { qos: 0 } })
-  const { c: pub } = await connect(b.url, { clientId: 'pub' })
+  const pub = await connect(b.url, { clientId: 'pub' })
   onTestFinished(() => pub.endAsync(true))
   await pub.publishAsync('a/b', 'one', { qos: 1 })
   await pub.publishAsync('a/b', 'two', { qos: 0 })
   await expectExactly(sub, got, 2)
   // one copy of each (QoS 1 to a persistent session waits for a store write, so 'two' may come first)
-  expect([...got].sort()).toEqual(['one', 'two'])
+  expect(got.map(m => m.payload).sort()).toEqual(['one', 'two'])
 })

@@ -8,7 +8,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker } from '../helpers/child-broker.js'
+import { startChildBroker } from '../helpers/processes.js'
 
 const PAYLOAD = Buffer.alloc(2048, 0x61)
 const QOS0 = 8000
@@ -55,7 +55,7 @@ test('a subscriber that never reads: bounded broker memory, other subscribers no
   const allAcked = new Promise<void>(resolve => pubParser.on('packet', (p) => { if (p.cmd === 'puback' && ++pubacks === QOS1) resolve() }))
   pub.on('data', (d: Buffer) => pubParser.parse(d))
   pub.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'pub', keepalive: 0 }))
-  const timeout = (what: string) => new Promise<never>((_r, reject) => setTimeout(() => reject(new Error(`${what}: healthy got ${received}, publisher got ${pubacks} PUBACKs\n${b.stderr().split('\n').slice(-15).join('\n')}`)), 25_000).unref())
+  const timeout = (what: string) => new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: healthy got ${received}, publisher got ${pubacks} PUBACKs\n${b.stderr().split('\n').slice(-15).join('\n')}`)), 25_000).unref())
   const pubClosed = once(pub, 'close').then(() => { throw new Error(`the broker closed the publisher:\n${b.stderr().split('\n').filter(l => l.includes('pub')).slice(-5).join('\n')}`) })
   pubClosed.catch(() => {})
   const started = Date.now()

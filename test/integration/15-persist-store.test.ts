@@ -7,7 +7,7 @@ import { readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, runMidge, writeConf } from '../helpers/spawn-midge.js'
+import { spawnMidge, runMidge, writeConf } from '../helpers/processes.js'
 
 const CONF = `listener 0 127.0.0.1
 allow_anonymous true

@@ -3,11 +3,10 @@
  * process (`node dist/main.js`; run `npm run build` first) restarted on the same persistence_location.
  */
 import { test, expect } from 'vitest'
-import { once, type EventEmitter } from 'node:events'
-import mqtt, { type MqttClient, type IPublishPacket, type IConnackPacket } from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
 import { RawClient } from '../helpers/raw-client.js'
+import { connect, collect, until } from '../helpers/mqtt.js'
+import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/processes.js'
 
 const CONF = `listener 0 127.0.0.1
 allow_anonymous true
@@ -15,35 +14,6 @@ persistence true
 persistence_location {dir}/data
 log_type all
 `
-
-interface Got { topic: string, payload: string, qos: number, dup: boolean, retain: boolean }
-
-async function connect (url: string, opts: mqtt.IClientOptions): Promise<MqttClient> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...opts })
-  const [connack] = await Promise.race([
-    once(c as unknown as EventEmitter, 'connect') as Promise<[IConnackPacket]>,
-    once(c as unknown as EventEmitter, 'error').then(([err]) => { throw err as Error })
-  ])
-  sessionPresent.set(c, connack.sessionPresent)
-  return c
-}
-const sessionPresent = new WeakMap<MqttClient, boolean>()
-
-function collect (c: MqttClient): Got[] {
-  const got: Got[] = []
-  c.on('message', (topic, payload, p: IPublishPacket) => got.push({ topic, payload: payload.toString(), qos: p.qos, dup: p.dup, retain: p.retain }))
-  return got
-}
-
-/** Resolves when `pred` holds for the messages received so far (checked on every message). */
-function until (c: MqttClient, got: Got[], pred: (g: Got[]) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  if (pred(got)) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { c.off('message', on); reject(new Error(`timed out waiting for ${what}: got ${got.length} messages`)) }, timeoutMs)
-    const on = (): void => { if (pred(got)) { clearTimeout(t); c.off('message', on); resolve() } }
-    c.on('message', on)
-  })
-}
 
 const N1 = 300
 const N2 = 300
@@ -72,10 +42,10 @@ async function fillWhileOffline (m: MidgeProcess): Promise<void> {
 
 async function checkRestored (m: MidgeProcess): Promise<void> {
   const keeper = await connect(m.url(), { clientId: 'keeper', clean: false })
-  const got = collect(keeper)
+  const got = collect(keeper).messages
   try {
     // the session came back
-    expect(sessionPresent.get(keeper)).toBe(true)
+    expect(keeper.sessionPresent).toBe(true)
     const distinct = (t: string) => new Set(got.filter(g => g.topic === t).map(g => g.payload)).size
     await until(keeper, got, g => distinct('q/one') >= N1 && g.filter(x => x.topic === 'q/two').length >= N2, `${N1} + ${N2} queued messages`)
 
@@ -101,7 +71,7 @@ async function checkRestored (m: MidgeProcess): Promise<void> {
 
     // retained messages are all there
     const late = await connect(m.url(), { clientId: 'late', clean: true })
-    const lateGot = collect(late)
+    const lateGot = collect(late).messages
     await late.subscribeAsync('r/#', { qos: 2 })
     await until(late, lateGot, g => g.length >= 2, 'two retained messages')
     expect(lateGot.map(g => [g.topic, g.payload, g.retain]).sort()).toEqual([['r/one', 'kept-1', true], ['r/two', 'kept-2', true]])
@@ -151,8 +121,8 @@ test('a persistent subscription survives SIGKILL right after its SUBACK', async 
   await pub.endAsync()
   const back = await connect(second.url(), { clientId: 'subber', clean: false })
   onTestFinished(() => back.endAsync(true))
-  expect(sessionPresent.get(back)).toBe(true)
-  const got = collect(back)
+  expect(back.sessionPresent).toBe(true)
+  const got = collect(back).messages
   await until(back, got, g => g.length >= 1, 'the queued message')
   expect(got.map(g => [g.topic, g.payload, g.qos])).toEqual([['s/x', 'routed', 1]])
 }, 60_000)

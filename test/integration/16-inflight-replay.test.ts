@@ -20,7 +20,7 @@ import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
 import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
-import { freePort, spawnMosquitto, writeConf } from '../helpers/spawn-midge.js'
+import { freePort, spawnMosquitto, writeConf } from '../helpers/processes.js'
 
 type OnFinished = (fn: () => void | Promise<void>) => void
 const N = 50

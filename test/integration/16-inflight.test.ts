@@ -78,7 +78,7 @@ async function windowOfFive (port: number, qos: 1 | 2, onFinished: (fn: () => vo
   expect(first.map(p => p.payload.toString())).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
   expect(first.every(p => p.qos === qos)).toBe(true)
   const outstanding = [...first]
-  for (let next = 6; outstanding.length > 0; ) {
+  for (let next = 6; outstanding.length > 0;) {
     // the packet ids in flight at once are distinct
     expect(new Set(outstanding.map(p => p.messageId)).size).toBe(outstanding.length)
     const oldest = outstanding.shift()!

@@ -9,10 +9,11 @@ import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { startChildBroker } from '../helpers/child-broker.js'
 import { makeTestCerts } from '../helpers/certs.js'
+import { eventually } from '../helpers/mqtt.js'
 import tls from 'node:tls'
 import { readFileSync } from 'node:fs'
+import { startChildBroker } from '../helpers/processes.js'
 
 const CONNECT = (clientId: string, extra: Record<string, unknown> = {}) =>
   ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, ...extra })
@@ -21,15 +22,6 @@ const CONNECT = (clientId: string, extra: Record<string, unknown> = {}) =>
 async function bytesUntilClose (c: RawClient): Promise<Buffer> {
   await c.closed
   return Buffer.concat(c.received)
-}
-
-/** Polls a condition that has no event of its own (a counter inside the broker). */
-async function until (pred: () => boolean, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now()
-  while (!pred()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time')
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 function connackCode (p: unknown): number {
@@ -66,7 +58,7 @@ test('max_connections: the extra connection is closed without a byte, the others
   // one leaves: its slot is free again
   clients[0]!.end()
   await clients[0]!.closed
-  await until(() => b.broker.connections.get(b.broker.bound[0]!.config.id) === 2)
+  await eventually(() => b.broker.connections.get(b.broker.bound[0]!.config.id) === 2, 5000, 'two connections counted')
   const again = await RawClient.connect(b.port())
   onTestFinished(() => again.end())
   expect(connackCode(await again.connectMqtt({ clientId: 'again' }))).toBe(0)
@@ -307,10 +299,10 @@ test('a publisher flooding faster than the broker can route is throttled by TCP 
   await once(flooder, 'data') // CONNACK
   let flushed = 0
   let blockedMs = 0
-  let stop = false
+  const stop = new AbortController()
   const samples: Array<{ heapUsed: number, rss: number }> = []
   const sampler = (async () => {
-    while (!stop) {
+    while (!stop.signal.aborted) {
       await new Promise(resolve => setTimeout(resolve, 500))
       samples.push(await b.stats())
     }
@@ -324,7 +316,7 @@ test('a publisher flooding faster than the broker can route is throttled by TCP 
       blockedMs += Date.now() - tb
     }
   }
-  stop = true
+  stop.abort()
   await sampler
   const stillQueued = flooder.writableLength
   const routedPublishes = Math.min(...subs.map(s => s.bytes)) / publishBytes.length

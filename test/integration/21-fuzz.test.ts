@@ -10,7 +10,7 @@ import { test, expect } from 'vitest'
 import net from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker, crashLines } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_FUZZ_SECONDS ?? 15)
 const SEED = Number(process.env.MIDGE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
@@ -31,7 +31,7 @@ function prng (seed: number): () => number {
 /** Fails with `what` instead of hanging the test when a step does not finish in time. */
 function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined
-  return Promise.race([p, new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms) })])
+  return Promise.race([p, new Promise<never>((_resolve, reject) => { t = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms) })])
     .finally(() => clearTimeout(t))
 }
 
@@ -70,8 +70,12 @@ function validPacket (r: Rnd, id: string): Record<string, unknown> {
 
 function connectWith (r: Rnd, clean: boolean, clientId: string, qos: number): Record<string, unknown> {
   return {
-    cmd: 'connect', protocolId: pick(r, ['MQTT', 'MQIsdp', 'MQTX']), protocolVersion: pick(r, [3, 4, 4, 4, 5]), clean,
-    clientId, keepalive: pick(r, [0, 1, 60, 65535]),
+    cmd: 'connect',
+    protocolId: pick(r, ['MQTT', 'MQIsdp', 'MQTX']),
+    protocolVersion: pick(r, [3, 4, 4, 4, 5]),
+    clean,
+    clientId,
+    keepalive: pick(r, [0, 1, 60, 65535]),
     ...(r() < 0.3 ? { username: 'u', password: bytes(r, int(r, 20)) } : {}),
     ...(r() < 0.3 ? { will: { topic: pick(r, TOPICS), payload: bytes(r, int(r, 50)), qos, retain: r() < 0.2 } } : {})
   }

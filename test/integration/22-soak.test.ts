@@ -10,7 +10,7 @@
  */
 import { test, expect } from 'vitest'
 import mqtt, { type MqttClient } from 'mqtt'
-import { startChildBroker, crashLines, type ProbeStats } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines, type ProbeStats } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_SOAK_SECONDS ?? 60)
 const SAMPLE_MS = 2000
@@ -75,7 +75,11 @@ test(`soak: ${SECONDS} s of mixed QoS traffic with connecting and dropping clien
       const r = k++
       const job = (async () => {
         const c = await mqtt.connectAsync(url, {
-          clientId: id, clean: !persistent, reconnectPeriod: 0, keepalive: 30, connectTimeout: 30_000,
+          clientId: id,
+          clean: !persistent,
+          reconnectPeriod: 0,
+          keepalive: 30,
+          connectTimeout: 30_000,
           will: { topic: `soak/will/${r % 30}`, payload: Buffer.from('gone'), qos: (r % 2) as 0 | 1, retain: r % 5 === 0 }
         })
         await c.subscribeAsync(`soak/steady/${r % 12}`, { qos: (r % 3) as 0 | 1 | 2 })

@@ -11,7 +11,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import mqttPacket from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startChildBroker, crashLines, type ChildBroker } from '../helpers/child-broker.js'
+import { startChildBroker, crashLines, type ChildBroker } from '../helpers/processes.js'
 
 const SECONDS = Number(process.env.MIDGE_FLOOD_SECONDS ?? 3)
 const PUBLISHERS = 200
@@ -20,15 +20,18 @@ const connectPacket = (clientId: string) => gen({ cmd: 'connect', protocolId: 'M
 
 /** A raw client that acknowledges what it must (PUBACK, PUBREC/PUBREL/PUBCOMP) and counts PUBLISHes. */
 function rawClient (port: number, clientId: string, onPublish?: () => void): Promise<{ socket: net.Socket, closed: Promise<void> }> {
+  const socket = net.connect(port, '127.0.0.1')
+  // resolves on close even after an error (events.once would reject on the error)
+  const closed = new Promise<void>(resolve => socket.once('close', () => resolve()))
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1')
     const parser = mqttPacket.parser({ protocolVersion: 4 })
-    const closed = new Promise<void>(r => socket.once('close', () => r()))
     socket.on('error', () => {})
     socket.once('connect', () => socket.write(connectPacket(clientId)))
     parser.on('packet', (p: mqttPacket.Packet) => {
-      if (p.cmd === 'connack') { if (p.returnCode === 0) resolve({ socket, closed }); else reject(new Error(`CONNACK ${p.returnCode}`)) }
-      else if (p.cmd === 'publish') {
+      if (p.cmd === 'connack') {
+        if (p.returnCode === 0) resolve({ socket, closed })
+        else reject(new Error(`CONNACK ${p.returnCode}`))
+      } else if (p.cmd === 'publish') {
         onPublish?.()
         if (p.qos === 1) socket.write(gen({ cmd: 'puback', messageId: p.messageId }))
         if (p.qos === 2) socket.write(gen({ cmd: 'pubrec', messageId: p.messageId }))

@@ -10,15 +10,14 @@ import { join } from 'node:path'
 import { userInfo } from 'node:os'
 import type { MqttClient } from 'mqtt'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
-import { connect, collect } from '../helpers/mqtt.js'
-import { run } from '../helpers/proc.js'
-import { freePort, spawnMosquitto, nextMessage } from '../helpers/security.js'
+import { connect, collect, nextMessage } from '../helpers/mqtt.js'
 import { loadConfig } from '../../src/index.js'
 import { hashPassword } from '../../src/auth/password-hash.js'
 import { ADMIN_ERR } from '../../src/admin/errors.js'
 import { hashToken } from '../../src/admin/auth.js'
 import { makeTestCerts } from '../helpers/certs.js'
 import https from 'node:https'
+import { run, freePort, spawnMosquitto } from '../helpers/processes.js'
 
 const ADMIN = { user: 'root', password: 'admin-secret-1' }
 const BASIC = `Basic ${Buffer.from(`${ADMIN.user}:${ADMIN.password}`).toString('base64')}`
@@ -95,7 +94,7 @@ describe('configuration', () => {
     ['listener 0\nadmin_enabled true\nadmin_password_file /tmp/x', 'admin_enabled needs a websockets listener'],
     ['listener 0\nprotocol websockets\nadmin_enabled true', 'admin_enabled true needs admin_password_file or admin_token_file'],
     ['password_file /tmp/pw\nadmin_password_file /tmp/pw\nlistener 0\nprotocol websockets\nadmin_enabled true', 'admin_password_file must not be a password_file of MQTT users'],
-    ['listener 0\nprotocol websockets\nadmin_enabled maybe', "Invalid admin_enabled value (maybe). Error found at test.conf:3."]
+    ['listener 0\nprotocol websockets\nadmin_enabled maybe', 'Invalid admin_enabled value (maybe). Error found at test.conf:3.']
   ])('config error: %j', (text, message) => {
     expect(() => loadConfig({ configText: text, configName: 'test.conf' })).toThrow(message)
   })

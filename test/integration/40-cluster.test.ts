@@ -4,11 +4,12 @@
  */
 import { test, expect, beforeAll, afterAll } from 'vitest'
 import { once, type EventEmitter } from 'node:events'
-import mqtt, { type MqttClient, type IPublishPacket, type IConnackPacket, type IClientOptions } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import { tempDir } from '../helpers/start-broker.js'
-import { spawnMidge, runMidge, writeConf, type MidgeProcess } from '../helpers/spawn-midge.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
 import { RawClient } from '../helpers/raw-client.js'
+import { connect, collect, until, type Received } from '../helpers/mqtt.js'
+import { spawnMidge, runMidge, writeConf, type MidgeProcess } from '../helpers/processes.js'
 
 const conf = (redisUrl: string, node: string, sysInterval = 0): string => `listener 0 127.0.0.1
 allow_anonymous true
@@ -17,54 +18,6 @@ node_id ${node}
 sys_interval ${sysInterval}
 max_queued_messages 5000
 `
-
-interface Got { topic: string, payload: string, qos: number, retain: boolean }
-
-/**
- * `got`: collects messages from the start. A returning session's queued messages can come in the same read as its
- * CONNACK, and MQTT.js then handles them before an `await connect(...)` resumes: a handler attached after it
- * misses them, while MQTT.js acknowledges them (they leave the stored queue). Measured on a loaded machine: the
- * offline-queue test below lost its first message(s) that way.
- */
-async function connect (url: string, opts: IClientOptions = {}, got?: Got[]): Promise<MqttClient & { sessionPresent?: boolean }> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...opts }) as MqttClient & { sessionPresent?: boolean }
-  if (got !== undefined) c.on('message', (topic, payload, p: IPublishPacket) => got.push({ topic, payload: payload.toString(), qos: p.qos, retain: p.retain }))
-  const ac = new AbortController()
-  const [connack] = await Promise.race([
-    once(c as unknown as EventEmitter, 'connect', { signal: ac.signal }) as Promise<[IConnackPacket]>,
-    once(c as unknown as EventEmitter, 'error', { signal: ac.signal }).then(([err]) => { c.end(true); throw err as Error })
-  ]).finally(() => ac.abort())
-  c.sessionPresent = connack.sessionPresent
-  return c
-}
-
-function collect (c: MqttClient): Got[] {
-  const got: Got[] = []
-  c.on('message', (topic, payload, p: IPublishPacket) => got.push({ topic, payload: payload.toString(), qos: p.qos, retain: p.retain }))
-  return got
-}
-
-/** Resolves when `pred` holds for the messages received so far (checked on every message). */
-function until (c: MqttClient, got: Got[], pred: (g: Got[]) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  if (pred(got)) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { c.off('message', on); reject(new Error(`timed out waiting for ${what}: got ${JSON.stringify(got.slice(-5))} (${got.length})`)) }, timeoutMs)
-    const on = (): void => { if (pred(got)) { clearTimeout(t); c.off('message', on); resolve() } }
-    c.on('message', on)
-  })
-}
-
-/** Resolves when the process has logged a line matching `re` (checked on every chunk of output). */
-function logged (m: MidgeProcess, re: RegExp, timeoutMs = 15_000): Promise<void> {
-  if (re.test(m.output())) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { off(); reject(new Error(`timed out waiting for ${re}:\n${m.output().slice(-3000)}`)) }, timeoutMs)
-    const on = (): void => { if (re.test(m.output())) { clearTimeout(t); off(); resolve() } }
-    const off = (): void => { m.proc.stdout!.off('data', on); m.proc.stderr!.off('data', on) }
-    m.proc.stdout!.on('data', on)
-    m.proc.stderr!.on('data', on)
-  })
-}
 
 let redis: TestRedis
 let dir: string
@@ -96,7 +49,7 @@ test('each node logs its node id and takes a broker id <node_id>-<n> from Redis'
 test('each node publishes its own $SYS tree under $SYS/nodes/<node_id>/, seen from every node', async ({ onTestFinished }) => {
   const c = await connect(b.url(), { clientId: 'sys-reader' })
   onTestFinished(() => c.endAsync(true))
-  const got = collect(c)
+  const got = collect(c).messages
   await c.subscribeAsync('$SYS/nodes/+/version', { qos: 0 })
   await until(c, got, g => new Set(g.map(x => x.topic)).size >= 2, 'both nodes\' version')
   const version = got.find(g => g.topic === '$SYS/nodes/a/version')?.payload
@@ -107,16 +60,16 @@ test('each node publishes its own $SYS tree under $SYS/nodes/<node_id>/, seen fr
 test('a client on node A receives what a client on node B publishes, at QoS 0, 1 and 2', async ({ onTestFinished }) => {
   const sub = await connect(a.url(), { clientId: 'sub-x' })
   onTestFinished(() => sub.endAsync(true))
-  const got = collect(sub)
+  const got = collect(sub).messages
   expect((await sub.subscribeAsync('x/#', { qos: 2 })).map(g => g.qos)).toEqual([2])
   const pub = await connect(b.url(), { clientId: 'pub-x' })
   onTestFinished(() => pub.endAsync(true))
   for (const qos of [0, 1, 2] as const) await pub.publishAsync(`x/${qos}`, `m${qos}`, { qos })
   await until(sub, got, g => g.length >= 3, 'three messages')
   expect(got).toEqual([
-    { topic: 'x/0', payload: 'm0', qos: 0, retain: false },
-    { topic: 'x/1', payload: 'm1', qos: 1, retain: false },
-    { topic: 'x/2', payload: 'm2', qos: 2, retain: false }
+    { topic: 'x/0', payload: 'm0', qos: 0, retain: false, dup: false },
+    { topic: 'x/1', payload: 'm1', qos: 1, retain: false, dup: false },
+    { topic: 'x/2', payload: 'm2', qos: 2, retain: false, dup: false }
   ])
 })
 
@@ -128,10 +81,10 @@ test('a retained message set through A is delivered by B, and cleared through B 
   await pub.publishAsync('r/t', 'kept', { qos: 2, retain: true })
   const late = await connect(b.url(), { clientId: 'late-r' })
   onTestFinished(() => late.endAsync(true))
-  const got = collect(late)
+  const got = collect(late).messages
   await late.subscribeAsync('r/#', { qos: 1 })
   await until(late, got, g => g.length >= 1, 'the retained message')
-  expect(got).toEqual([{ topic: 'r/t', payload: 'kept', qos: 1, retain: true }])
+  expect(got).toEqual([{ topic: 'r/t', payload: 'kept', qos: 1, retain: true, dup: false }])
   // an empty retained message through B removes it for a subscriber on A
   const clearer = await connect(b.url(), { clientId: 'clear-r' })
   onTestFinished(() => clearer.endAsync(true))
@@ -139,10 +92,10 @@ test('a retained message set through A is delivered by B, and cleared through B 
   await clearer.publishAsync('r/u', 'other', { qos: 2, retain: true })
   const later = await connect(a.url(), { clientId: 'later-r' })
   onTestFinished(() => later.endAsync(true))
-  const got2 = collect(later)
+  const got2 = collect(later).messages
   await later.subscribeAsync('r/#', { qos: 1 })
   await until(later, got2, g => g.length >= 1, 'the other retained message')
-  expect(got2).toEqual([{ topic: 'r/u', payload: 'other', qos: 1, retain: true }])
+  expect(got2).toEqual([{ topic: 'r/u', payload: 'other', qos: 1, retain: true, dup: false }])
 })
 
 test('a persistent session that leaves A and comes back on B gets its offline queue and subscriptions', async ({ onTestFinished }) => {
@@ -164,8 +117,8 @@ test('a persistent session that leaves A and comes back on B gets its offline qu
   await pub.publishAsync('q/zero', 'z', { qos: 0 })
   for (let i = 0; i < 5; i++) await pub.publishAsync('q/one', `o${i}`, { qos: 1 })
   await pub.publishAsync('q/two', 't', { qos: 2 })
-  const got: Got[] = []
-  const s2 = await connect(b.url(), { clientId: roamer, clean: false }, got)
+  const got: Received[] = []
+  const s2 = await connect(b.url(), { clientId: roamer, clean: false, got })
   onTestFinished(() => s2.endAsync(true))
   expect(s2.sessionPresent).toBe(true)
   await until(s2, got, g => g.length >= 6, 'the queued messages')
@@ -175,7 +128,7 @@ test('a persistent session that leaves A and comes back on B gets its offline qu
   // the subscription came back with the session: a new publish on A reaches it on B
   await pub.publishAsync('q/new', 'live', { qos: 1 })
   await until(s2, got, g => g.length >= 7, 'the live message')
-  expect(got[6]).toEqual({ topic: 'q/new', payload: 'live', qos: 1, retain: false })
+  expect(got[6]).toEqual({ topic: 'q/new', payload: 'live', qos: 1, retain: false, dup: false })
 })
 
 test('a persistent session gets all of a queue longer than 1000 messages when it comes back (aedes-persistence-redis delivered 1000)', { timeout: 40_000 }, async ({ onTestFinished }) => {
@@ -190,8 +143,8 @@ test('a persistent session gets all of a queue longer than 1000 messages when it
   for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => pub.publishAsync('h/x', `h${i + k}`, { qos: 1 })))
   // aedes acknowledges a QoS 1 publish before it queues and routes it: the last ones of the last burst are routed
   // while the session reconnects (they reached it before its CONNACK and were lost: see the next test)
-  const got: Got[] = []
-  const s2 = await connect(a.url(), { clientId: hoarder, clean: false }, got)
+  const got: Received[] = []
+  const s2 = await connect(a.url(), { clientId: hoarder, clean: false, got })
   onTestFinished(() => s2.endAsync(true))
   await until(s2, got, g => new Set(g.map(x => x.payload)).size >= N, `${N} queued messages`, 20_000)
   expect(new Set(got.map(g => g.payload)).size).toBe(N)
@@ -211,10 +164,10 @@ test('a returning persistent session gets its CONNACK before the messages routed
   // a steady stream of QoS 1 messages for the session through node A while it reconnects to node G, 20 times
   const pub = await connect(a.url(), { clientId: 'pub-cf' })
   onTestFinished(() => pub.endAsync(true))
-  let streaming = true
+  const streaming = new AbortController()
   let sent = 0
   const stream = (async () => {
-    while (streaming) await Promise.all(Array.from({ length: 20 }, () => pub.publishAsync('cf/x', `c${sent++}`, { qos: 1 })))
+    while (!streaming.signal.aborted) await Promise.all(Array.from({ length: 20 }, () => pub.publishAsync('cf/x', `c${sent++}`, { qos: 1 })))
   })()
   const firsts: string[] = []
   try {
@@ -227,7 +180,7 @@ test('a returning persistent session gets its CONNACK before the messages routed
       await raw.closed
     }
   } finally {
-    streaming = false
+    streaming.abort()
     await stream
   }
   // a clean session ends it: nothing stays queued
@@ -253,12 +206,12 @@ test('a client id connecting to B while connected to A takes over: A closes the 
 test('a will of a client on A that drops its connection is delivered to a subscriber on B', async ({ onTestFinished }) => {
   const watcher = await connect(b.url(), { clientId: 'watcher' })
   onTestFinished(() => watcher.endAsync(true))
-  const got = collect(watcher)
+  const got = collect(watcher).messages
   await watcher.subscribeAsync('will/#', { qos: 1 })
   const w = await connect(a.url(), { clientId: 'mortal', will: { topic: 'will/mortal', payload: Buffer.from('gone'), qos: 1, retain: false } })
   ;(w as unknown as { stream: { destroy: () => void } }).stream.destroy()
   await until(watcher, got, g => g.length >= 1, 'the will')
-  expect(got).toEqual([{ topic: 'will/mortal', payload: 'gone', qos: 1, retain: false }])
+  expect(got).toEqual([{ topic: 'will/mortal', payload: 'gone', qos: 1, retain: false, dup: false }])
   w.end(true)
 })
 
@@ -270,7 +223,7 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   await keeper.endAsync()
   const watcher = await connect(d.url(), { clientId: 'watcher-k' })
   onTestFinished(() => watcher.endAsync(true))
-  const wills = collect(watcher)
+  const wills = collect(watcher).messages
   await watcher.subscribeAsync('will/#', { qos: 1 })
   const doomed = await connect(c.url(), { clientId: 'doomed', will: { topic: 'will/doomed', payload: Buffer.from('node died'), qos: 1, retain: false } })
   doomed.on('error', () => {})
@@ -280,21 +233,22 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   pub.on('error', () => {})
   const acked = new Set<string>()
   const N = 3000
-  let killed: Promise<unknown> | undefined
+  let killed = false
   const enough = new Promise<void>(resolve => {
     for (let i = 0; i < N; i++) {
       const qos = i % 4 === 3 ? 2 : 1
       const payload = `${qos === 1 ? 'a' : 'b'}-${i}`
       pub.publish(`k/${qos}`, payload, { qos }, (err) => {
         if (err) return
-        if (killed === undefined) acked.add(payload)
+        if (!killed) acked.add(payload)
         if (acked.size >= 600) resolve()
       })
     }
   })
   await enough
-  killed = c.kill('SIGKILL')
-  await killed
+  const kill = c.kill('SIGKILL')
+  killed = true
+  await kill
   pub.end(true)
   expect(acked.size).toBeGreaterThanOrEqual(600)
   expect(acked.size).toBeLessThan(N)
@@ -302,11 +256,11 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   // the session on node d gets every acknowledged message (node d replays node c's journal once c's lease
   // expires). Midge hands at most max_inflight_messages + max_queued_messages to one client's socket at once and
   // keeps the rest in the store for the next connection (broker/delivery.ts): reconnect if some are still missing.
-  const got: Got[] = []
+  const got: Received[] = []
   const missing = (): string[] => { const have = new Set(got.map(g => g.payload)); return [...acked].filter(p => !have.has(p)) }
   let sessions = 0
   for (; sessions < 3 && (sessions === 0 || missing().length > 0); sessions++) {
-    const back = await connect(d.url(), { clientId: 'keeper', clean: false }, got)
+    const back = await connect(d.url(), { clientId: 'keeper', clean: false, got })
     expect(back.sessionPresent).toBe(true)
     await until(back, got, () => missing().length === 0, `${acked.size} acknowledged messages`, sessions === 0 ? 15_000 : 8_000).catch(() => {})
     await back.endAsync()
@@ -320,7 +274,7 @@ test('SIGKILL of a node loses no acknowledged QoS 1/2 message of an offline pers
   if (sessions === 1) expect(twos.length).toBe(new Set(twos).size)
   // the will of the client connected to the dead node, published by node d
   await until(watcher, wills, g => g.length >= 1, 'the will of the client on the dead node', 25_000)
-  expect(wills).toEqual([{ topic: 'will/doomed', payload: 'node died', qos: 1, retain: false }])
+  expect(wills).toEqual([{ topic: 'will/doomed', payload: 'node died', qos: 1, retain: false, dup: false }])
   // (when the kill lands between a PUBACK and the store write, which it does in most runs, node d logs
   // "Node c-1 is gone ...: replaying N acknowledged QoS 1 message(s)"; without the journal such runs lose them)
 }, 60_000)
@@ -346,7 +300,7 @@ test('Redis with a password: cluster_redis_password connects, a wrong one is one
   onTestFinished(async () => { await good.kill('SIGKILL') })
   const c = await connect(good.url(), { clientId: 'pw-client' })
   onTestFinished(() => c.endAsync(true))
-  const got = collect(c)
+  const got = collect(c).messages
   await c.subscribeAsync('pw/#', { qos: 1 })
   await c.publishAsync('pw/x', 'through redis', { qos: 1 })
   await until(c, got, g => g.length >= 1, 'the message')
@@ -374,7 +328,7 @@ test('Redis over TLS: rediss:// with cluster_redis_cafile connects; without the 
   onTestFinished(async () => { await good.kill('SIGKILL') })
   const c = await connect(good.url(), { clientId: 'tls-client' })
   onTestFinished(() => c.endAsync(true))
-  const got = collect(c)
+  const got = collect(c).messages
   await c.subscribeAsync('tls/#', { qos: 1 })
   await c.publishAsync('tls/x', 'over TLS', { qos: 1 })
   await until(c, got, g => g.length >= 1, 'the message')
@@ -438,7 +392,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   const watch = await connect(f.url(), { clientId: 'watch', clean: false, reconnectPeriod: 100, reconnectOnConnackError: true })
   onTestFinished(() => watch.endAsync(true))
   watch.on('error', () => {})
-  const got = collect(watch)
+  const got = collect(watch).messages
   await watch.subscribeAsync('z/#', { qos: 1 })
   const pub = await connect(e.url(), { clientId: 'pub-z', reconnectPeriod: 100, reconnectOnConnackError: true })
   onTestFinished(() => pub.endAsync(true))
@@ -453,7 +407,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   const closed = (c: MqttClient): Promise<void> => new Promise(resolve => c.once('close', () => resolve()))
   const watchClosed = closed(watch)
   await r2.stop({ save: true })
-  await Promise.all([logged(e, /Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/), logged(f, /Redis connection lost/)])
+  await Promise.all([e.logged(/Redis connection lost \(redis:\/\/127\.0\.0\.1:\d+\/0, \w+\)/, 15_000), f.logged(/Redis connection lost/, 15_000)])
   // the load balancer takes the node out: /healthz cannot write its probe to the store
   expect(await health()).toBe(503)
   // a publish now is not acknowledged: the connection closes, MQTT.js keeps the message
@@ -468,7 +422,7 @@ test('Redis lost while running: logged, publishes and connections refused, every
   await watchClosed
 
   await r2.start()
-  await Promise.all([logged(e, /Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/), logged(f, /Redis connection back/)])
+  await Promise.all([e.logged(/Redis connection back \(redis:\/\/127\.0\.0\.1:\d+\/0\) after \d+ ms/, 15_000), f.logged(/Redis connection back/, 15_000)])
   expect(await health()).toBe(200)
   // the publisher reconnected and sent its message again; the persistent subscriber gets it
   await during

@@ -1,6 +1,6 @@
 import { test, expect } from 'vitest'
 import mqemitter from 'mqemitter'
-import { TopicEmitter, type Listener, type EmitterMessage } from '../../src/broker/emitter.js'
+import { TopicEmitter, type Listener } from '../../src/broker/emitter.js'
 
 const FILTERS = ['#', '+', 'a', 'a/#', 'a/+', 'a/b', 'a/+/c', '+/b', '+/+', 'a/b/#', '/#', '+/', 'a//c', 'a/+/#', '$SYS/#', '$SYS/+/x', 'b/#', '+/b/+', 'a/b/c/d']
 const TOPICS = ['a', 'a/b', 'a/b/c', 'a/b/c/d', 'a/', '/', '/b', 'a//c', 'b', 'b/b/b', '$SYS/x', '$SYS/1/x', 'x/b', 'x/b/y', 'a/x/c', '']
