@@ -113,21 +113,27 @@ export function checkAedes (aedes: Aedes): void {
   const version = (aedes as unknown as { version?: string }).version
   if (version !== AEDES_VERSION) problems.push(`version ${version} (Midge is built for ${AEDES_VERSION})`)
   const b = aedes as unknown as Record<string, unknown>
-  for (const [field, type] of [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']] as const) {
-    if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)
+  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']]
+  for (const [field, type] of broker) {
+    if (kindOf(b[field]) !== type) problems.push(`broker.${field} is not a ${type}`)
   }
   const conn = new Duplex({ read () {}, write (_c, _e, cb) { cb() } })
   const client = aedes.handle(conn as never) as unknown as Record<string, unknown>
-  for (const [field, type] of [
+  const fields: Array<[string, string]> = [
     ['_nextId', 'number'], ['_parsingBatch', 'number'], ['_nextBatch', 'function'], ['_parser', 'object'],
     ['deliverQoS', 'function'], ['deliver0', 'function'], ['subscriptions', 'object'], ['duplicates', 'object'],
     ['connackSent', 'boolean'], ['broker', 'object']
-  ] as const) {
-    if (typeof client[field] !== type) problems.push(`client.${field} is not a ${type}`)
+  ]
+  for (const [field, type] of fields) {
+    if (kindOf(client[field]) !== type) problems.push(`client.${field} is not a ${type}`)
   }
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
   }
+}
+
+function kindOf (v: unknown): string {
+  return typeof v
 }

@@ -145,7 +145,10 @@ export class Broker {
     }
     wireStats(this.aedes, this.stats, c => this.contexts.get(c.conn as Duplex)?.listener.id)
     this.sys = new SysPublisher({
-      aedes: this.aedes, stats: this.stats, log, intervalSeconds: config.sysInterval,
+      aedes: this.aedes,
+      stats: this.stats,
+      log,
+      intervalSeconds: config.sysInterval,
       // every node publishes its own tree: retained $SYS/broker/... values of several nodes would overwrite each other
       ...(cluster ? { prefix: `$SYS/nodes/${cluster.nodeId}/` } : {})
     })

@@ -249,7 +249,10 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   }
   let inflight = 0
   let inflightIds: Map<number, number> | undefined
-  const ids = (): Map<number, number> => inflightIds ??= new Map()
+  const ids = (): Map<number, number> => {
+    inflightIds ??= new Map()
+    return inflightIds
+  }
   let waiting: Waiting[] = []
   let waitHead = 0
   /** When the last acknowledgement freed a slot, or the window last started filling. */
@@ -442,6 +445,8 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
 
   /** (4) Slots are free: send what waits, oldest first. */
   const flush = (): void => {
+    // send() changes `inflight` (and a returning session's replay ends `replaying`) through closures
+    // eslint-disable-next-line no-unmodified-loop-condition
     while (!replaying && inflight < slots() && waitHead < waiting.length) {
       if (client.closed) { waiting = []; waitHead = 0; return }
       const w = waiting[waitHead]!

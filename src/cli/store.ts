@@ -36,7 +36,7 @@ export async function checkStore (path: string): Promise<Record<string, number>>
       counts[family] = (counts[family] ?? 0) + 1
     }
     // values too: a damaged block can hold values whose keys were readable from the index
-    for await (const _v of db.values({ fillCache: false })) { /* read */ }
+    for await (const v of db.values({ fillCache: false })) void v
   } catch (err) {
     const corrupt = isCorruption(err)
     if (corrupt !== undefined) throw corruptStoreError(path, corrupt, err)

@@ -29,7 +29,6 @@ interface AedesPersistenceLike {
 /** A subscriber none of whose writes completed for this long no longer holds its publishers (delivery.ts). */
 export const STUCK_AFTER_MS = 1000
 
-
 /** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
 function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?: string, brokerCounter?: number }): boolean {
   const ia = a.brokerId ?? ''
@@ -175,8 +174,14 @@ export class Durability {
       const retain = e.retain && !(await this.retainedIsNewer(p, e))
       await new Promise<void>((resolve, reject) => {
         aedes.publish({
-          cmd: 'publish', topic: e.topic, payload: e.payload, qos: e.qos, retain, dup: false,
-          brokerId: e.brokerId, brokerCounter: e.brokerCounter,
+          cmd: 'publish',
+          topic: e.topic,
+          payload: e.payload,
+          qos: e.qos,
+          retain,
+          dup: false,
+          brokerId: e.brokerId,
+          brokerCounter: e.brokerCounter,
           ...(e.properties !== undefined ? { properties: e.properties } : {}),
           ...(e.messageExpiry !== undefined ? { messageExpiry: e.messageExpiry } : {})
         } as unknown as PublishPacket, (err?: Error) => err ? reject(err) : resolve())

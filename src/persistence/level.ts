@@ -48,7 +48,6 @@ function syncWrites (db: ClassicLevel<string, Buffer>): ClassicLevel<string, Buf
       if (prop === 'del') return (k: string, o?: Opts) => target.del(k, { ...o, sync: true })
       if (prop === 'batch') {
         return (ops?: unknown[], o?: Opts) => {
-          // eslint-disable-next-line @typescript-eslint/no-explicit-any
           if (ops !== undefined) return (target.batch as any)(ops, { ...o, sync: true })
           const chained = target.batch()
           const write = chained.write.bind(chained)

@@ -29,15 +29,17 @@ export function resolveInCallOrder<T extends object> (persistence: T): T {
       if (w === undefined) {
         const fn = (v as AsyncMethod).bind(target)
         // bound once, not on every call
-        w = !ORDERED.has(prop as string) ? fn : (...args: unknown[]) => {
-          // callback style (last argument a function) is not used by aedes 1.x for these methods: pass it through
-          if (typeof args[args.length - 1] === 'function') return fn(...args)
-          const started = fn(...args)
-          const previous = tail
-          const inOrder = started.then(r => previous.then(() => r), err => previous.then(() => { throw err }))
-          tail = inOrder.catch(() => {})
-          return inOrder
-        }
+        w = !ORDERED.has(prop as string)
+          ? fn
+          : (...args: unknown[]) => {
+              // callback style (last argument a function) is not used by aedes 1.x for these methods: pass it through
+              if (typeof args[args.length - 1] === 'function') return fn(...args)
+              const started = fn(...args)
+              const previous = tail
+              const inOrder = started.then(r => previous.then(() => r), err => previous.then(() => { throw err }))
+              tail = inOrder.catch(() => {})
+              return inOrder
+            }
         wrapped.set(prop, w)
       }
       return w

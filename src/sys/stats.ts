@@ -5,7 +5,7 @@
  */
 import { brokerInternals, connectedClients, subscriptionsOf } from '../aedes/internals.js'
 import type { Socket } from 'node:net'
-import type { Aedes, Client } from 'aedes'
+import type { Aedes } from 'aedes'
 
 /** Per-listener counters (Prometheus labels: `listener`). */
 export interface ListenerStats {

@@ -295,3 +295,17 @@ export async function startChildBroker (confText: string, opts: { nodeArgs?: str
     }
   }
 }
+
+/** mosquitto_sub for `count` messages; `ready` resolves once its SUBACK arrived (its -d output). */
+export function mosquittoSub (args: string[], count = 1): { ready: Promise<void>, done: Promise<RunResult> } {
+  // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, and the SUBACK line is the readiness signal
+  const w = watch(spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', String(count), '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  // -W 10: mosquitto_sub gives up after 10 s, so it exits (and `ready` rejects) before this timeout
+  const ready = w.waitFor(/received SUBACK/, 15_000).then(() => {})
+  // 'close', not 'exit': the output is complete only once the pipes are
+  const done = new Promise<RunResult>(resolve => w.proc.on('close', (code, signal) => resolve({ code, signal, stdout: w.stdout(), stderr: w.stderr() })))
+  return { ready, done }
+}
+
+/** The message lines of mosquitto_sub -d output, without its debug lines. */
+export const messageLines = (s: string): string[] => s.trim().split('\n').filter(l => !l.startsWith('Client ') && !l.startsWith('Subscribed (mid') && l !== '')

@@ -4,7 +4,6 @@
  * with an ACL, and start-up errors for bad TLS configuration (child process: `npm run build` first).
  */
 import { test, expect, beforeAll, afterAll } from 'vitest'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -16,7 +15,7 @@ import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js'
 import { createServerCert, signClientCsr } from '../../src/cli/certs.js'
-import { freePort, midge, run, spawnMidge, spawnMosquitto, watch, PYTHON, type RunResult } from '../helpers/processes.js'
+import { freePort, midge, run, spawnMidge, spawnMosquitto, mosquittoSub, PYTHON } from '../helpers/processes.js'
 import { subackCodes, nextMessage, nextError } from '../helpers/mqtt.js'
 
 let certs: TestCerts
@@ -24,17 +23,6 @@ beforeAll(() => { certs = makeTestCerts() }, 60_000) // RSA key generation: slow
 afterAll(() => certs.remove())
 
 const tlsConf = (extra = '') => `listener 0 127.0.0.1\ncafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n${extra}`
-
-/** mosquitto_sub for one message; resolves `ready` once its SUBACK arrived (-d output). */
-function mosquittoSub (args: string[]): { ready: Promise<void>, done: Promise<RunResult> } {
-  // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, and the SUBACK line is the readiness signal
-  const w = watch(spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-C', '1', '-W', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
-  // -W 10: mosquitto_sub gives up after 10 s, so it exits (and `ready` rejects) before this timeout
-  const ready = w.waitFor(/received SUBACK/, 15_000).then(() => {})
-  // 'close', not 'exit': the output is complete only once the pipes are
-  const done = new Promise<RunResult>(resolve => w.proc.on('close', (code, signal) => resolve({ code, signal, stdout: w.stdout(), stderr: w.stderr() })))
-  return { ready, done }
-}
 
 function encryptedKey (c: TestCerts): string {
   const f = join(c.dir, 'encrypted.key')

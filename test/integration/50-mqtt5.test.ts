@@ -6,12 +6,9 @@
 import { test, expect } from 'vitest'
 import { once, type EventEmitter } from 'node:events'
 import mqtt, { type MqttClient, type IClientOptions, type IPublishPacket, type IConnackPacket } from 'mqtt'
-import mqttPacket from 'mqtt-packet'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { spawnMidge, writeConf } from '../helpers/spawn-midge.js'
-import { run, PYTHON } from '../helpers/proc.js'
-import { mosquittoSub, messageLines } from '../helpers/mosquitto-sub.js'
+import { spawnMidge, writeConf, run, PYTHON, mosquittoSub, messageLines } from '../helpers/processes.js'
 
 const PROPS = {
   payloadFormatIndicator: true,
@@ -34,7 +31,7 @@ async function connect5 (url: string, opts: IClientOptions, onFinished: (fn: () 
   })
   const [connack] = await Promise.race([
     once(client as unknown as EventEmitter, 'connect') as Promise<[IConnackPacket]>,
-    once(client as unknown as EventEmitter, 'error').then(([e]) => { throw e as Error })
+    once(client as unknown as EventEmitter, 'error').then(([e]) => { throw e instanceof Error ? e : new Error(String(e)) })
   ])
   onFinished(async () => { await client.endAsync(true) })
   const take = async (n: number): Promise<V5Message[]> => {
