@@ -90,7 +90,8 @@ export class Broker {
     try {
       await b.startInternal()
     } catch (err) {
-      await b.close().catch(() => {})
+      // the start-up error is the one to report; close() only releases what was opened
+      await b.close().catch((closeErr: Error) => b.log.warn({ err: closeErr.message }, 'releasing a failed start-up failed'))
       throw err
     }
     return b
@@ -343,19 +344,32 @@ export class Broker {
   }
 
   private async closeInternal (timeoutMs: number): Promise<void> {
-    const deadline = new Promise<void>(resolve => setTimeout(resolve, timeoutMs).unref())
-    const steps = async (): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'cut'>(resolve => { timer = setTimeout(() => resolve('cut'), timeoutMs).unref() })
+    /** The step running now: what the deadline cut, if it comes first. */
+    let step = 'stop accepting connections'
+    const failed = (what: string) => (err: Error): void => { this.log.warn({ err: err.message, step: what }, `stopping: ${what} failed`) }
+    const steps = async (): Promise<'done'> => {
       // a listener stops accepting at once, but its close resolves only when its last connection has ended, which
       // aedes.close does: awaited first, a connected client made every stop wait for the deadline and skip the store
-      const listening = Promise.all(this.listeners.map(l => l.close().catch(() => {})))
+      const listening = Promise.all(this.listeners.map(l => l.close().catch(failed(`closing listener ${l.config.id}`))))
+      step = 'stop $SYS'
       await this.sys?.stop()
+      step = 'close the clients'
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
+      step = 'close the listeners'
       await listening
-      await this.durability?.close().catch(() => {})
+      step = 'flush the journal'
+      await this.durability?.close().catch(failed(step))
+      step = 'flush and close the store'
       await this.persistence?.close().catch((err: Error) => this.log.error({ err: err.message }, 'closing the store failed'))
-      await this.auth?.close().catch(() => {})
+      step = 'close the auth backends'
+      await this.auth?.close().catch(failed(step))
+      return 'done'
     }
-    await Promise.race([steps(), deadline])
+    const outcome = await Promise.race([steps(), deadline])
+    clearTimeout(timer)
+    if (outcome === 'cut') this.log.warn({ step, timeoutMs }, `stop deadline (${timeoutMs} ms) reached while trying to ${step}; the later steps were skipped`)
     if (this.config.pidFile && this.bound.length > 0) rmSync(this.config.pidFile, { force: true })
   }
 }
