@@ -46,6 +46,7 @@ function checkPassword (p: string): void {
 /** Replaces the file atomically (temp file + rename), keeping its mode; a new file is 0600. */
 function writeAtomic (file: string, text: string): void {
   let mode = 0o600
+  // no file yet: a new one gets 0600
   try { mode = statSync(file).mode & 0o777 } catch {}
   const tmp = join(dirname(file), `.${basename(file)}.${randomBytes(4).toString('hex')}.tmp`)
   writeFileSync(tmp, text, { mode, flag: 'wx' })

@@ -42,6 +42,7 @@ export async function checkStore (path: string): Promise<Record<string, number>>
     if (corrupt !== undefined) throw corruptStoreError(path, corrupt, err)
     throw err
   } finally {
+    // the read's own error (or its result) is what the command reports
     await db.close().catch(() => {})
   }
   return counts

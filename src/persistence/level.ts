@@ -91,6 +91,7 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     await raw.put(BOOT_KEY, Buffer.from(String(boot)), { sync: true })
     brokerId = `midge-${String(boot).padStart(10, '0')}-${randomBytes(4).toString('hex')}`
   } catch (err) {
+    // the open error above is the one to report; closing only releases the lock
     await raw.close().catch(() => {})
     const corrupt = isCorruption(err)
     if (corrupt !== undefined) throw corruptStoreError(path, corrupt, err)
@@ -109,6 +110,7 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     close: async () => {
       if (closed) return
       closed = true
+      // the raw database is closed next either way, and that is what flushes the data
       await (p as { destroy?: () => Promise<void> }).destroy?.().catch(() => {})
       if (raw.status === 'open') await raw.close()
     }

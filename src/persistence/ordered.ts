@@ -37,6 +37,7 @@ export function resolveInCallOrder<T extends object> (persistence: T): T {
               const started = fn(...args)
               const previous = tail
               const inOrder = started.then(r => previous.then(() => r), err => previous.then(() => { throw err }))
+              // the caller gets the error through inOrder; the chain only keeps the order
               tail = inOrder.catch(() => {})
               return inOrder
             }

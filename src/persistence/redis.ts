@@ -32,6 +32,7 @@ export async function redisBackend (c: ClusterConfig, log: Logger): Promise<Pers
       closed = true
       await node.close()
       // disconnects the store connection
+      // the connection is dropped on the next line either way; Redis has written every command it answered
       await (store as { destroy?: () => Promise<void> }).destroy?.().catch(() => {})
       node.conns.store.disconnect()
     }
