@@ -26,6 +26,8 @@ export interface GroupSpec {
   filter?: string
   /** sub: read the send time the publisher wrote into the payload and record the latency. */
   latency?: boolean
+  /** MQTT protocol level: 4 (3.1.1, the default) or 5. */
+  protocolVersion?: 4 | 5
 }
 
 export type ToWorker =

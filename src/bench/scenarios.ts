@@ -184,6 +184,8 @@ const sub = (filter: string, qos: 0 | 1 | 2, count = 1, extra: Partial<GroupSpec
 const pubs = (count: number, qos: 0 | 1 | 2, extra: Partial<GroupSpec> = {}): GroupSpec =>
   ({ kind: 'pub', count, idPrefix: 'bench-pub-', clean: true, topic: 'bench/in/{i}', qos, payloadBytes: 64, ...(qos === 0 ? { mode: 'paced' } : { mode: 'window', window: 10 }), ...extra })
 
+const V5: Partial<GroupSpec> = { protocolVersion: 5 }
+
 function fanIn (qos: 0 | 1, n: number): Scenario {
   return throughput(`fanin-q${qos}-p${n}`, `QoS ${qos} fan-in: ${n} publisher(s) -> one 'bench/in/#' subscriber`,
     () => ({ transport: 'tcp', subs: [sub('bench/in/#', qos)], pubs: [pubs(n, qos)] }))
@@ -323,6 +325,15 @@ export function allScenarios (): Scenario[] {
     throughput('tls-q0-p5', 'QoS 0 fan-in over TLS: 5 publishers -> one subscriber',
       () => ({ transport: 'tls', subs: [sub('bench/in/#', 0)], pubs: [pubs(5, 0)] }), { tls: true }),
     throughput('tls-q1-p10', 'QoS 1 fan-in over TLS: 10 publishers -> one subscriber',
-      () => ({ transport: 'tls', subs: [sub('bench/in/#', 1)], pubs: [pubs(10, 1)] }), { tls: true })
+      () => ({ transport: 'tls', subs: [sub('bench/in/#', 1)], pubs: [pubs(10, 1)] }), { tls: true }),
+    // the same loads from MQTT 5 clients
+    throughput('v5-fanin-q0-p5', "MQTT 5, QoS 0 fan-in: 5 publishers -> one 'bench/in/#' subscriber",
+      () => ({ transport: 'tcp', subs: [sub('bench/in/#', 0, 1, V5)], pubs: [pubs(5, 0, V5)] })),
+    throughput('v5-fanin-q1-p20', "MQTT 5, QoS 1 fan-in: 20 publishers -> one 'bench/in/#' subscriber",
+      () => ({ transport: 'tcp', subs: [sub('bench/in/#', 1, 1, V5)], pubs: [pubs(20, 1, V5)] })),
+    throughput('v5-fanout-q1-s100', "MQTT 5, QoS 1 fan-out: one publisher -> 100 subscribers of 'bench/out'",
+      () => ({ transport: 'tcp', subs: [sub('bench/out', 1, 100, V5)], pubs: [pubs(1, 1, { topic: 'bench/out', window: 50, ...V5 })] })),
+    throughput('v5-e2e-q2-p10', "MQTT 5, QoS 2 end to end: 10 publishers -> one 'bench/in/#' QoS 2 subscriber",
+      () => ({ transport: 'tcp', subs: [sub('bench/in/#', 2, 1, V5)], pubs: [pubs(10, 2, V5)] }))
   ]
 }

@@ -1,5 +1,5 @@
 /**
- * Just enough MQTT 3.1.1 encoding and a streaming scanner for the load generator. Hand-written rather than
+ * Just enough MQTT 3.1.1 and 5 encoding and a streaming scanner for the load generator. Hand-written rather than
  * mqtt-packet or MQTT.js so that a generator process costs a few integer operations per message and the broker,
  * not the generator, is the bottleneck.
  */
@@ -35,17 +35,26 @@ function packet (type: number, flags: number, body: Buffer): Buffer {
   return Buffer.concat([Buffer.from([(type << 4) | flags, ...remainingLength(body.length)]), body])
 }
 
-export function connect (clientId: string, opts: { clean?: boolean, keepalive?: number } = {}): Buffer {
-  const flags = (opts.clean ?? true) ? 0x02 : 0
+export type Version = 4 | 5
+/** MQTT 5 packets carry a property length after their variable header: none here, so one 0 byte. */
+const NO_PROPERTIES = Buffer.from([0])
+const props = (v: Version): Buffer => v === 5 ? NO_PROPERTIES : Buffer.alloc(0)
+/** MQTT 5: Session Expiry Interval 0xFFFFFFFF, so that clean 0 means what it means in 3.1.1 */
+const NEVER_EXPIRES = Buffer.from([5, 0x11, 0xff, 0xff, 0xff, 0xff])
+
+export function connect (clientId: string, opts: { clean?: boolean, keepalive?: number, version?: Version } = {}): Buffer {
+  const v = opts.version ?? 4
+  const clean = opts.clean ?? true
   const ka = Buffer.alloc(2)
   ka.writeUInt16BE(opts.keepalive ?? 0)
-  return packet(1, 0, Buffer.concat([str('MQTT'), Buffer.from([4, flags]), ka, str(clientId)]))
+  const p = v === 5 ? (clean ? NO_PROPERTIES : NEVER_EXPIRES) : Buffer.alloc(0)
+  return packet(1, 0, Buffer.concat([str('MQTT'), Buffer.from([v, clean ? 0x02 : 0]), ka, p, str(clientId)]))
 }
 
-export function subscribe (messageId: number, filters: Array<{ topic: string, qos: number }>): Buffer {
+export function subscribe (messageId: number, filters: Array<{ topic: string, qos: number }>, version: Version = 4): Buffer {
   const id = Buffer.alloc(2)
   id.writeUInt16BE(messageId)
-  return packet(8, 2, Buffer.concat([id, ...filters.map(f => Buffer.concat([str(f.topic), Buffer.from([f.qos])]))]))
+  return packet(8, 2, Buffer.concat([id, props(version), ...filters.map(f => Buffer.concat([str(f.topic), Buffer.from([f.qos])]))]))
 }
 
 export function pingreq (): Buffer {
@@ -67,13 +76,14 @@ export interface PublishTemplate {
   payloadOffset: number
 }
 
-export function publishTemplate (topic: string, payload: Buffer, qos: number, retain = false): PublishTemplate {
+export function publishTemplate (topic: string, payload: Buffer, qos: number, retain = false, version: Version = 4): PublishTemplate {
   const t = str(topic)
   const id = qos > 0 ? Buffer.alloc(2) : Buffer.alloc(0)
-  const body = Buffer.concat([t, id, payload])
+  const p = props(version)
+  const body = Buffer.concat([t, id, p, payload])
   const header = Buffer.from([(PUBLISH << 4) | (qos << 1) | (retain ? 1 : 0), ...remainingLength(body.length)])
   const buf = Buffer.concat([header, body])
-  return { buf, idOffset: header.length + t.length, payloadOffset: header.length + t.length + id.length }
+  return { buf, idOffset: header.length + t.length, payloadOffset: header.length + t.length + id.length + p.length }
 }
 
 export type PacketHandler = (type: number, flags: number, buf: Buffer, bodyStart: number, bodyEnd: number) => void

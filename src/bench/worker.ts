@@ -86,17 +86,17 @@ class Client {
     this.stream.on('close', () => { if (!this.closing) totals.lost++ })
     const g = this.group
     const connack = this.wait(wire.CONNACK)
-    this.stream.write(wire.connect(this.id, { clean: g.clean, keepalive: 0 }))
+    this.stream.write(wire.connect(this.id, { clean: g.clean, keepalive: 0, version: g.protocolVersion ?? 4 }))
     await connack
     if (g.kind === 'sub') {
       const suback = this.wait(wire.SUBACK)
-      this.stream.write(wire.subscribe(1, [{ topic: g.filter ?? '#', qos: g.qos ?? 0 }]))
+      this.stream.write(wire.subscribe(1, [{ topic: g.filter ?? '#', qos: g.qos ?? 0 }], g.protocolVersion ?? 4))
       await suback
     }
     if (g.kind === 'pub') {
       const payload = Buffer.alloc(g.payloadBytes ?? 64, 0x61)
       const topic = (g.topic ?? 'bench/{i}').replace('{i}', String(this.index))
-      this.template = wire.publishTemplate(topic, payload, g.qos ?? 0)
+      this.template = wire.publishTemplate(topic, payload, g.qos ?? 0, false, g.protocolVersion ?? 4)
       if (g.mode === 'flood') this.floodBatch = Buffer.concat(Array.from({ length: FLOOD_BATCH }, () => this.template!.buf))
       if (g.mode === 'paced') this.floodBatch = Buffer.concat([...Array.from({ length: PACED_BATCH }, () => this.template!.buf), wire.pingreq()])
     }
@@ -120,6 +120,14 @@ class Client {
         const id = buf.readUInt16BE(p)
         p += 2
         this.acks.push(wire.ack(qos === 1 ? wire.PUBACK : wire.PUBREC, id))
+      }
+      if (this.group.protocolVersion === 5) {
+        // skip the properties: a variable byte integer length, then that many bytes
+        let len = 0
+        let mul = 1
+        let b: number
+        do { b = buf[p++]!; len += (b & 0x7f) * mul; mul *= 128 } while ((b & 0x80) !== 0)
+        p += len
       }
       if (this.group.latency && end - p >= 8) {
         const sentAt = buf.readBigUInt64BE(p)

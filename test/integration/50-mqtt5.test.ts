@@ -462,3 +462,22 @@ test('a v5 session expiry outlives a SIGKILL: still there inside its interval, g
   const short = await connect5(second.url(), { clientId: 'short', clean: false, properties: { sessionExpiryInterval: 1 } }, onTestFinished)
   expect(short.connack.sessionPresent).toBe(false)
 }, 60_000)
+
+test('a packet over max_packet_size gets DISCONNECT 0x95 (v5) and closes a 3.1.1 connection; a $share subscription gets 0x9E', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_packet_size 100\n')
+  onTestFinished(() => b.close())
+  const c = await raw5(b.port())
+  onTestFinished(() => c.end())
+  await c.next('connack')
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g/t', qos: 1 }, { topic: 't', qos: 1 }] })
+  expect((await c.next('suback')).granted).toEqual([0x9e, 1])
+  c.send({ cmd: 'publish', topic: 't', payload: Buffer.alloc(200), qos: 0 })
+  expect((await c.next('disconnect')).reasonCode).toBe(0x95)
+  await c.closed
+  const old = await RawClient.connect(b.port())
+  onTestFinished(() => old.end())
+  await old.connectMqtt({ clientId: 'v4' })
+  old.send({ cmd: 'publish', topic: 't', payload: Buffer.alloc(200), qos: 0 })
+  await old.closed
+  expect(old.packets.filter(p => p.cmd === 'publish')).toEqual([])
+})
