@@ -159,7 +159,7 @@ export class Broker {
       this.listeners.push(listener)
       this.bound.push({ config: lc, address })
       this.connections.set(lc.id, 0)
-      log.info({ listener: lc.id, address: address.address, port: address.port }, `Opening ${lc.transport} listen socket on port ${address.port}.`)
+      log.info({ listener: lc.id, address: address.address, port: address.port }, address.family === 'unix' ? `Opening ${lc.transport} listen socket on path ${address.address}.` : `Opening ${lc.transport} listen socket on port ${address.port}.`)
     }
     if (config.pidFile) {
       try {

@@ -744,6 +744,7 @@ function finishListeners (cfg: Config, p: ConfProblems): void {
       p.warn(undefined, `Listener at ${l.source}: http_dir is only served on websockets listeners (as in mosquitto); ignored on this ${l.protocol} listener.`)
       delete l.httpDir
     }
+    if (l.protocol === 'websockets' && cfg.websocketsHeadersSize !== undefined) l.maxHeaderSize = cfg.websocketsHeadersSize
     if (l.unixSocketPath !== undefined && l.proxyProtocol !== undefined) {
       p.error(undefined, `Listener at ${l.source}: enable_proxy_protocol needs a TCP listener, not a Unix socket.`)
     }

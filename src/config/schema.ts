@@ -94,6 +94,8 @@ export interface ListenerConfig {
   mountPoint?: string
   /** `http_dir`: static files served to plain HTTP requests on a websockets listener. */
   httpDir?: string
+  /** From the global `websockets_headers_size`, on websockets listeners: the largest HTTP request head, bytes. */
+  maxHeaderSize?: number
   /** `enable_proxy_protocol 1|2` (mosquitto 2.1): every connection starts with a PROXY header of that version. */
   proxyProtocol?: 1 | 2
 }
