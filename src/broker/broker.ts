@@ -23,6 +23,7 @@ import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
+import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites } from './write-coalescer.js'
@@ -235,6 +236,7 @@ export class Broker {
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     coalesceWrites(stream, this.countSent)
     const client = this.aedes.handle(stream, req) as unknown as Client
+    if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)
