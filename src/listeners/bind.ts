@@ -3,6 +3,28 @@ import { lstatSync, rmSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import { BrokerError } from '../errors.js'
 import type { ListenerConfig } from '../config/schema.js'
+import type { Logger } from '../logging/logger.js'
+import { readProxyHeader, adoptProxiedPeer } from './proxy-protocol.js'
+
+/**
+ * enable_proxy_protocol: a plain TCP server listens in front of the listener's own (TLS, HTTP or TCP) server and
+ * hands it each connection once its PROXY header is read (proxy-protocol.ts).
+ */
+const fronts = new WeakMap<Server, Server>()
+
+function proxyFront (server: Server, cfg: ListenerConfig, log?: Logger): Server {
+  const front = net.createServer({ noDelay: true })
+  front.on('connection', socket => {
+    readProxyHeader(socket, cfg.proxyProtocol!, s => server.emit('connection', s), (s, reason) => {
+      log?.warn({ listener: cfg.id, remoteAddress: s.remoteAddress }, `Connection refused: ${reason} (enable_proxy_protocol ${cfg.proxyProtocol!}).`)
+      s.destroy()
+    })
+  })
+  // a TLS socket built on a proxied socket reports the client's address too
+  server.prependListener('secureConnection', adoptProxiedPeer)
+  fronts.set(server, front)
+  return front
+}
 
 /**
  * `bind_interface`: Node cannot bind to a device (SO_BINDTODEVICE), so the listener binds to the address the
@@ -49,7 +71,8 @@ async function removeStaleSocket (path: string): Promise<void> {
 }
 
 /** server.listen() as a promise that rejects with one readable line (port in use, bad address, ...). */
-export async function listenServer (server: Server, cfg: ListenerConfig): Promise<AddressInfo> {
+export async function listenServer (real: Server, cfg: ListenerConfig, log?: Logger): Promise<AddressInfo> {
+  const server = cfg.proxyProtocol !== undefined ? proxyFront(real, cfg, log) : real
   if (cfg.unixSocketPath !== undefined) await removeStaleSocket(cfg.unixSocketPath)
   const host = cfg.unixSocketPath === undefined ? bindHost(cfg) : undefined
   return await new Promise((resolve, reject) => {
@@ -78,7 +101,8 @@ export async function listenServer (server: Server, cfg: ListenerConfig): Promis
   })
 }
 
-export function closeServer (server: Server): Promise<void> {
+export function closeServer (real: Server): Promise<void> {
+  const server = fronts.get(real) ?? real
   return new Promise(resolve => {
     if (!server.listening) { resolve(); return }
     server.close(() => resolve())

@@ -26,7 +26,7 @@ export const httpListener: ListenerFactory = (cfg, deps) => {
   })
   return {
     config: cfg,
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: () => closeServer(server),
     ...(cfg.transport === 'https' ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {})
   }

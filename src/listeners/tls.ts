@@ -25,7 +25,7 @@ export const tlsListener: ListenerFactory = (cfg, deps) => {
   })
   return {
     config: cfg,
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: () => closeServer(server),
     reloadTls: () => {
       const next = pskFile !== undefined ? readPskFile(pskFile) : undefined

@@ -91,7 +91,7 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
   return {
     config: cfg,
     ...(secure ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {}),
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: async () => {
       await closeServer(server)
       for (const client of wss.clients) client.terminate()
