@@ -77,10 +77,11 @@ test('max_connection_rate counts the client behind the proxy, not the proxy', as
   const d = await daemon('max_connection_rate 2\nlistener 0 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n', onTestFinished)
   const port = d.ports[0]!
   const one = v2([203, 0, 113, 50], 1000)
-  const results = [await connectThrough(port, one), await connectThrough(port, one), await connectThrough(port, one)]
+  // six at once: the limiter counts per whole second, so they fall into at most two windows of 2
+  const results = await Promise.all(Array.from({ length: 6 }, () => connectThrough(port, one)))
+  expect(results.filter(r => r === 'closed').length).toBeGreaterThanOrEqual(2)
   // the same proxy, another client: not limited by the first one's rate
-  const other = await connectThrough(port, v2([203, 0, 113, 51], 1000))
-  expect([...results, other]).toEqual([CONNACK_OK, CONNACK_OK, 'closed', CONNACK_OK])
+  expect(await connectThrough(port, v2([203, 0, 113, 51], 1000))).toEqual(CONNACK_OK)
   await logged(d, /max_connection_rate \(2\/s\) exceeded by 203\.0\.113\.50/)
 }, 30_000)
 
