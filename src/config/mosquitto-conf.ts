@@ -88,8 +88,13 @@ export function readConfFile (path: string, problems: ConfProblems, from?: ConfE
     problems.error(from, `Unable to open config file ${file}: ${reason}.`)
     return []
   }
+  return expandIncludes(lexConf(text, file), problems, depth)
+}
+
+/** The entries with each `include_dir` replaced by the entries of its files (main file only: depth 0). */
+export function expandIncludes (entries: ConfEntry[], problems: ConfProblems, depth = 0): ConfEntry[] {
   const out: ConfEntry[] = []
-  for (const entry of lexConf(text, file)) {
+  for (const entry of entries) {
     if (entry.key !== 'include_dir') { out.push(entry); continue }
     const dir = entry.rest
     if (!dir) { problems.error(entry, 'Empty include_dir value in configuration.'); continue }

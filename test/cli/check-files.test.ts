@@ -28,7 +28,7 @@ const CASES: Array<[string, string, Record<string, string>, number, string]> = [
   ['missing plug-in', 'listener 0 127.0.0.1\nauth_plugin {dir}/gone.mjs\n', {}, 1, 'Error: unable to load auth_plugin "{dir}/gone.mjs": no such file.']
 ]
 
-test.for(CASES)('%s: check and start-up print the same line and exit code', async ([_name, conf, files, code, line], { onTestFinished }) => {
+test.for(CASES)('%s: check and start-up print the same line and exit code', { timeout: 60_000 }, async ([, conf, files, code, line], { onTestFinished }) => {
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text)
@@ -40,7 +40,7 @@ test.for(CASES)('%s: check and start-up print the same line and exit code', asyn
   expect(check.output.trim().split('\n')).toContain(expected)
   expect(start.output).toContain(expected)
   expect(check.output).not.toContain('Configuration OK')
-}, 60_000)
+})
 
 test('check passes a config whose files are all good, and says OK', async ({ onTestFinished }) => {
   const { dir, remove } = await tempDir()
