@@ -642,7 +642,7 @@ function pluginOption (e: ConfEntry, s: BuildState, prefix: string): void {
 /** Applies entries (in order) on top of the defaults. Problems are collected into `p`. */
 export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   const cfg = defaultConfig()
-  // per_listener_settings changes where auth options land, wherever it appears in the file: read it first.
+  // per_listener_settings changes where auth options land; it must come before them (checked below): read it first.
   const pls = entries.filter(e => e.key === 'per_listener_settings').pop()
   const state: BuildState = {
     cfg,
@@ -655,8 +655,12 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   }
   cfg.perListenerSettings = state.perListener
   let anonymousSet = false
+  let securitySeen = false
   for (const e of entries) {
     if (e.key === 'allow_anonymous') anonymousSet = true
+    // mosquitto 2.0.11 refuses this order: the options before it would have gone to the global settings
+    if (e.key === 'per_listener_settings' && e.args[0] === 'true' && securitySeen) p.error(e, 'per_listener_settings must be set before any other security settings.')
+    if (OPTIONS[e.key]?.scope === 'auth' || e.key.startsWith('auth_opt_') || e.key.startsWith('plugin_opt_')) securitySeen = true
     const spec = OPTIONS[e.key]
     if (!spec) {
       if (e.key.length > 9 && e.key.startsWith('auth_opt_')) { pluginOption(e, state, 'auth_opt_'); continue }
@@ -746,7 +750,7 @@ function finishListeners (cfg: Config, p: ConfProblems): void {
       if (!csrCfg.cafile || !csrCfg.keyfile) p.error(undefined, `http_csr_signing needs http_csr_cafile and http_csr_keyfile (${csrCfg.source}).`)
     }
     if (l.httpDir !== undefined && l.protocol !== 'websockets' && l.protocol !== 'http') {
-      p.warn(undefined, `Listener at ${l.source}: http_dir is only served on websockets listeners (as in mosquitto); ignored on this ${l.protocol} listener.`)
+      p.warn(undefined, `Listener at ${l.source}: http_dir is only served on websockets listeners (as in mosquitto) and Midge's http listeners; ignored on this ${l.protocol} listener.`)
       delete l.httpDir
     }
     if (l.protocol === 'websockets' && cfg.websocketsHeadersSize !== undefined) l.maxHeaderSize = cfg.websocketsHeadersSize

@@ -127,6 +127,7 @@ test.each([
   ['accept_protocol_versions 4\nlistener 1883', 'Error: You must define a listener before using the accept_protocol_versions option. Error found at m.conf:1.'],
   ['listener 1883\naccept_protocol_versions 4,6', 'Error: Invalid accept_protocol_versions value (6): use 3, 4 and 5 (MQTT 3.1, 3.1.1, 5.0), separated by commas. Error found at m.conf:2.'],
   ['listener 1883\naccept_protocol_versions', 'Error: Empty accept_protocol_versions value in configuration. Error found at m.conf:2.'],
+  ['listener 1883\nallow_anonymous true\nper_listener_settings true', 'Error: per_listener_settings must be set before any other security settings. Error found at m.conf:3.'],
   ['mount_point a/\nlistener 1883', 'Error: You must use create a listener before using the mount_point option in the configuration file. Error found at m.conf:1.'],
   ['plugin_opt_x 1\nlistener 1883', 'Error: A plugin_opt_ option exists in the config file without an auth_plugin. Error found at m.conf:1.'],
   ['auth_plugin_deny_special_chars false', 'Error: An auth_plugin_deny_special_chars option exists in the config file without an auth_plugin. Error found at m.conf:1.'],
