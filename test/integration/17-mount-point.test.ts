@@ -63,8 +63,8 @@ const EXPECTED: Array<[string, string, string, boolean]> = [
   ['B', 'site1/queued', 'while away', false]
 ]
 
-test('Midge: a mounted listener sees only its subtree, without the prefix; the store keeps full topics', async ({ onTestFinished }) => {
-  const b = await startTestBroker('per_listener_settings false\nallow_anonymous true\nlistener 0 127.0.0.1\nmount_point site1/\nlistener 0 127.0.0.1\n')
+test.for([['memory', 'persistence false'], ['LevelDB', 'persistence true\npersistence_location {dir}/data']])('Midge (%s store): a mounted listener sees only its subtree, without the prefix', async ([, store], { onTestFinished }) => {
+  const b = await startTestBroker(`${store}\nallow_anonymous true\nlistener 0 127.0.0.1\nmount_point site1/\nlistener 0 127.0.0.1\n`)
   onTestFinished(() => b.close())
   const [a, plain] = b.broker.bound.map(x => `mqtt://127.0.0.1:${x.address.port}`)
   expect(await scenario(a!, plain!, onTestFinished)).toEqual({ seen: EXPECTED, afterUnsubscribe: [] })
