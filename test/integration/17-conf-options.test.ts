@@ -165,7 +165,7 @@ async function mosquittoStarts (row: Row): Promise<{ option: string, ok: boolean
   const [port, other] = [await freePort(), await freePort()]
   const conf = join(files, `mosquitto-${row[0]}.conf`)
   writeFileSync(conf, sample(row, port, true).replaceAll(`listener ${port} `, `listener ${other} `).replace(`port ${other}`, `port ${port}`))
-  const r = await run('timeout', ['-s', 'INT', '5', 'mosquitto', '-c', conf], { timeoutMs: 10_000 })
+  const r = await run('timeout', ['-k', '2', '-s', 'INT', '5', 'mosquitto', '-c', conf], { timeoutMs: 10_000 })
   const output = (r.stdout + r.stderr).split('\n').filter(l => /Error|running/.test(l)).join('\n')
   return { option: row[0], ok: /mosquitto version \S+ running/.test(output) && !/Error/.test(output), output: `exit ${r.code ?? r.signal}: ${output}` }
 }
