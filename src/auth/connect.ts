@@ -26,7 +26,10 @@ const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(r
 
 export async function checkConnect (deps: ConnectCheckDeps, req: ConnectCheckRequest): Promise<ConnectCheck> {
   const tls = req.ctx.listener.tls
-  if (tls && (tls.useIdentityAsUsername || tls.useSubjectAsUsername)) {
+  // TLS-PSK: the handshake proved the identity; with use_identity_as_username it is the username (mosquitto)
+  const pskIdentity = req.ctx.tlsPeer?.pskIdentity
+  if (pskIdentity !== undefined && tls?.useIdentityAsUsername) return { ok: true, username: pskIdentity }
+  if (pskIdentity === undefined && tls && (tls.useIdentityAsUsername || tls.useSubjectAsUsername)) {
     // mosquitto: the certificate is the credential; a username/password in CONNECT is ignored and the
     // password_file is not used for this listener. No verified certificate: CONNACK 4 (bad user name or password).
     const peer = req.ctx.tlsPeer

@@ -44,7 +44,31 @@ export async function loadAuthPlugin (cfg: AuthPluginConfig, log: Logger): Promi
     if (p[m] !== undefined && typeof p[m] !== 'function') throw pluginError(cfg.path, `${m} is not a function`)
   }
   if (!p.authenticate && !p.authorize && !p.authorizeReceive) throw pluginError(cfg.path, 'it implements none of authenticate, authorize, authorizeReceive')
-  return p
+  return cfg.denySpecialChars === false ? p : denySpecialChars(p)
+}
+
+const SPECIAL = /[+#]/
+
+/**
+ * `auth_plugin_deny_special_chars` (mosquitto's default, true): an ACL check for a client whose username or client
+ * id holds `+` or `#` is denied before the plug-in sees it, so a plug-in that builds topic patterns from them cannot
+ * be tricked into granting wildcards.
+ */
+function denySpecialChars (p: AuthProvider): AuthProvider {
+  const special = (r: { clientId: string, username?: string }): boolean => SPECIAL.test(r.clientId) || (r.username !== undefined && SPECIAL.test(r.username))
+  const out: AuthProvider = { name: p.name }
+  if (p.authenticate) out.authenticate = p.authenticate.bind(p)
+  if (p.reload) out.reload = p.reload.bind(p)
+  if (p.close) out.close = p.close.bind(p)
+  if (p.authorize) {
+    const authorize = p.authorize.bind(p)
+    out.authorize = async (req: AuthorizeRequest) => special(req) ? 'deny' : await authorize(req)
+  }
+  if (p.authorizeReceive) {
+    const receive = p.authorizeReceive.bind(p)
+    out.authorizeReceive = (req: ReceiveRequest) => special(req) ? 'deny' : receive(req)
+  }
+  return out
 }
 
 /** Several plugins as one provider: asked in order, allow/deny end it, defer asks the next. */

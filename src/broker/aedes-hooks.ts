@@ -13,6 +13,7 @@ import type { ConnackAmendment } from './connack.js'
 import { subscriptionsOf, clientInternals } from '../aedes/internals.js'
 import mqttPacket from 'mqtt-packet'
 import { checkConnect, screenWill } from '../auth/connect.js'
+import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
 
@@ -147,9 +148,16 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(authError(5, `will QoS ${info.willQos} exceeds max_qos ${info.ctx.listener.maxQos}`), false)
         return
       }
+      // allow_zero_length_clientid, auto_id_prefix, clientid_prefixes, use_username_as_clientid (auth/client-id.ts)
+      const id = clientIdBeforeAuth({ clientId: info.emptyClientId ? '' : client.id, listener: info.ctx.listener, prefixes: config.clientidPrefixes })
+      if (!id.ok) { cb(authError(id.returnCode, id.reason), false); return }
+      if (id.clientId !== undefined) client.id = id.clientId
       // TLS identity as username and failed-login throttling live in auth/connect.ts
       checkConnect({ auth, throttle, log }, { clientId: client.id, username: username ?? undefined, password: password ?? undefined, ctx: info.ctx })
         .then(d => {
+          const late = d.ok ? clientIdAfterAuth(info.ctx.listener, d.username ?? info.username) : undefined
+          if (late !== undefined && !late.ok) d = late
+          else if (late?.ok === true && late.clientId !== undefined) client.id = late.clientId
           if (d.ok) {
             if (d.username !== undefined) info.username = d.username
             // a will this client may not publish is never stored (auth/connect.ts)

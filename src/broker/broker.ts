@@ -26,6 +26,7 @@ import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
+import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites } from './write-coalescer.js'
@@ -175,7 +176,7 @@ export class Broker {
       this.listeners.push(listener)
       this.bound.push({ config: lc, address })
       this.connections.set(lc.id, 0)
-      log.info({ listener: lc.id, address: address.address, port: address.port }, `Opening ${lc.transport} listen socket on port ${address.port}.`)
+      log.info({ listener: lc.id, address: address.address, port: address.port }, address.family === 'unix' ? `Opening ${lc.transport} listen socket on path ${address.address}.` : `Opening ${lc.transport} listen socket on port ${address.port}.`)
     }
     if (config.pidFile) {
       try {
@@ -262,6 +263,7 @@ export class Broker {
     installInboundRules(client, config.limits.maxInflightMessages, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })
+    if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)

@@ -9,6 +9,8 @@ import { runDaemon } from './run.js'
 import { registerSubcommands } from './subcommands.js'
 import { redactAuthOptions } from '../auth/plugin.js'
 import { redactUrl } from '../config/mosquitto-conf.js'
+import { checkFiles } from './check-files.js'
+import { BrokerError } from '../errors.js'
 
 function collectPort (value: string, prev: number[] = []): number[] {
   if (!/^\d+$/.test(value) || Number(value) > 65535) throw new Error(`Invalid port value (${value}).`)
@@ -30,12 +32,19 @@ export function buildProgram (): Command {
     })
 
   program.command('check')
-    .description('validate a config file and print the effective settings without opening ports (exit 0, or 3 on errors)')
+    .description('validate a config file, open every file it names, and print the effective settings without opening ports (exit 0; 3 on config errors, 1 when a named file would stop start-up)')
     .option('-c, --config-file <file>', 'config file to check')
     .option('-p, --port <port>', 'as for the broker', collectPort)
-    .action((opts: { configFile?: string, port?: number[] }) => {
+    .action(async (opts: { configFile?: string, port?: number[] }) => {
       const cfg = loadConfig({ configFile: opts.configFile, ports: opts.port })
       for (const w of cfg.warnings) process.stderr.write(`${w}\n`)
+      // every file the config names, opened as start-up opens it: OK here means the broker starts, ports aside
+      const files = await checkFiles(cfg)
+      for (const w of files.warnings) process.stderr.write(`${w}\n`)
+      if (files.errors.length > 0) {
+        const exitCode = Math.max(...files.errors.map(e => e.exitCode))
+        throw new BrokerError(exitCode === 3 ? 'CONFIG_INVALID' : 'AUTH_FILE', files.errors[0]!.line, { problems: files.errors.map(e => e.line) })
+      }
       // a password inside cluster_redis' URL is as secret as cluster_redis_password
       process.stdout.write(`${JSON.stringify(cfg, (k, v: unknown) => k === 'redisUrl' && typeof v === 'string' ? redactUrl(v) : redactAuthOptions(k, v), 2)}\n`)
       process.stdout.write('Configuration OK\n')

@@ -19,7 +19,7 @@ export async function runDaemon (opts: LoadOptions): Promise<void> {
     log.info('Starting in local only mode. Connections will only be possible from clients running on this machine. Create a configuration file which defines a listener to allow remote access.')
   }
   for (const l of config.listeners) {
-    if (l.auth.allowAnonymous && l.protocol !== 'http' && !isLoopback(l.bindAddress)) {
+    if (l.auth.allowAnonymous && l.protocol !== 'http' && !isLoopback(l.bindAddress) && l.unixSocketPath === undefined) {
       log.warn({ listener: l.id }, `Anonymous access is allowed on ${l.transport} listener ${l.bindAddress ?? '*'}:${l.port}: anyone who can reach it may publish and subscribe. Set allow_anonymous false and a password_file to restrict it.`)
     }
   }

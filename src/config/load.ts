@@ -3,7 +3,7 @@
  */
 import { BrokerError } from '../errors.js'
 import { type Config, LOG_TYPES } from './schema.js'
-import { ConfProblems, buildConfig, lexConf, readConfFile } from './mosquitto-conf.js'
+import { ConfProblems, buildConfig, expandIncludes, lexConf, readConfFile } from './mosquitto-conf.js'
 import { resolve } from 'node:path'
 
 export interface CliOverrides {
@@ -22,7 +22,7 @@ export interface LoadOptions extends CliOverrides {
 
 export function loadConfig (opts: LoadOptions = {}): Config {
   const p = new ConfProblems()
-  let entries = opts.configText !== undefined ? lexConf(opts.configText, opts.configName ?? '<config>') : []
+  let entries = opts.configText !== undefined ? expandIncludes(lexConf(opts.configText, opts.configName ?? '<config>'), p) : []
   if (opts.configFile !== undefined) entries = readConfFile(opts.configFile, p)
   const cfg = buildConfig(entries, p)
   if (opts.configFile !== undefined) cfg.configFile = resolve(opts.configFile)

@@ -2,18 +2,32 @@
  * mosquitto.conf reader: a lexer that turns files into entries carrying file:line, and one option table that
  * maps mosquitto's snake_case keys onto the typed Config. Errors use mosquitto's wording and always name
  * file:line and the option; every problem in the file is collected, not just the first.
+ *
+ * mosquitto 2.0's reading rules, each checked against Debian's mosquitto 2.0.11:
+ * - a path or string value (password_file, certfile, psk_hint, ...) is the rest of the line, spaces included,
+ *   with surrounding blanks trimmed; a `#` after it is part of the value. Numbers, booleans and words take the
+ *   first token, so a trailing `# comment` after them is ignored;
+ * - a string option given twice in one scope is an error ("Duplicate password_file value in configuration.");
+ * - `include_dir` is read from the main file only; its `*.conf` files are read in mosquitto's order
+ *   (case-insensitive, an upper-case letter before the same lower-case one), and a relative directory is
+ *   resolved from the working directory, as every other relative path;
+ * - listener options before the first `listener` line belong to mosquitto's default listener (port 1883, or
+ *   `port`): when one of them differs from its default, that listener is opened too.
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs'
-import { resolve, join, dirname } from 'node:path'
+import { resolve, join } from 'node:path'
 import { hostname } from 'node:os'
 import {
   type Config, type ClusterConfig, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
-  defaultConfig, defaultListener, defaultAuth, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
+  type AuthPluginConfig, defaultConfig, defaultListener, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
 
 export interface ConfEntry {
   key: string
+  /** The value split on blanks, a trailing `# comment` after the first value left out. */
   args: string[]
+  /** The whole value as mosquitto reads string options: the rest of the line, surrounding blanks trimmed. */
+  rest: string
   file: string
   line: number
 }
@@ -39,17 +53,31 @@ export function lexConf (text: string, file: string): ConfEntry[] {
   for (let i = 0; i < lines.length; i++) {
     const trimmed = (lines[i] ?? '').trim()
     if (trimmed === '' || trimmed.startsWith('#')) continue
-    const [key, ...tokens] = trimmed.split(/\s+/)
-    // after the first value, a token starting with '#' begins a trailing comment (mosquitto ignores what follows a
-    // value); the first value is taken as it is, so a password or path may start with '#'
+    const m = /^(\S+)\s*(.*)$/.exec(trimmed)!
+    const key = m[1]!
+    const rest = m[2]!
+    const tokens = rest === '' ? [] : rest.split(/\s+/)
+    // after the first value, a token starting with '#' begins a trailing comment (mosquitto reads only the tokens
+    // it needs); the first value is taken as it is, so a password or path may start with '#'
     const hash = tokens.findIndex((t, i) => i > 0 && t.startsWith('#'))
     const args = hash < 0 ? tokens : tokens.slice(0, hash)
-    entries.push({ key: key!, args, file, line: i + 1 })
+    entries.push({ key, args, rest, file, line: i + 1 })
   }
   return entries
 }
 
-/** Reads a config file, expanding `include_dir` in place (every `*.conf` in alphabetical order). */
+/** mosquitto's include_dir order: letters compared case-insensitively, an upper-case letter first on a tie. */
+export function includeDirOrder (a: string, b: string): number {
+  const ua = a.toUpperCase()
+  const ub = b.toUpperCase()
+  if (ua !== ub) return ua < ub ? -1 : 1
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+/**
+ * Reads a config file, expanding `include_dir` in place (every `*.conf` in mosquitto's order). As in mosquitto,
+ * only the main file's include_dir lines are read: one in an included file is ignored, with a warning here.
+ */
 export function readConfFile (path: string, problems: ConfProblems, from?: ConfEntry, depth = 0): ConfEntry[] {
   const file = resolve(path)
   let text: string
@@ -60,17 +88,22 @@ export function readConfFile (path: string, problems: ConfProblems, from?: ConfE
     problems.error(from, `Unable to open config file ${file}: ${reason}.`)
     return []
   }
+  return expandIncludes(lexConf(text, file), problems, depth)
+}
+
+/** The entries with each `include_dir` replaced by the entries of its files (main file only: depth 0). */
+export function expandIncludes (entries: ConfEntry[], problems: ConfProblems, depth = 0): ConfEntry[] {
   const out: ConfEntry[] = []
-  for (const entry of lexConf(text, file)) {
+  for (const entry of entries) {
     if (entry.key !== 'include_dir') { out.push(entry); continue }
-    const dir = entry.args[0]
+    const dir = entry.rest
     if (!dir) { problems.error(entry, 'Empty include_dir value in configuration.'); continue }
-    if (depth > 8) { problems.error(entry, 'include_dir nested too deeply.'); continue }
-    const abs = resolve(dirname(file), dir)
+    if (depth > 0) { problems.warn(entry, 'include_dir is only read from the main config file (as in mosquitto); this one is ignored.'); continue }
+    const abs = resolve(dir)
     let names: string[]
     try {
       if (!statSync(abs).isDirectory()) throw new Error('not a directory')
-      names = readdirSync(abs).filter(n => n.endsWith('.conf')).sort()
+      names = readdirSync(abs).filter(n => n.endsWith('.conf')).sort(includeDirOrder)
     } catch {
       problems.error(entry, `Unable to open include_dir '${dir}'.`)
       continue
@@ -88,6 +121,25 @@ function one (e: ConfEntry, p: ConfProblems): string | undefined {
   const v = e.args[0]
   if (v === undefined || v === '') { p.error(e, `Empty ${e.key} value in configuration.`); return undefined }
   if (e.args.length > 1) p.warn(e, `Extra arguments after ${e.key} value ignored: ${e.args.slice(1).join(' ')}`)
+  return v
+}
+
+/** A path or string value: the rest of the line, as mosquitto reads it (spaces included, `#` included). */
+function str (e: ConfEntry, p: ConfProblems): string | undefined {
+  const v = e.rest
+  if (v === '') { p.error(e, `Empty ${e.key} value in configuration.`); return undefined }
+  if (/\s#/.test(v)) p.warn(e, `The ${e.key} value is the rest of the line, "#" included (as in mosquitto): "${v}". Put comments on their own line.`)
+  return v
+}
+
+/**
+ * A string value that may be set once per scope: mosquitto refuses a second one ("Duplicate ... value"), so a
+ * second password_file cannot silently replace the first.
+ */
+function strOnce (e: ConfEntry, p: ConfProblems, current: string | undefined): string | undefined {
+  const v = str(e, p)
+  if (v === undefined) return undefined
+  if (current !== undefined) { p.error(e, `Duplicate ${e.key} value in configuration.`); return undefined }
   return v
 }
 
@@ -132,10 +184,14 @@ interface BuildState {
   defaultListener: ListenerConfig | undefined
   /** Per-listener options seen before any `listener` line: they belong to the default listener. */
   sectionDefaults: ListenerConfig
+  /** Listener (and, with per_listener_settings, auth) options applied to sectionDefaults, for the warnings. */
+  beforeListener: ConfEntry[]
   perListener: boolean
   p: ConfProblems
   logDestSet?: boolean
   logTypeSet?: boolean
+  persistenceLocation?: string
+  persistenceFile?: string
 }
 
 type Scope = 'global' | 'listener' | 'auth'
@@ -157,6 +213,15 @@ function tls (l: ListenerConfig) {
   l.tls ??= { certfile: '', keyfile: '', requireCertificate: false, useIdentityAsUsername: false, useSubjectAsUsername: false }
   return l.tls
 }
+
+/** The plug-in that `auth_opt_*` / `plugin_opt_*` / `auth_plugin_deny_special_chars` refer to: the last one declared. */
+function lastPlugin (s: BuildState): AuthPluginConfig | undefined {
+  const plugins = authTarget(s).plugins
+  return plugins[plugins.length - 1]
+}
+
+/** A native mosquitto plug-in cannot run in Node: refusing it beats starting without the checks it makes. */
+const NATIVE_PLUGIN = /\.(so|dll|dylib)(\.\d+)*$/
 
 function csr (l: ListenerConfig, e: ConfEntry): CsrSigningConfig {
   const h = (l.http ??= {})
@@ -196,16 +261,21 @@ function finishCluster (cfg: Config, p: ConfProblems): void {
   if (cfg.persistence.clientExpirationMs > 0) p.warn(undefined, 'persistent_client_expiration is not supported with cluster_redis yet: persistent sessions stored in Redis do not expire.')
 }
 
+/** mosquitto options Midge accepts without acting on them: one warning each, saying what Midge does instead. */
 const IGNORED: Record<string, string> = {
   user: 'Midge does not change user; run it as the user it should run as (systemd DynamicUser, Docker USER).',
   autosave_interval: 'Midge writes every change through to its store; there is nothing to autosave.',
   autosave_on_changes: 'Midge writes every change through to its store; there is nothing to autosave.',
   log_timestamp_format: 'Midge logs ISO-8601 time in JSON lines.',
+  log_facility: 'Midge does not write to syslog; it logs to stderr (journald collects it under systemd).',
   websockets_log_level: 'use log_type websockets.',
   set_tcp_nodelay: 'Midge always sets TCP_NODELAY.',
-  check_retain_source: 'not implemented; ignored.',
-  upgrade_outgoing_qos: 'not implemented; ignored.',
-  memory_limit: 'use max_queued_messages/max_queued_bytes to bound memory.'
+  check_retain_source: 'not implemented; retained messages are kept after the publisher loses write access.',
+  upgrade_outgoing_qos: 'not implemented; messages are delivered at min(published QoS, subscription QoS).',
+  memory_limit: 'use max_queued_messages/max_queued_bytes to bound memory.',
+  max_inflight_bytes: 'Midge limits messages in flight by count (max_inflight_messages); max_queued_bytes still bounds queues by size.',
+  retry_interval: 'The retry_interval option is no longer available (as in mosquitto 2.0): unacknowledged messages are resent when the client reconnects.',
+  allow_duplicate_messages: 'deprecated in mosquitto 2.0; Midge sends a client one copy of a message even when several of its subscriptions match.'
 }
 
 /** Recognised mosquitto options that Midge does not implement: a start-up error, never silently ignored. */
@@ -213,11 +283,11 @@ const UNSUPPORTED = new Set([
   'connection', 'address', 'topic', 'bridge_protocol_version', 'bridge_cafile', 'bridge_certfile', 'bridge_keyfile',
   'bridge_insecure', 'remote_username', 'remote_password', 'remote_clientid', 'cleansession', 'try_private',
   'notifications', 'start_type', 'restart_timeout', 'keepalive_interval', 'round_robin', 'local_clientid',
-  'mount_point', 'psk_hint', 'psk_file', 'psk', 'crlfile', 'dhparamfile', 'http_dir', 'websockets_headers_size',
-  'allow_zero_length_clientid', 'auto_id_prefix', 'clientid_prefixes', 'allow_duplicate_messages',
-  'queue_qos0_messages', 'persistent_client_expiration_interval', 'use_username_as_clientid',
-  'require_certificate_revocation', 'ocsp', 'plugin', 'global_plugin', 'plugin_opt', 'auth_opt', 'password_file_hash'
+  'psk', 'persistent_client_expiration_interval', 'require_certificate_revocation', 'ocsp', 'global_plugin', 'password_file_hash'
 ])
+
+/** mosquitto's TLS engine options: the key would stay in the engine, so the listener could not serve TLS as configured. */
+const ENGINE_REFUSAL = 'is not supported: Midge cannot use an OpenSSL engine, and without it the listener could not use the key the engine holds. Export the certificate and key to PEM files and give them as certfile and keyfile.'
 
 const OPTIONS: Record<string, OptionSpec> = {
   // ---- listeners
@@ -227,7 +297,11 @@ const OPTIONS: Record<string, OptionSpec> = {
       const prt = port(e.args[0], e, s.p)
       if (prt === undefined) return
       const l = defaultListener(prt, `${e.file}:${e.line}`)
-      if (e.args[1]) l.bindAddress = e.args[1]
+      const host = e.args[1]
+      // mosquitto: `listener 0 PATH` is a Unix socket. Midge keeps `listener 0 ADDRESS` as "any free port" (tests,
+      // ephemeral setups): a value with a '/' is a path, anything else an address.
+      if (prt === 0 && host !== undefined && host.includes('/')) l.unixSocketPath = resolve(host)
+      else if (host) l.bindAddress = host
       if (e.args.length > 2) s.p.warn(e, `Extra arguments after listener ignored: ${e.args.slice(2).join(' ')}`)
       s.cfg.listeners.push(l)
       s.listener = l
@@ -253,6 +327,15 @@ const OPTIONS: Record<string, OptionSpec> = {
       s.defaultListener.bindAddress = v
     }
   },
+  bind_interface: {
+    scope: 'listener',
+    apply (e, s, l) {
+      const v = strOnce(e, s.p, l!.bindInterface)
+      if (v === undefined) return
+      l!.bindInterface = v
+      s.p.warn(e, `bind_interface ${v}: Midge binds to the address ${v} has when it starts (IPv4 unless socket_domain ipv6), not to the device; restart after the address changes.`)
+    }
+  },
   protocol: {
     scope: 'listener',
     apply (e, s, l) {
@@ -270,42 +353,132 @@ const OPTIONS: Record<string, OptionSpec> = {
     }
   },
   max_connections: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, -1, 1e9); if (n !== undefined) l!.maxConnections = n } },
+  max_qos: { scope: 'listener', apply (e, s, l) { maxQos(e, s, l!) } },
+  // the older spelling mosquitto 2.0 still reads
+  maximum_qos: { scope: 'listener', apply (e, s, l) { maxQos(e, s, l!) } },
+  max_topic_alias: {
+    scope: 'listener',
+    apply (e, s, l) {
+      const v = one(e, s.p)
+      if (v === undefined) return
+      if (!/^\d+$/.test(v) || Number(v) > 65535) { s.p.error(e, 'Invalid max_topic_alias value in configuration.'); return }
+      l!.maxTopicAlias = Number(v)
+    }
+  },
+  accept_protocol_versions: {
+    scope: 'listener',
+    apply (e, s, l) {
+      if (s.listener === undefined) { s.p.error(e, 'You must define a listener before using the accept_protocol_versions option.'); return }
+      const words = e.args.join(' ').split(/[\s,]+/).filter(w => w !== '')
+      if (words.length === 0) { s.p.error(e, 'Empty accept_protocol_versions value in configuration.'); return }
+      const versions: Array<3 | 4 | 5> = []
+      for (const w of words) {
+        if (w !== '3' && w !== '4' && w !== '5') { s.p.error(e, `Invalid accept_protocol_versions value (${w}): use 3, 4 and 5 (MQTT 3.1, 3.1.1, 5.0), separated by commas.`); return }
+        const n = Number(w) as 3 | 4 | 5
+        if (!versions.includes(n)) versions.push(n)
+      }
+      l!.acceptProtocolVersions = versions.sort()
+    }
+  },
+  use_username_as_clientid: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) l!.useUsernameAsClientid = v } },
+  mount_point: {
+    scope: 'listener',
+    apply (e, s, l) {
+      if (s.listener === undefined) { s.p.error(e, 'You must use create a listener before using the mount_point option in the configuration file.'); return }
+      const v = strOnce(e, s.p, l!.mountPoint)
+      if (v === undefined) return
+      if (/[+#]/.test(v) || v.includes('\0')) { s.p.error(e, `Invalid mount_point value (${v}): it may not contain '+', '#' or U+0000.`); return }
+      l!.mountPoint = v
+    }
+  },
+  http_dir: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.httpDir); if (v !== undefined) l!.httpDir = resolve(v) } },
+  enable_proxy_protocol: {
+    scope: 'listener',
+    apply (e, s, l) {
+      const v = one(e, s.p)
+      if (v === '1' || v === '2') l!.proxyProtocol = Number(v) as 1 | 2
+      else if (v !== undefined) s.p.error(e, `Invalid enable_proxy_protocol value (${v}): use 1 or 2 (the PROXY protocol version the proxy sends).`)
+    }
+  },
   // ---- TLS (per listener)
-  cafile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).cafile = v } },
-  capath: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).capath = v } },
-  certfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).certfile = v } },
-  keyfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).keyfile = v } },
+  cafile: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.cafile); if (v) tls(l!).cafile = v } },
+  capath: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.capath); if (v) tls(l!).capath = v } },
+  certfile: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.certfile || undefined); if (v) tls(l!).certfile = v } },
+  keyfile: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.keyfile || undefined); if (v) tls(l!).keyfile = v } },
+  crlfile: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.crlfile); if (v) tls(l!).crlfile = v } },
+  dhparamfile: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.dhparamfile); if (v) tls(l!).dhparamfile = v } },
+  psk_hint: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.pskHint); if (v) tls(l!).pskHint = v } },
   require_certificate: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) tls(l!).requireCertificate = v } },
   use_identity_as_username: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) tls(l!).useIdentityAsUsername = v } },
   use_subject_as_username: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) tls(l!).useSubjectAsUsername = v } },
   tls_version: {
     scope: 'listener',
     apply (e, s, l) {
-      const v = one(e, s.p)
+      const v = strOnce(e, s.p, l!.tls?.tlsVersion)
       if (v === undefined) return
       if (!['tlsv1.1', 'tlsv1.2', 'tlsv1.3'].includes(v)) { s.p.error(e, `Unsupported tls_version "${v}".`); return }
       tls(l!).tlsVersion = v
     }
   },
-  ciphers: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) tls(l!).ciphers = v } },
+  ciphers: { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.ciphers); if (v) tls(l!).ciphers = v } },
+  'ciphers_tls1.3': { scope: 'listener', apply (e, s, l) { const v = strOnce(e, s.p, l!.tls?.ciphersTls13); if (v) tls(l!).ciphersTls13 = v } },
+  tls_keyform: {
+    scope: 'listener',
+    apply (e, s) {
+      const v = one(e, s.p)
+      if (v === 'engine') s.p.error(e, `tls_keyform engine ${ENGINE_REFUSAL}`)
+      else if (v !== undefined && v !== 'pem') s.p.error(e, `Invalid tls_keyform value (${v}).`)
+    }
+  },
+  tls_engine: { scope: 'listener', apply (e, s) { if (str(e, s.p) !== undefined) s.p.error(e, `tls_engine ${ENGINE_REFUSAL}`) } },
+  tls_engine_kpass_sha1: { scope: 'listener', apply (e, s) { if (one(e, s.p) !== undefined) s.p.error(e, `tls_engine_kpass_sha1 ${ENGINE_REFUSAL}`) } },
   // Midge extension (not in mosquitto): serve an expired certificate on purpose, e.g. a client-testing port
   allow_expired_certificate: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) tls(l!).allowExpiredCertificate = v } },
   // ---- authentication / authorisation (global, or per listener with per_listener_settings)
   per_listener_settings: { scope: 'global', apply (e, s) { bool(e, s.p) /* pre-scanned */ } },
   allow_anonymous: { scope: 'auth', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) authTarget(s).allowAnonymous = v } },
-  password_file: { scope: 'auth', apply (e, s) { const v = one(e, s.p); if (v) authTarget(s).passwordFile = resolve(v) } },
-  acl_file: { scope: 'auth', apply (e, s) { const v = one(e, s.p); if (v) authTarget(s).aclFile = resolve(v) } },
-  auth_plugin: {
+  password_file: { scope: 'auth', apply (e, s) { const a = authTarget(s); const v = strOnce(e, s.p, a.passwordFile); if (v) a.passwordFile = resolve(v) } },
+  acl_file: { scope: 'auth', apply (e, s) { const a = authTarget(s); const v = strOnce(e, s.p, a.aclFile); if (v) a.aclFile = resolve(v) } },
+  psk_file: { scope: 'auth', apply (e, s) { const a = authTarget(s); const v = strOnce(e, s.p, a.pskFile); if (v) a.pskFile = resolve(v) } },
+  allow_zero_length_clientid: { scope: 'auth', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) authTarget(s).allowZeroLengthClientid = v } },
+  auto_id_prefix: {
     scope: 'auth',
     apply (e, s) {
-      const v = one(e, s.p)
-      if (v) authTarget(s).plugins.push({ path: resolve(v), options: {} })
+      const a = authTarget(s)
+      const v = strOnce(e, s.p, a.autoIdPrefix === 'auto-' ? undefined : a.autoIdPrefix)
+      if (v === undefined) return
+      if (/[+#]/.test(v) || v.includes('\0') || Buffer.byteLength(v) > 65535 - 36) { s.p.error(e, `Invalid auto_id_prefix value (${v}).`); return }
+      a.autoIdPrefix = v
+    }
+  },
+  // mosquitto 2.0 reads `plugin` as `auth_plugin`; both load Midge's JavaScript plug-ins (src/auth/plugin.ts)
+  auth_plugin: { scope: 'auth', apply (e, s) { addPlugin(e, s) } },
+  plugin: { scope: 'auth', apply (e, s) { addPlugin(e, s) } },
+  auth_plugin_deny_special_chars: {
+    scope: 'auth',
+    apply (e, s) {
+      const v = bool(e, s.p)
+      if (v === undefined) return
+      const last = lastPlugin(s)
+      if (!last) { s.p.error(e, 'An auth_plugin_deny_special_chars option exists in the config file without an auth_plugin.'); return }
+      last.denySpecialChars = v
+    }
+  },
+  clientid_prefixes: {
+    scope: 'global',
+    apply (e, s) {
+      const v = strOnce(e, s.p, s.cfg.clientidPrefixes)
+      if (v === undefined) return
+      s.p.warn(e, 'The \'clientid_prefixes\' option is deprecated in mosquitto 2.0; Midge applies it: client ids without this prefix are refused (CONNACK 5).')
+      s.cfg.clientidPrefixes = v
     }
   },
   // ---- persistence
   persistence: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.persistence.enabled = v } },
-  persistence_location: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) s.cfg.persistence.location = v } },
-  persistence_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) s.cfg.persistence.file = v } },
+  // the older spelling mosquitto 2.0 still reads as `persistence`
+  retained_persistence: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.persistence.enabled = v } },
+  persistence_location: { scope: 'global', apply (e, s) { const v = strOnce(e, s.p, s.persistenceLocation); if (v) { s.persistenceLocation = v; s.cfg.persistence.location = v } } },
+  persistence_file: { scope: 'global', apply (e, s) { const v = strOnce(e, s.p, s.persistenceFile); if (v) { s.persistenceFile = v; s.cfg.persistence.file = v } } },
   persistence_sync: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.persistence.sync = v } },
   persistent_client_expiration: {
     scope: 'global',
@@ -315,6 +488,13 @@ const OPTIONS: Record<string, OptionSpec> = {
       const ms = parseDuration(v)
       if (ms === undefined) s.p.error(e, `Invalid persistent_client_expiration duration (${v}).`)
       else s.cfg.persistence.clientExpirationMs = ms
+    }
+  },
+  queue_qos0_messages: {
+    scope: 'global',
+    apply (e, s) {
+      const v = bool(e, s.p)
+      if (v === true) s.p.warn(e, 'Option queue_qos0_messages true ignored: Midge queues only QoS 1 and 2 messages for offline clients (as MQTT 3.1.1 says); publish at QoS 1 to have a message queued.')
     }
   },
   // ---- several nodes on one Redis (Midge extensions; src/cluster/)
@@ -333,7 +513,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   },
   cluster_redis_password: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) cluster(s, e).redisPassword = v } },
   cluster_redis_tls: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) cluster(s, e).redisTls = v } },
-  cluster_redis_cafile: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) cluster(s, e).redisCafile = resolve(v) } },
+  cluster_redis_cafile: { scope: 'global', apply (e, s) { const v = str(e, s.p); if (v) cluster(s, e).redisCafile = resolve(v) } },
   node_id: {
     scope: 'global',
     apply (e, s) {
@@ -345,32 +525,18 @@ const OPTIONS: Record<string, OptionSpec> = {
     }
   },
   // ---- limits
+  max_keepalive: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxKeepalive = n } },
+  message_size_limit: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 268435455); if (n !== undefined) s.cfg.limits.messageSizeLimit = n } },
   max_packet_size: {
     scope: 'global',
     apply (e, s) {
-      const n = int(e, s.p, 0, 268_435_460)
+      const n = int(e, s.p, 0, 268435460)
       if (n === undefined) return
-      if (n > 0 && n < 20) { s.p.error(e, `Invalid 'max_packet_size' value (${n}): setting below 20 bytes is forbidden.`); return }
+      // mosquitto: "Setting below 20 bytes is forbidden" (a CONNECT alone needs more); 0 keeps the default, no limit
+      if (n > 0 && n < 20) { s.p.error(e, `Invalid max_packet_size value (${n}): setting below 20 bytes is forbidden.`); return }
       s.cfg.limits.maxPacketSize = n
     }
   },
-  max_qos: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 0, 2); if (n !== undefined) l!.maxQos = n as 0 | 1 | 2 } },
-  max_topic_alias: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 0, 65535); if (n !== undefined) l!.maxTopicAlias = n } },
-  accept_protocol_versions: {
-    scope: 'listener',
-    apply (e, s, l) {
-      const v = one(e, s.p)
-      if (v === undefined) return
-      const levels = v.split(',').map(x => x.trim())
-      if (levels.length === 0 || levels.some(x => x !== '3' && x !== '4' && x !== '5')) {
-        s.p.error(e, `Invalid 'accept_protocol_versions' value (${v}): a comma-separated list of 3, 4 and 5.`)
-        return
-      }
-      l!.acceptProtocolVersions = [...new Set(levels.map(Number))] as Array<3 | 4 | 5>
-    }
-  },
-  max_keepalive: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxKeepalive = n } },
-  message_size_limit: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 268435455); if (n !== undefined) s.cfg.limits.messageSizeLimit = n } },
   max_inflight_messages: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxInflightMessages = n } },
   max_queued_messages: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e9); if (n !== undefined) s.cfg.limits.maxQueuedMessages = n } },
   max_queued_bytes: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e15); if (n !== undefined) s.cfg.limits.maxQueuedBytes = n } },
@@ -380,17 +546,26 @@ const OPTIONS: Record<string, OptionSpec> = {
   max_topic_length: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.limits.maxTopicLength = n } },
   max_subscriptions_per_client: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 1e9); if (n !== undefined) s.cfg.limits.maxSubscriptionsPerClient = n } },
   sys_interval: { scope: 'global', apply (e, s) { const n = int(e, s.p, 0, 65535); if (n !== undefined) s.cfg.sysInterval = n } },
+  websockets_headers_size: {
+    scope: 'global',
+    apply (e, s) {
+      const n = int(e, s.p, 0, 1048576)
+      if (n === undefined) return
+      if (n === 0) delete s.cfg.websocketsHeadersSize
+      else s.cfg.websocketsHeadersSize = n
+    }
+  },
   // ---- HTTP on websockets listeners (Midge extensions; src/http/)
   http_metrics: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) (l!.http ??= {}).metrics = v } },
   http_csr_signing: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { const c = csr(l!, e); c.enabled = v; c.source = `${e.file}:${e.line}` } } },
-  http_csr_cafile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).cafile = resolve(v) } },
-  http_csr_keyfile: { scope: 'listener', apply (e, s, l) { const v = one(e, s.p); if (v) csr(l!, e).keyfile = resolve(v) } },
+  http_csr_cafile: { scope: 'listener', apply (e, s, l) { const v = str(e, s.p); if (v) csr(l!, e).cafile = resolve(v) } },
+  http_csr_keyfile: { scope: 'listener', apply (e, s, l) { const v = str(e, s.p); if (v) csr(l!, e).keyfile = resolve(v) } },
   http_csr_days: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 3650); if (n !== undefined) csr(l!, e).days = n } },
   http_csr_rate_limit: { scope: 'listener', apply (e, s, l) { const n = int(e, s.p, 1, 100000); if (n !== undefined) csr(l!, e).ratePerHour = n } },
   // ---- admin API and web console (Midge extensions; src/admin/): off unless a listener enables it
   admin_enabled: { scope: 'listener', apply (e, s, l) { const v = bool(e, s.p); if (v !== undefined) { (l!.http ??= {}).admin = v; s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
-  admin_password_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.passwordFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
-  admin_token_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) { s.cfg.admin.tokenFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
+  admin_password_file: { scope: 'global', apply (e, s) { const v = str(e, s.p); if (v) { s.cfg.admin.passwordFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
+  admin_token_file: { scope: 'global', apply (e, s) { const v = str(e, s.p); if (v) { s.cfg.admin.tokenFile = resolve(v); s.cfg.admin.source ??= `${e.file}:${e.line}` } } },
   deny_bare_wildcard_subscription: {
     scope: 'listener',
     apply (e, s, l) {
@@ -408,7 +583,8 @@ const OPTIONS: Record<string, OptionSpec> = {
       let dest: LogDest | undefined
       if (kind === 'stdout' || kind === 'stderr' || kind === 'none') dest = { kind }
       else if (kind === 'file') {
-        const path = e.args.slice(1).join(' ')
+        // mosquitto: the path is the rest of the line
+        const path = e.rest.slice(4).trim()
         if (!path) { s.p.error(e, 'Empty log_dest file value in configuration.'); return }
         dest = { kind: 'file', path: resolve(path) }
       } else if (kind === 'syslog' || kind === 'topic' || kind === 'dlt') {
@@ -432,58 +608,74 @@ const OPTIONS: Record<string, OptionSpec> = {
   },
   connection_messages: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.log.connectionMessages = v } },
   log_timestamp: { scope: 'global', apply (e, s) { const v = bool(e, s.p); if (v !== undefined) s.cfg.log.timestamp = v } },
-  pid_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) s.cfg.pidFile = resolve(v) } }
+  pid_file: { scope: 'global', apply (e, s) { const v = strOnce(e, s.p, s.cfg.pidFile); if (v) s.cfg.pidFile = resolve(v) } }
 }
 
-/** Options that later modules add (admin API, cluster, ...) register here, keeping one table. */
-export function registerOption (key: string, scope: Scope, apply: (e: ConfEntry, cfg: Config, p: ConfProblems, listener: ListenerConfig | undefined) => void): void {
-  OPTIONS[key] = { scope, apply: (e, s, l) => apply(e, s.cfg, s.p, l) }
+/** Options that are an error before the first listener line (they never reach the default listener). */
+const NEEDS_LISTENER = new Set(['mount_point', 'accept_protocol_versions'])
+
+function maxQos (e: ConfEntry, s: BuildState, l: ListenerConfig): void {
+  const v = one(e, s.p)
+  if (v === undefined) return
+  if (v !== '0' && v !== '1' && v !== '2') { s.p.error(e, 'max_qos must be between 0 and 2 inclusive.'); return }
+  l.maxQos = Number(v) as 0 | 1 | 2
 }
 
-export function knownOptions (): string[] {
-  return Object.keys(OPTIONS).sort()
+function addPlugin (e: ConfEntry, s: BuildState): void {
+  const v = str(e, s.p)
+  if (v === undefined) return
+  if (NATIVE_PLUGIN.test(v)) {
+    s.p.error(e, `${e.key} ${v} is a native mosquitto plug-in: Midge loads JavaScript plug-ins (ES modules, see config/auth-plugin-example.js), and starting without the checks this one makes would be unsafe.`)
+    return
+  }
+  authTarget(s).plugins.push({ path: resolve(v), options: {}, denySpecialChars: true, option: e.key })
+}
+
+/** `auth_opt_NAME VALUE` / `plugin_opt_NAME VALUE`: an option of the last plug-in; the value is the rest of the line. */
+function pluginOption (e: ConfEntry, s: BuildState, prefix: string): void {
+  const name = e.key.slice(prefix.length)
+  const last = lastPlugin(s)
+  if (!last) { s.p.error(e, `${prefix === 'auth_opt_' ? 'An' : 'A'} ${prefix} option exists in the config file without an auth_plugin.`); return }
+  last.options[name] = e.rest
 }
 
 /** Applies entries (in order) on top of the defaults. Problems are collected into `p`. */
 export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   const cfg = defaultConfig()
-  // per_listener_settings changes where auth options land, wherever it appears in the file: read it first.
+  // per_listener_settings changes where auth options land; it must come before them (checked below): read it first.
   const pls = entries.filter(e => e.key === 'per_listener_settings').pop()
   const state: BuildState = {
     cfg,
     listener: undefined,
     defaultListener: undefined,
     sectionDefaults: defaultListener(MQTT_DEFAULT_PORT, 'default listener'),
+    beforeListener: [],
     perListener: pls?.args[0] === 'true',
     p
   }
   cfg.perListenerSettings = state.perListener
   let anonymousSet = false
+  let securitySeen = false
   for (const e of entries) {
     if (e.key === 'allow_anonymous') anonymousSet = true
+    // mosquitto 2.0.11 refuses this order: the options before it would have gone to the global settings
+    if (e.key === 'per_listener_settings' && e.args[0] === 'true' && securitySeen) p.error(e, 'per_listener_settings must be set before any other security settings.')
+    if (OPTIONS[e.key]?.scope === 'auth' || e.key.startsWith('auth_opt_') || e.key.startsWith('plugin_opt_')) securitySeen = true
     const spec = OPTIONS[e.key]
     if (!spec) {
-      if (e.key.startsWith('auth_opt_') && e.key.length > 9) {
-        // mosquitto: options for the auth_plugin declared before this line (src/auth/plugin.ts)
-        const plugins = authTarget(state).plugins
-        const last = plugins[plugins.length - 1]
-        if (!last) p.error(e, `${e.key} given before any auth_plugin.`)
-        else last.options[e.key.slice(9)] = e.args.join(' ')
-        continue
-      }
+      if (e.key.length > 9 && e.key.startsWith('auth_opt_')) { pluginOption(e, state, 'auth_opt_'); continue }
+      if (e.key.length > 11 && e.key.startsWith('plugin_opt_')) { pluginOption(e, state, 'plugin_opt_'); continue }
       if (e.key in IGNORED) p.warn(e, `Option ${e.key} ignored: ${IGNORED[e.key]}`)
-      else if (UNSUPPORTED.has(e.key) || e.key.startsWith('bridge_') || e.key.startsWith('plugin_opt_') || e.key.startsWith('auth_opt_')) {
+      else if (UNSUPPORTED.has(e.key) || e.key.startsWith('bridge_')) {
         p.error(e, `Configuration option "${e.key}" is not supported by Midge.`)
       } else p.error(e, `Unknown configuration variable "${e.key}".`)
       continue
     }
+    if (state.listener === undefined && !NEEDS_LISTENER.has(e.key) && (spec.scope === 'listener' || (spec.scope === 'auth' && state.perListener))) state.beforeListener.push(e)
     const target = spec.scope === 'listener' ? listenerTarget(state) : undefined
     spec.apply(e, state, target)
   }
-  if (state.defaultListener) {
-    state.defaultListener.source = 'default listener (port/bind_address)'
-    cfg.listeners.unshift(state.defaultListener)
-  }
+  placeDefaultListener(state)
   if (cfg.listeners.length === 0) {
     // mosquitto 2: no listener configured -> "local only mode", loopback only, anonymous allowed unless said otherwise
     cfg.localOnly = true
@@ -498,19 +690,56 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   return cfg
 }
 
+/**
+ * What makes mosquitto open its default listener when options precede the first `listener` line: any of these
+ * differing from its default (mosquitto's config__parse_args). Other listener options there apply to nothing.
+ */
+function defaultListenerReasons (d: ListenerConfig, perListener: boolean): boolean {
+  const t = d.tls
+  const a = d.auth
+  return d.bindInterface !== undefined || t !== undefined || d.useUsernameAsClientid || d.maxConnections !== -1 ||
+    d.maxQos !== 2 || d.protocol !== 'mqtt' || d.socketDomain !== undefined ||
+    (perListener && (a.passwordFile !== undefined || a.pskFile !== undefined || a.plugins.length > 0 || !a.allowZeroLengthClientid))
+}
+
+function placeDefaultListener (s: BuildState): void {
+  const { cfg, p } = s
+  const before = s.beforeListener
+  const opens = s.defaultListener !== undefined || defaultListenerReasons(s.sectionDefaults, s.perListener)
+  if (opens && (cfg.listeners.length > 0 || s.defaultListener !== undefined || before.length > 0)) {
+    const d = s.sectionDefaults
+    d.source = s.defaultListener !== undefined ? 'default listener (port/bind_address)' : 'default listener'
+    if (s.defaultListener === undefined && cfg.listeners.length > 0) {
+      const names = [...new Set(before.map(e => e.key))].join(', ')
+      p.warn(before[0], `${names} before the first listener line: as mosquitto does, Midge opens the default listener on port ${d.port}${d.bindAddress ? ` (${d.bindAddress})` : ' on every interface'} with these settings. Move them below the listener they are meant for if that is not what you want.`)
+    }
+    cfg.listeners.unshift(d)
+    return
+  }
+  // listeners exist and nothing opened the default one: what was set before the first listener applies to nothing
+  if (cfg.listeners.length > 0) {
+    for (const e of before) p.warn(e, `${e.key} before the first listener line applies to no listener (mosquitto ignores it too); move it below the listener it is meant for.`)
+  }
+}
+
 /** Normalises protocol + TLS to a transport, resolves auth per listener, names listeners. */
-export function finishListeners (cfg: Config, p: ConfProblems): void {
+function finishListeners (cfg: Config, p: ConfProblems): void {
   const ids = new Map<string, number>()
   for (const l of cfg.listeners) {
-    const secure = l.tls !== undefined && (l.tls.certfile !== '' || l.tls.keyfile !== '')
-    if (l.tls && !secure && (l.tls.cafile || l.tls.capath || l.tls.requireCertificate)) {
-      p.error(undefined, `Listener at ${l.source}: cafile/capath/require_certificate given without certfile and keyfile.`)
+    const psk = l.tls?.pskHint !== undefined
+    const secure = l.tls !== undefined && (l.tls.certfile !== '' || l.tls.keyfile !== '' || psk)
+    const certs = l.tls !== undefined && (l.tls.certfile !== '' || l.tls.keyfile !== '')
+    if (l.tls && !secure && (l.tls.cafile || l.tls.capath || l.tls.requireCertificate || l.tls.crlfile || l.tls.dhparamfile || l.tls.ciphers || l.tls.ciphersTls13 || l.tls.tlsVersion)) {
+      p.error(undefined, `Listener at ${l.source}: TLS options (cafile, capath, require_certificate, crlfile, ciphers, ...) given without certfile and keyfile.`)
     }
-    if (secure && (l.tls!.certfile === '' || l.tls!.keyfile === '')) {
+    if (certs && (l.tls!.certfile === '' || l.tls!.keyfile === '')) {
       p.error(undefined, `Listener at ${l.source}: both certfile and keyfile must be provided.`)
     }
-    if (secure && l.tls!.requireCertificate && !l.tls!.cafile && !l.tls!.capath) {
+    if (certs && l.tls!.requireCertificate && !l.tls!.cafile && !l.tls!.capath) {
       p.error(undefined, `Listener at ${l.source}: require_certificate needs cafile or capath.`)
+    }
+    if (secure && l.tls!.crlfile && !l.tls!.requireCertificate) {
+      p.warn(undefined, `Listener at ${l.source}: crlfile only matters with require_certificate true (client certificates are checked against it).`)
     }
     if (!secure) delete l.tls
     const csrCfg = l.http?.csr
@@ -520,9 +749,21 @@ export function finishListeners (cfg: Config, p: ConfProblems): void {
       if (l.protocol === 'mqtt') p.error(undefined, `http_csr_signing needs a websockets or http listener (${csrCfg.source}).`)
       if (!csrCfg.cafile || !csrCfg.keyfile) p.error(undefined, `http_csr_signing needs http_csr_cafile and http_csr_keyfile (${csrCfg.source}).`)
     }
+    if (l.httpDir !== undefined && l.protocol !== 'websockets' && l.protocol !== 'http') {
+      p.warn(undefined, `Listener at ${l.source}: http_dir is only served on websockets listeners (as in mosquitto) and Midge's http listeners; ignored on this ${l.protocol} listener.`)
+      delete l.httpDir
+    }
+    if (l.protocol === 'websockets' && cfg.websocketsHeadersSize !== undefined) l.maxHeaderSize = cfg.websocketsHeadersSize
+    if (l.unixSocketPath !== undefined && l.proxyProtocol !== undefined) {
+      p.error(undefined, `Listener at ${l.source}: enable_proxy_protocol needs a TCP listener, not a Unix socket.`)
+    }
     l.transport = l.protocol === 'websockets' ? (secure ? 'wss' : 'ws') : l.protocol === 'http' ? (secure ? 'https' : 'http') : (secure ? 'tls' : 'tcp')
+    if (psk && l.transport !== 'tls') p.error(undefined, `Listener at ${l.source}: psk_hint needs an MQTT listener (TLS-PSK over WebSocket is not supported).`)
     if (!cfg.perListenerSettings) l.auth = structuredClone(cfg.auth)
-    const base = `${l.transport}:${l.port}`
+    if (psk && l.auth.pskFile === undefined && !l.auth.plugins.length) {
+      p.error(undefined, `Listener at ${l.source}: psk_hint given but no psk_file${cfg.perListenerSettings ? ' for this listener' : ''}: no client could connect.`)
+    }
+    const base = l.unixSocketPath !== undefined ? `${l.transport}:${l.unixSocketPath}` : `${l.transport}:${l.port}`
     const n = (ids.get(base) ?? 0) + 1
     ids.set(base, n)
     l.id = n === 1 ? base : `${base}-${n}`
@@ -561,13 +802,3 @@ function finishAdmin (cfg: Config, p: ConfProblems): void {
     if (l.transport !== 'wss' && !local) p.warn(undefined, `The admin API on listener ${l.id} (${l.source}) is reachable without TLS: admin passwords and session cookies cross the network in clear text. Give it certfile/keyfile or bind it to 127.0.0.1.`)
   }
 }
-
-export function parseConfFile (path: string): { config: Config, problems: ConfProblems } {
-  const p = new ConfProblems()
-  const entries = readConfFile(path, p)
-  const config = buildConfig(entries, p)
-  config.configFile = resolve(path)
-  return { config, problems: p }
-}
-
-export { defaultAuth }

@@ -26,11 +26,23 @@ export interface TlsConfig {
   ciphers?: string
   /** Midge extension: an expired or not-yet-valid certfile is a start-up warning instead of an error (test ports). */
   allowExpiredCertificate?: boolean
+  /** `ciphers_tls1.3`: TLS 1.3 suites, colon-separated (OpenSSL names). */
+  ciphersTls13?: string
+  /** `crlfile`: PEM certificate revocation list(s) checked against client certificates; reread on SIGHUP. */
+  crlfile?: string
+  /** `dhparamfile`: PEM Diffie-Hellman parameters for DHE suites. */
+  dhparamfile?: string
+  /** `psk_hint`: turns on TLS-PSK on this listener; identities and keys come from the auth scope's `psk_file`. */
+  pskHint?: string
 }
 
 export interface AuthPluginConfig {
   path: string
   options: Record<string, string>
+  /** `auth_plugin_deny_special_chars` (default true): a username or client id with `+` or `#` is refused before the plug-in is asked. */
+  denySpecialChars?: boolean
+  /** The option that named it (`auth_plugin` or `plugin`), for messages. */
+  option?: string
 }
 
 /** Authentication and authorisation settings: global, or per listener when `per_listener_settings true`. */
@@ -39,6 +51,12 @@ export interface AuthConfig {
   passwordFile?: string
   aclFile?: string
   plugins: AuthPluginConfig[]
+  /** `psk_file`: `identity:hexkey` per line, for listeners with `psk_hint`. */
+  pskFile?: string
+  /** `allow_zero_length_clientid` (default true): an empty client id gets a generated one; false refuses it (CONNACK 2). */
+  allowZeroLengthClientid: boolean
+  /** `auto_id_prefix` (default `auto-`): prefix of generated client ids. */
+  autoIdPrefix: string
 }
 
 export interface ListenerConfig {
@@ -46,6 +64,10 @@ export interface ListenerConfig {
   id: string
   port: number
   bindAddress?: string
+  /** `listener 0 /path/to/socket`: a Unix domain socket instead of TCP (mosquitto's syntax). */
+  unixSocketPath?: string
+  /** `bind_interface IFACE`: the listener binds to that interface's address (Node cannot SO_BINDTODEVICE). */
+  bindInterface?: string
   protocol: Protocol
   transport: Transport
   socketDomain?: 'ipv4' | 'ipv6'
@@ -60,12 +82,22 @@ export interface ListenerConfig {
   http?: HttpListenerConfig
   /** Midge extension (`deny_bare_wildcard_subscription`): refuse SUBSCRIBE to the bare `#` filter. */
   denyBareWildcard?: 'anonymous' | 'all'
-  /** `max_qos`: highest QoS clients of this listener may use (told to v5 clients in the CONNACK). */
+  /** `max_qos` (0..2): the highest QoS this listener grants (MQTT 5 Maximum QoS). */
   maxQos: 0 | 1 | 2
-  /** `max_topic_alias`: topic aliases a v5 client of this listener may create; 0 = none. */
+  /** `max_topic_alias` (0..65535): topic aliases a v5 client may use on this listener. */
   maxTopicAlias: number
-  /** `accept_protocol_versions`: protocol levels accepted (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). */
+  /** `accept_protocol_versions` (mosquitto 2.1): MQTT protocol levels accepted (3 = 3.1, 4 = 3.1.1, 5 = 5.0). */
   acceptProtocolVersions: Array<3 | 4 | 5>
+  /** `use_username_as_clientid`: a client's username replaces its client id (no username: CONNACK 5). */
+  useUsernameAsClientid: boolean
+  /** `mount_point`: prefix added to every topic of this listener's clients, and removed from what they receive. */
+  mountPoint?: string
+  /** `http_dir`: static files served to plain HTTP requests on a websockets listener. */
+  httpDir?: string
+  /** From the global `websockets_headers_size`, on websockets listeners: the largest HTTP request head, bytes. */
+  maxHeaderSize?: number
+  /** `enable_proxy_protocol 1|2` (mosquitto 2.1): every connection starts with a PROXY header of that version. */
+  proxyProtocol?: 1 | 2
 }
 
 /** The CSR signing page (`http_csr_*` options): signs client certificates with this CA, as test.mosquitto.org does. */
@@ -148,7 +180,7 @@ export interface LimitsConfig {
   maxTopicLength: number
   /** Distinct topic filters one client may hold; 0 = no limit. */
   maxSubscriptionsPerClient: number
-  /** `max_packet_size`: largest packet accepted, header included (told to v5 clients); 0 = no limit. */
+  /** `max_packet_size`: largest MQTT packet accepted, in bytes; 0 = no limit (mosquitto refuses 1..19). */
   maxPacketSize: number
 }
 
@@ -180,12 +212,16 @@ export interface Config {
   warnings: string[]
   /** Admin API and console credentials. */
   admin: AdminConfig
+  /** `clientid_prefixes`: only client ids starting with this prefix may connect (CONNACK 5 otherwise). */
+  clientidPrefixes?: string
+  /** `websockets_headers_size` (global): largest HTTP header block accepted on websockets listeners, bytes; unset = Node's default. */
+  websocketsHeadersSize?: number
 }
 
 export const MQTT_DEFAULT_PORT = 1883
 
 export function defaultAuth (): AuthConfig {
-  return { allowAnonymous: false, plugins: [] }
+  return { allowAnonymous: false, plugins: [], allowZeroLengthClientid: true, autoIdPrefix: 'auto-' }
 }
 
 export function defaultListener (port: number, source: string): ListenerConfig {
@@ -199,7 +235,8 @@ export function defaultListener (port: number, source: string): ListenerConfig {
     source,
     maxQos: 2,
     maxTopicAlias: 10,
-    acceptProtocolVersions: [3, 4, 5]
+    acceptProtocolVersions: [3, 4, 5],
+    useUsernameAsClientid: false
   }
 }
 

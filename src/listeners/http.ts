@@ -3,6 +3,7 @@ import https from 'node:https'
 import type { ListenerFactory } from './types.js'
 import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions } from './tls-options.js'
+import { serveHttpDir } from './http-dir.js'
 
 /**
  * `protocol http` (a Midge extension; mosquitto has no such value): plain HTTP only, for /metrics, /healthz, the
@@ -10,10 +11,17 @@ import { secureContextOptions } from './tls-options.js'
  * refused: MQTT over WebSocket is `protocol websockets`, which serves the same HTTP routes.
  */
 export const httpListener: ListenerFactory = (cfg, deps) => {
-  const onRequest: http.RequestListener = (req, res) => {
+  const route: http.RequestListener = (req, res) => {
     if (deps.http) { deps.http(req, res, cfg); return }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
   }
+  // http_dir: as on websockets listeners, a file there answers first
+  const httpDir = cfg.httpDir
+  const onRequest: http.RequestListener = httpDir === undefined
+    ? route
+    : (req, res) => {
+        serveHttpDir(httpDir, req, res).then(served => { if (!served) route(req, res) }, () => { if (!res.headersSent) route(req, res) })
+      }
   const server = cfg.transport === 'https' ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
   gateConnections(server, cfg, deps.admit)
   server.on('upgrade', (_req, socket) => {
@@ -26,7 +34,7 @@ export const httpListener: ListenerFactory = (cfg, deps) => {
   })
   return {
     config: cfg,
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: () => closeServer(server),
     ...(cfg.transport === 'https' ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {})
   }

@@ -13,7 +13,7 @@ export const tcpListener: ListenerFactory = (cfg, deps) => {
   })
   return {
     config: cfg,
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: () => closeServer(server)
   }
 }

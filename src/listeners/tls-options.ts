@@ -7,6 +7,7 @@ import { BrokerError, fileErrorReason } from '../errors.js'
 import type { ListenerConfig, TlsConfig } from '../config/schema.js'
 import type { ConnectionContext } from './types.js'
 import type { Logger } from '../logging/logger.js'
+import { pskIdentityOf } from './psk.js'
 
 const TLS_VERSIONS: Record<string, tls.SecureVersion> = { 'tlsv1.1': 'TLSv1.1', 'tlsv1.2': 'TLSv1.2', 'tlsv1.3': 'TLSv1.3' }
 
@@ -53,12 +54,31 @@ function checkCertAndKey (cfg: ListenerConfig, certPem: Buffer, keyPem: Buffer, 
   }
 }
 
+/** Node's default suites with the TLS 1.3 ones taken out (what `ciphers_tls1.3` alone leaves for TLS 1.2). */
+function tls12Defaults (): string {
+  return tls.DEFAULT_CIPHERS.split(':').filter(c => !c.startsWith('TLS_')).join(':')
+}
+
+/**
+ * The cipher string for Node, which takes TLS 1.3 suites (`TLS_*`) in the same list: `ciphers` (or Node's
+ * defaults), `ciphers_tls1.3` appended, PSK suites added on a PSK listener (OpenSSL never offers them by default).
+ */
+function cipherList (t: TlsConfig): string | undefined {
+  let list = t.ciphers
+  if (t.ciphersTls13) list = `${list ?? tls12Defaults()}:${t.ciphersTls13}`
+  if (t.pskHint !== undefined && (list === undefined || !/PSK/.test(list))) list = `${list ?? tls.DEFAULT_CIPHERS}:PSK`
+  if (t.tlsVersion === undefined || t.tlsVersion === 'tlsv1.1') list ??= 'DEFAULT:@SECLEVEL=0'
+  return list
+}
+
 /** Reads and checks the listener's certificates; start-up fails with one readable line on any problem. */
 export function secureContextOptions (cfg: ListenerConfig, log?: Logger): tls.TlsOptions {
   const t = cfg.tls as TlsConfig
-  const cert = readPem(t.certfile, 'certfile', cfg)
-  const key = readPem(t.keyfile, 'keyfile', cfg)
-  checkCertAndKey(cfg, cert, key, log)
+  // a PSK-only listener (psk_hint without certfile) has no certificate, as in mosquitto
+  const withCert = t.certfile !== '' || t.keyfile !== ''
+  const cert = withCert ? readPem(t.certfile, 'certfile', cfg) : undefined
+  const key = withCert ? readPem(t.keyfile, 'keyfile', cfg) : undefined
+  if (cert && key) checkCertAndKey(cfg, cert, key, log)
   const ca: Buffer[] = []
   if (t.cafile) ca.push(readPem(t.cafile, 'cafile', cfg))
   if (t.capath) {
@@ -75,9 +95,12 @@ export function secureContextOptions (cfg: ListenerConfig, log?: Logger): tls.Tl
     requestCert: t.requireCertificate || t.useIdentityAsUsername || t.useSubjectAsUsername,
     rejectUnauthorized: t.requireCertificate,
     minVersion: t.tlsVersion ? TLS_VERSIONS[t.tlsVersion] : 'TLSv1.1',
-    ciphers: t.ciphers
+    ciphers: cipherList(t)
   }
-  if (opts.minVersion === 'TLSv1.1') opts.ciphers ??= 'DEFAULT:@SECLEVEL=0'
+  // read again on every SIGHUP, with the certificates: a revoked client is refused from its next handshake on
+  if (t.crlfile) opts.crl = readPem(t.crlfile, 'crlfile', cfg)
+  if (t.dhparamfile) opts.dhparam = readPem(t.dhparamfile, 'dhparamfile', cfg)
+  if (t.pskHint !== undefined) opts.pskIdentityHint = t.pskHint
   try {
     tls.createSecureContext(opts)
   } catch (err) {
@@ -100,6 +123,8 @@ function rfc2253 (raw: Buffer): string | undefined {
 }
 
 export function tlsPeerOf (socket: TLSSocket): ConnectionContext['tlsPeer'] {
+  const psk = pskIdentityOf(socket)
+  if (psk !== undefined) return { authorized: true, pskIdentity: psk }
   const cert = socket.getPeerCertificate()
   if (!cert || Object.keys(cert).length === 0) return { authorized: false }
   const subject = cert.raw ? rfc2253(cert.raw) : undefined

@@ -2,10 +2,15 @@ import tls from 'node:tls'
 import type { ListenerFactory } from './types.js'
 import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions, tlsPeerOf } from './tls-options.js'
+import { pskCallback, readPskFile, type PskTable } from './psk.js'
 
 /** MQTT over TLS: a listener with certfile/keyfile (mosquitto's option names). */
 export const tlsListener: ListenerFactory = (cfg, deps) => {
-  const server = tls.createServer(secureContextOptions(cfg, deps.log), socket => {
+  // TLS-PSK (psk_hint): the psk_file of the listener's auth scope, reread on SIGHUP with the certificates
+  const pskFile = cfg.tls?.pskHint !== undefined ? cfg.auth.pskFile : undefined
+  let psk: PskTable | undefined = pskFile !== undefined ? readPskFile(pskFile) : undefined
+  const options = (): tls.TlsOptions => ({ ...secureContextOptions(cfg, deps.log), ...(cfg.tls?.pskHint !== undefined ? { pskCallback: pskCallback(() => psk) } : {}) })
+  const server = tls.createServer(options(), socket => {
     socket.setNoDelay(true)
     deps.onConnection(socket, {
       listener: cfg,
@@ -20,8 +25,12 @@ export const tlsListener: ListenerFactory = (cfg, deps) => {
   })
   return {
     config: cfg,
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: () => closeServer(server),
-    reloadTls: () => server.setSecureContext(secureContextOptions(cfg, deps.log))
+    reloadTls: () => {
+      const next = pskFile !== undefined ? readPskFile(pskFile) : undefined
+      server.setSecureContext(secureContextOptions(cfg, deps.log))
+      psk = next
+    }
   }
 }

@@ -12,7 +12,7 @@ export interface ConnectionContext {
   remoteAddress?: string
   remotePort?: number
   /** Set on TLS listeners that asked for a client certificate. */
-  tlsPeer?: { authorized: boolean, subject?: string, commonName?: string, authorizationError?: string }
+  tlsPeer?: { authorized: boolean, subject?: string, commonName?: string, authorizationError?: string, /** TLS-PSK: the identity the handshake proved */ pskIdentity?: string }
 }
 
 export type ConnectionHandler = (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage) => void

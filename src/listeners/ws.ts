@@ -6,6 +6,7 @@ import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
 import type { ListenerFactory } from './types.js'
 import { closeServer, gateConnections, listenServer } from './bind.js'
 import { secureContextOptions, tlsPeerOf } from './tls-options.js'
+import { serveHttpDir } from './http-dir.js'
 
 /** Paths that MQTT clients use for MQTT over WebSocket: `/mqtt` (MQTT.js, paho, mosquitto) and `/`. */
 const MQTT_PATHS = new Set(['/mqtt', '/'])
@@ -37,11 +38,20 @@ function flushBeforeClose (ws: WebSocket, raw: Duplex, stream: Duplex): void {
 /** MQTT over WebSocket (`protocol websockets`), secure when the listener has certfile/keyfile. */
 export const wsListener: ListenerFactory = (cfg, deps) => {
   const secure = cfg.transport === 'wss'
-  const onRequest: http.RequestListener = (req, res) => {
+  const route: http.RequestListener = (req, res) => {
     if (deps.http) { deps.http(req, res, cfg); return }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n')
   }
-  const server = secure ? https.createServer(secureContextOptions(cfg, deps.log), onRequest) : http.createServer(onRequest)
+  // http_dir: a file there answers the request; anything else goes to Midge's routes
+  const httpDir = cfg.httpDir
+  const onRequest: http.RequestListener = httpDir === undefined
+    ? route
+    : (req, res) => {
+        serveHttpDir(httpDir, req, res).then(served => { if (!served) route(req, res) }, () => { if (!res.headersSent) route(req, res) })
+      }
+  // websockets_headers_size: the largest request head accepted (Node's default when unset)
+  const serverOpts: http.ServerOptions = cfg.maxHeaderSize !== undefined ? { maxHeaderSize: cfg.maxHeaderSize } : {}
+  const server = secure ? https.createServer({ ...serverOpts, ...secureContextOptions(cfg, deps.log) }, onRequest) : http.createServer(serverOpts, onRequest)
   gateConnections(server, cfg, deps.admit)
   const wss = new WebSocketServer({
     noServer: true,
@@ -73,11 +83,15 @@ export const wsListener: ListenerFactory = (cfg, deps) => {
       }, req)
     })
   })
-  server.on('clientError', (_err, socket) => { socket.destroy() })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // a request head beyond websockets_headers_size (or Node's default) gets its status, as from a web server
+    if (err.code === 'HPE_HEADER_OVERFLOW' && socket.writable) socket.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+    else socket.destroy()
+  })
   return {
     config: cfg,
     ...(secure ? { reloadTls: () => (server as https.Server).setSecureContext(secureContextOptions(cfg, deps.log)) } : {}),
-    listen: () => listenServer(server, cfg),
+    listen: () => listenServer(server, cfg, deps.log),
     close: async () => {
       await closeServer(server)
       for (const client of wss.clients) client.terminate()

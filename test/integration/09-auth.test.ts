@@ -316,7 +316,10 @@ test('SIGHUP reloads the password file without dropping connections; a broken fi
 
 test('`midge check` does not print auth_opt values that look secret', async () => {
   const conf = join(dir, 'check.conf')
-  writeFileSync(conf, 'listener 0 127.0.0.1\nauth_plugin /opt/p.js\nauth_opt_db_password hunter2\nauth_opt_secret_file /etc/s\nauth_opt_host db\n')
+  // check loads the plug-in as start-up does, so it must exist
+  const plugin = join(dir, 'check-plugin.mjs')
+  writeFileSync(plugin, 'export default () => ({ name: "p", async authenticate () { return "defer" } })\n')
+  writeFileSync(conf, `listener 0 127.0.0.1\nauth_plugin ${plugin}\nauth_opt_db_password hunter2\nauth_opt_secret_file /etc/s\nauth_opt_host db\n`)
   const r = await midge(['check', '-c', conf])
   expect(r.code).toBe(0)
   expect(r.stdout).not.toContain('hunter2')
