@@ -10,6 +10,7 @@ import {
   type Config, type ClusterConfig, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
   defaultConfig, defaultListener, defaultAuth, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
+import { applyBridgeOption, BRIDGE_KEYS, finishBridges } from '../bridge/config.js'
 
 export interface ConfEntry {
   key: string
@@ -210,9 +211,6 @@ const IGNORED: Record<string, string> = {
 
 /** Recognised mosquitto options that Midge does not implement: a start-up error, never silently ignored. */
 const UNSUPPORTED = new Set([
-  'connection', 'address', 'topic', 'bridge_protocol_version', 'bridge_cafile', 'bridge_certfile', 'bridge_keyfile',
-  'bridge_insecure', 'remote_username', 'remote_password', 'remote_clientid', 'cleansession', 'try_private',
-  'notifications', 'start_type', 'restart_timeout', 'keepalive_interval', 'round_robin', 'local_clientid',
   'mount_point', 'psk_hint', 'psk_file', 'psk', 'crlfile', 'dhparamfile', 'http_dir', 'websockets_headers_size',
   'allow_zero_length_clientid', 'auto_id_prefix', 'clientid_prefixes', 'allow_duplicate_messages',
   'max_qos', 'max_packet_size', 'queue_qos0_messages', 'persistent_client_expiration_interval', 'use_username_as_clientid',
@@ -411,6 +409,9 @@ const OPTIONS: Record<string, OptionSpec> = {
   pid_file: { scope: 'global', apply (e, s) { const v = one(e, s.p); if (v) s.cfg.pidFile = resolve(v) } }
 }
 
+// bridges: `connection NAME` and the options of its block (src/bridge/config.ts)
+for (const key of BRIDGE_KEYS) OPTIONS[key] = { scope: 'global', apply: (e, s) => applyBridgeOption(e, s.cfg, s.p) }
+
 /** Options that later modules add (admin API, cluster, ...) register here, keeping one table. */
 export function registerOption (key: string, scope: Scope, apply: (e: ConfEntry, cfg: Config, p: ConfProblems, listener: ListenerConfig | undefined) => void): void {
   OPTIONS[key] = { scope, apply: (e, s, l) => apply(e, s.cfg, s.p, l) }
@@ -470,6 +471,7 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   finishListeners(cfg, p)
   finishAdmin(cfg, p)
   finishCluster(cfg, p)
+  finishBridges(cfg, p)
   cfg.warnings.push(...p.warnings)
   return cfg
 }
