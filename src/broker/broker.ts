@@ -35,6 +35,7 @@ import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
 import { registerCsrRoutes } from '../http/csr.js'
 import { registerAdminRoutes } from '../admin/index.js'
+import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -77,6 +78,8 @@ export class Broker {
   persistence!: PersistenceBackend
   /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts). */
   durability!: Durability
+  /** `connection` blocks (src/bridge/). */
+  bridges: Bridges | undefined
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -124,6 +127,8 @@ export class Broker {
     }))
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
+    // before the journal replay: a replayed message must reach the bridges' queues too
+    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log })
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)
@@ -139,7 +144,7 @@ export class Broker {
     })
     this.sys.start()
     registerObservabilityRoutes(this.router, {
-      metrics: createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }),
+      metrics: withBridgeMetrics(createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }), () => this.bridges),
       store: () => this.aedes ? storeOf(this.aedes) : undefined,
       closing: () => this.closing !== undefined
     })
@@ -322,6 +327,7 @@ export class Broker {
       // aedes.close does: awaited first, a connected client made every stop wait for the deadline and skip the store
       const listening = Promise.all(this.listeners.map(l => l.close().catch(() => {})))
       await this.sys?.stop()
+      await this.bridges?.close()
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
       await listening
       await this.durability?.close().catch(() => {})
