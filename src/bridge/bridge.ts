@@ -13,6 +13,7 @@
  * for No Local, so that the remote does not send our own messages back.
  */
 import net from 'node:net'
+import { createHash } from 'node:crypto'
 import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { MqttClient, connect as mqttConnect, type IClientOptions, type IPublishPacket, type IConnackPacket, type IDisconnectPacket } from 'mqtt'
@@ -22,6 +23,7 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ListenerConfig } from '../config/schema.js'
 import type { BridgeAddress, BridgeConfig } from './config.js'
 import type { BridgeQueue, QueuedMessage } from './queue.js'
+import type { BridgePeers } from './peers.js'
 import { isIn, isOut, localFilter, remoteFilter, toLocal, toRemote } from './topics.js'
 
 /** TLS material read at start-up (a missing file stops start-up, it does not surface at the first connect). */
@@ -39,6 +41,8 @@ export interface BridgeDeps {
   log: Logger
   maxInflight: number
   tlsFiles?: BridgeTlsFiles
+  /** Other brokers' bridges connected here: what they publish is not forwarded (peers.ts). */
+  peers?: BridgePeers
 }
 
 export type BridgeState = 'stopped' | 'connecting' | 'connected' | 'waiting'
@@ -65,6 +69,8 @@ const TLS_VERSION: Record<string, tls.SecureVersion> = { 'tlsv1.1': 'TLSv1.1', '
 
 /** How long a lazy bridge's idle check sleeps between looks. */
 const IDLE_CHECK_MS = 1_000
+/** Messages remembered for the echo filter at most (the oldest are forgotten first). */
+const ECHO_MEMORY = 10_000
 /** A graceful stop waits this long for the remote to take the last state message and DISCONNECT. */
 const STOP_GRACE_MS = 1_000
 
@@ -96,6 +102,14 @@ export class Bridge {
   private fullLogged = false
   private readonly deniedLogged = new Set<string>()
   private readonly outFilters: string[]
+  /**
+   * A 3.1/3.1.1 remote without the private-bridge flag sends a client its own messages back on topics it also
+   * subscribes to (`both`): what was sent on such a topic, as topic + payload hash -> count, is dropped once when it
+   * comes back. A remote client publishing the very same payload on the same topic meanwhile is taken for the echo:
+   * the local side still sees that content once per message published.
+   */
+  private readonly echoes = new Map<string, number>()
+  private echoFilter = false
 
   constructor (readonly cfg: BridgeConfig, readonly queue: BridgeQueue, private readonly deps: BridgeDeps) {
     this.delayMs = this.baseDelay()
@@ -120,7 +134,7 @@ export class Bridge {
   private readonly onLocal = (packet: AedesPublishPacket, done: () => void): void => {
     if (this.seen.has(packet)) { done(); return }
     this.seen.add(packet)
-    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic) { done(); return }
+    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.deps.peers?.fromPeer(packet as { clientId?: string }) === true) { done(); return }
     const m = toRemote(this.cfg.topics, packet.topic)
     if (m === undefined) { done(); return }
     const qos = Math.min(packet.qos, m.rule.qos) as 0 | 1 | 2
@@ -134,6 +148,7 @@ export class Bridge {
     }
     if (qos === 0) {
       if (this.state === 'connected' && this.client) {
+        this.expectEcho(m.topic, payload)
         this.client.publish(m.topic, payload, { qos: 0, retain })
         this.stats.sent++
         this.touch()
@@ -172,6 +187,7 @@ export class Bridge {
       const gen = this.gen
       const dup = e.sent
       e.sent = true
+      this.expectEcho(e.topic, e.payload)
       client.publish(e.topic, e.payload, { qos: e.qos, retain: e.retain, dup }, (err) => {
         if (gen !== this.gen) return
         this.inFlight.delete(e)
@@ -185,12 +201,35 @@ export class Bridge {
     }
   }
 
+  private echoKey (topic: string, payload: Buffer): string | undefined {
+    if (!this.echoFilter || toLocal(this.cfg.topics, topic) === undefined) return undefined
+    return `${topic}\u0000${createHash('sha1').update(payload).digest('base64')}`
+  }
+
+  private expectEcho (topic: string, payload: Buffer): void {
+    const k = this.echoKey(topic, payload)
+    if (k === undefined) return
+    this.echoes.set(k, (this.echoes.get(k) ?? 0) + 1)
+    if (this.echoes.size > ECHO_MEMORY) this.echoes.delete(this.echoes.keys().next().value!)
+  }
+
+  /** True (and forgotten) if this is a message of ours coming back. */
+  private isEcho (topic: string, payload: Buffer): boolean {
+    const k = this.echoKey(topic, payload)
+    const n = k === undefined ? undefined : this.echoes.get(k)
+    if (n === undefined) return false
+    if (n <= 1) this.echoes.delete(k!)
+    else this.echoes.set(k!, n - 1)
+    return true
+  }
+
   // ------------------------------------------------------------------------------------ remote -> local
 
   private onRemote (packet: IPublishPacket, cb: (err?: Error) => void): void {
     const m = toLocal(this.cfg.topics, packet.topic)
     // a filter the remote still holds from an older configuration (cleansession false)
     if (m === undefined) { cb(); return }
+    if (this.isEcho(packet.topic, packet.payload as Buffer)) { cb(); return }
     this.stats.received++
     this.touch()
     const qos = Math.min(packet.qos, m.rule.qos) as 0 | 1 | 2
@@ -302,6 +341,8 @@ export class Bridge {
     this.state = 'connecting'
     const where = `${a.host}:${a.port}`
     const opts = this.options(a)
+    // v5 asks for No Local; the private flag makes mosquitto (and Midge) hold back our own messages
+    this.echoFilter = this.cfg.protocolVersion !== 5 && (a.websocket !== undefined || !this.usePrivateFlag())
     let client: MqttClient
     // MQTT.js builds WebSocket streams itself (ws/wss, TLS options included); TCP and TLS are ours (bind address)
     if (a.websocket) client = mqttConnect(opts)

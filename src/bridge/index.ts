@@ -13,6 +13,7 @@ import type { AuthChain } from '../auth/chain.js'
 import { BrokerError, fileErrorReason } from '../errors.js'
 import { Bridge, type BridgeTlsFiles } from './bridge.js'
 import { BridgeQueue } from './queue.js'
+import type { BridgePeers } from './peers.js'
 import type { BridgeConfig } from './config.js'
 
 export type { BridgeConfig } from './config.js'
@@ -23,6 +24,7 @@ export interface BridgeDeps {
   aedes: Aedes
   auth: AuthChain
   log: Logger
+  peers?: BridgePeers
 }
 
 function readTlsFile (b: BridgeConfig, option: string, path: string): Buffer {
@@ -83,7 +85,7 @@ export class Bridges {
           limit: b.maxQueuedMessages
         })
         if (queue.length > 0) log.info({ bridge: b.name, queued: queue.length }, `Bridge ${b.name}: ${queue.length} message(s) from the last run are queued for the remote.`)
-        const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), ...(files ? { tlsFiles: files } : {}) })
+        const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), ...(deps.peers ? { peers: deps.peers } : {}), ...(files ? { tlsFiles: files } : {}) })
         list.push(bridge)
         await bridge.start()
       }

@@ -36,6 +36,7 @@ import { registerObservabilityRoutes } from '../http/observability.js'
 import { registerCsrRoutes } from '../http/csr.js'
 import { registerAdminRoutes } from '../admin/index.js'
 import { Bridges, withBridgeMetrics } from '../bridge/index.js'
+import { BridgePeers } from '../bridge/peers.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -80,6 +81,8 @@ export class Broker {
   durability!: Durability
   /** `connection` blocks (src/bridge/). */
   bridges: Bridges | undefined
+  /** Other brokers' bridges connected here (src/bridge/peers.ts). */
+  readonly bridgePeers = new BridgePeers()
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -119,16 +122,18 @@ export class Broker {
       maxClientsIdLength: 23,
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
+      preConnect: this.bridgePeers.preConnect(aedesHooks.preConnect),
       // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
       authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
-      authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
+      authorizeForward: this.bridgePeers.forward(wrapForward(aedesHooks.authorizeForward, this.stats))
     }))
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
-    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log })
+    this.bridgePeers.attach(this.aedes)
+    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)

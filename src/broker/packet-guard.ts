@@ -113,7 +113,8 @@ function connectProtocolLevel (buf: Buffer): { ok: boolean, name: string, level:
   if (i + nameLen + 1 > buf.length) return undefined
   const name = buf.toString('latin1', i, i + nameLen)
   const level = buf[i + nameLen]!
-  const ok = (name === 'MQTT' && level === 4) || (name === 'MQIsdp' && level === 3)
+  // the top bit is mosquitto's private-bridge flag (src/bridge/peers.ts)
+  const ok = (name === 'MQTT' && (level & 0x7f) === 4) || (name === 'MQIsdp' && (level & 0x7f) === 3)
   // an unknown protocol *name* is not MQTT at all: leave it to the parser, which closes the connection
   if (name !== 'MQTT' && name !== 'MQIsdp') return undefined
   return { ok, name, level }
