@@ -7,10 +7,10 @@ import { connect } from './mqtt.js'
 
 export type Finished = (fn: OnTestFinishedHandler) => void
 
-/** mosquitto on a free port; `extra` goes before its listener, `listenerExtra` after it. */
-export async function startRemote (onFinished: Finished, extra = '', listenerExtra = ''): Promise<{ daemon: Daemon, port: number, url: string, dir: string }> {
+/** mosquitto on `port` (default: a free one); `extra` goes before its listener, `listenerExtra` after it. */
+export async function startRemote (onFinished: Finished, extra = '', listenerExtra = '', port?: number): Promise<{ daemon: Daemon, port: number, url: string, dir: string }> {
   const { dir, remove } = await tempDir('midge-remote-')
-  const port = await freePort()
+  port ??= await freePort()
   // mosquitto started as root drops to user mosquitto, which cannot read our temp dirs
   const daemon = await spawnMosquitto(await writeConf(dir, `user ${userInfo().username}\nlog_dest stderr\nlog_type all\n${extra}\nlistener ${port} 127.0.0.1\nallow_anonymous true\n${listenerExtra}\n`, 'mosquitto.conf'))
   onFinished(async () => { await daemon.stop(); await remove() })
