@@ -78,3 +78,31 @@ test('a remote that never acknowledges does not hold up local clients', { timeou
   await expect.poll(() => publishes).toBe(20)
   expect(local.broker.bridges!.view()[0]).toMatchObject({ queued: n, sent: 0 })
 })
+
+test('a remote that refuses the private-bridge flag with CONNACK 1 is asked again without it', async ({ onTestFinished }) => {
+  const levels: number[] = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer(sock => {
+    sockets.add(sock)
+    const parser = mqttPacket.parser({ protocolVersion: 4 })
+    parser.on('packet', (p: mqttPacket.Packet) => {
+      if (p.cmd !== 'connect') return
+      const bridge = (p as mqttPacket.IConnectPacket & { bridgeMode?: boolean }).bridgeMode === true
+      levels.push(p.protocolVersion! + (bridge ? 0x80 : 0))
+      sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: bridge ? 1 : 0, sessionPresent: false }))
+      if (bridge) sock.end()
+    })
+    sock.on('data', d => parser.parse(d))
+    sock.on('error', () => {})
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
+  const port = (server.address() as net.AddressInfo).port
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true', 'connection cloud', `address 127.0.0.1:${port}`, 'restart_timeout 30', 'notifications false', 'topic up/# out 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  // the second attempt comes at once, not after restart_timeout
+  await expect.poll(() => local.broker.bridges!.view()[0]!.state, { timeout: 5_000 }).toBe('connected')
+  expect(levels).toEqual([0x84, 0x04])
+})
