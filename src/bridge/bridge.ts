@@ -94,6 +94,8 @@ export class Bridge {
   private delayMs: number
   private timer: NodeJS.Timeout | undefined
   private idleTimer: NodeJS.Timeout | undefined
+  /** Without round_robin, while connected to another address: looks whether the first one is back. */
+  private probeTimer: NodeJS.Timeout | undefined
   private lastActivity = Date.now()
   private closed = false
   /** The remote answered CONNACK 1 to the private-bridge flag: connect as an ordinary client from then on. */
@@ -411,6 +413,7 @@ export class Bridge {
     const outOnly = c.topics.filter(t => t.direction === 'out').map(remoteFilter).filter(f => subs[f] === undefined)
     if (c.attemptUnsubscribe && !c.cleanSession && outOnly.length > 0) client.unsubscribe([...new Set(outOnly)])
     if (c.startType === 'lazy') this.armIdleCheck()
+    if (!c.roundRobin && this.addressIndex !== 0) this.armPrimaryProbe()
     this.pump()
   }
 
@@ -445,8 +448,37 @@ export class Bridge {
     this.inFlight.clear()
     this.gen++
     clearInterval(this.idleTimer)
+    clearInterval(this.probeTimer)
     if (client) client.end(true)
     if (this.state === 'connected' || this.state === 'connecting') this.state = 'waiting'
+  }
+
+  /**
+   * mosquitto's behaviour without round_robin: the first address is the main one; while connected to another, a TCP
+   * connection to the main one is tried every restart_timeout (its base), and once it answers the bridge moves back.
+   */
+  private armPrimaryProbe (): void {
+    clearInterval(this.probeTimer)
+    const main = this.cfg.addresses[0]!
+    let probing = false
+    this.probeTimer = setInterval(() => {
+      if (probing || this.state !== 'connected') return
+      probing = true
+      const sock = net.connect({ host: main.host, port: main.port, ...(this.cfg.bindAddress !== undefined ? { localAddress: this.cfg.bindAddress } : {}) })
+      sock.setTimeout(5_000, () => sock.destroy())
+      sock.once('error', () => { probing = false })
+      sock.once('close', () => { probing = false })
+      sock.once('connect', () => {
+        sock.destroy()
+        if (this.state !== 'connected' || this.closed) return
+        this.log.info({ bridge: this.cfg.name, remote: `${main.host}:${main.port}` }, `Bridge ${this.cfg.name}: the main address ${main.host}:${main.port} answers again, moving back to it.`)
+        void this.disconnect().then(() => {
+          if (this.closed) return
+          this.addressIndex = 0
+          this.connect()
+        })
+      })
+    }, this.baseDelay()).unref()
   }
 
   // ------------------------------------------------------------------------------------ lazy start
@@ -458,6 +490,7 @@ export class Bridge {
   /** start_type lazy: stopped after idle_timeout seconds with nothing queued and nothing sent or received. */
   private armIdleCheck (): void {
     clearInterval(this.idleTimer)
+    clearInterval(this.probeTimer)
     this.idleTimer = setInterval(() => {
       if (this.state !== 'connected' || this.queue.length > 0) return
       if (Date.now() - this.lastActivity < this.cfg.idleTimeoutSeconds * 1000) return
@@ -484,6 +517,7 @@ export class Bridge {
     const wasConnected = this.state === 'connected'
     this.state = 'stopped'
     clearInterval(this.idleTimer)
+    clearInterval(this.probeTimer)
     await new Promise<void>(resolve => {
       const t = setTimeout(resolve, STOP_GRACE_MS)
       const end = (): void => { client.end(false, {}, () => { clearTimeout(t); resolve() }) }
@@ -500,6 +534,7 @@ export class Bridge {
     this.closed = true
     clearTimeout(this.timer)
     clearInterval(this.idleTimer)
+    clearInterval(this.probeTimer)
     for (const f of this.outFilters) this.deps.aedes.unsubscribe(f, this.onLocal as never, () => {})
     await this.disconnect()
     await this.queue.close()

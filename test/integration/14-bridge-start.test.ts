@@ -106,3 +106,17 @@ test('a remote that refuses the private-bridge flag with CONNACK 1 is asked agai
   await expect.poll(() => local.broker.bridges!.view()[0]!.state, { timeout: 5_000 }).toBe('connected')
   expect(levels).toEqual([0x84, 0x04])
 })
+
+test('several addresses without round_robin: past a dead main address to the next, and back once the main one answers', { timeout: 60_000 }, async ({ onTestFinished }) => {
+  const mainPort = await freePort()
+  const second = await startRemote(onTestFinished)
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true',
+    'connection cloud', `address 127.0.0.1:${mainPort} 127.0.0.1:${second.port}`, 'remote_clientid multi-pi', 'restart_timeout 1', 'topic up/# out 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  await expect.poll(() => local.broker.bridges!.view()[0]!.remote, { timeout: 10_000 }).toBe(`127.0.0.1:${second.port}`)
+  const main = await startRemote(onTestFinished, '', '', mainPort)
+  await expect.poll(() => local.broker.bridges!.view()[0]!.remote, { timeout: 15_000 }).toBe(`127.0.0.1:${mainPort}`)
+  expect(main.daemon.output()).toMatch(/New bridge connected from .* as multi-pi/)
+})
