@@ -56,11 +56,13 @@ async function stop (child: ChildProcess): Promise<void> {
 
 async function once (local: Local, qos: 0 | 1, persistence: boolean, messages: number): Promise<Result> {
   const dir = mkdtempSync(join(tmpdir(), 'midge-bench-bridge-'))
-  const [remotePort, localPort] = [await freePort(), await freePort()]
+  const remotePort = await freePort()
   const remote = start('remote', `log_dest none\nlistener ${remotePort} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n`, dir)
   const children = [remote]
   try {
     await waitListening(remotePort, remote)
+    // only now: a port that was free a moment ago could otherwise be handed out twice
+    const localPort = await freePort()
     const id = `bench-${local}`
     const lines = [
       local === 'midge' ? 'log_type error' : 'log_dest none', 'connection_messages false', `persistence ${persistence}`, `persistence_location ${dir}/`,
@@ -73,8 +75,9 @@ async function once (local: Local, qos: 0 | 1, persistence: boolean, messages: n
     await waitListening(localPort, lc)
     const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${remotePort}`, { reconnectPeriod: 0 })
     // the bridge is up once the remote holds its state 1
-    await new Promise<void>(resolve => {
-      sub.on('message', (t, p) => { if (t.startsWith('$SYS/broker/connection/') && p.toString() === '1') resolve() })
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${local}: the bridge did not connect within 15 s`)), 15_000)
+      sub.on('message', (tp, p) => { if (tp.startsWith('$SYS/broker/connection/') && p.toString() === '1') { clearTimeout(t); resolve() } })
       void sub.subscribeAsync(`$SYS/broker/connection/${id}/state`, { qos: 1 })
     })
     let received = 0
@@ -98,14 +101,18 @@ async function once (local: Local, qos: 0 | 1, persistence: boolean, messages: n
       if (i % 500 === 499) await new Promise(resolve => setImmediate(resolve))
     }
     await Promise.all(acks)
-    // QoS 0 may lose messages: stop waiting 2 s after the last one arrived
+    // QoS 0 may lose messages: stop waiting 2 s after the last one arrived (or 10 s after the last publish)
+    const published = performance.now()
     await Promise.race([done, new Promise<void>(resolve => {
-      const t = setInterval(() => { if (last > 0 && performance.now() - last > 2000) { clearInterval(t); resolve() } }, 100)
+      const t = setInterval(() => {
+        const now = performance.now()
+        if ((last > 0 && now - last > 2000) || (last === 0 && now - published > 10_000)) { clearInterval(t); resolve() }
+      }, 100)
       void done.then(() => clearInterval(t))
     })])
     await pub.endAsync()
     await sub.endAsync()
-    return { msgsPerSec: Math.round(received / ((last - t0) / 1000)), received }
+    return { msgsPerSec: received === 0 ? 0 : Math.round(received / ((last - t0) / 1000)), received }
   } finally {
     for (const c of children.reverse()) await stop(c)
     rmSync(dir, { recursive: true, force: true })

@@ -112,6 +112,8 @@ export class Bridge {
    */
   private readonly echoes = new Map<string, number>()
   private echoFilter = false
+  /** MQTT 5: the largest packet the remote takes (CONNACK Maximum Packet Size); 0 = not said. */
+  private remoteMaxPacket = 0
 
   constructor (readonly cfg: BridgeConfig, readonly queue: BridgeQueue, private readonly deps: BridgeDeps) {
     this.delayMs = this.baseDelay()
@@ -182,9 +184,17 @@ export class Bridge {
   private pump (): void {
     const client = this.client
     if (this.state !== 'connected' || client === undefined) return
+    const oversize: QueuedMessage[] = []
     for (const e of this.queue.ready()) {
       if (this.inFlight.size >= this.deps.maxInflight) break
       if (this.inFlight.has(e)) continue
+      if (this.remoteMaxPacket > 0 && publishSize(e.topic, e.payload, e.qos) > this.remoteMaxPacket) {
+        // the remote would end the connection over it, and it would block the queue for good
+        this.stats.dropped++
+        this.log.warn({ bridge: this.cfg.name, topic: e.topic }, `Bridge ${this.cfg.name}: message on ${e.topic} larger than the remote's maximum packet size (${this.remoteMaxPacket}), dropped.`)
+        oversize.push(e)
+        continue
+      }
       this.inFlight.add(e)
       const gen = this.gen
       const dup = e.sent
@@ -201,6 +211,9 @@ export class Bridge {
         this.pump()
       })
     }
+    // removed after the walk: the walk goes over the queue itself
+    for (const e of oversize) this.queue.ack(e).catch(() => {})
+    if (oversize.length > 0) this.pump()
   }
 
   private echoKey (topic: string, payload: Buffer): string | undefined {
@@ -388,6 +401,7 @@ export class Bridge {
     this.stats.connects++
     if (this.stats.connects > 1) this.stats.reconnects++
     this.delayMs = this.baseDelay()
+    this.remoteMaxPacket = connack.properties?.maximumPacketSize ?? 0
     this.touch()
     this.log.info({ bridge: c.name, remote: where, sessionPresent: connack.sessionPresent }, `Bridge ${c.name}: connected to ${where} as ${c.remoteClientId} (MQTT ${c.protocolVersion === 5 ? '5' : c.protocolVersion === 4 ? '3.1.1' : '3.1'}, session present ${connack.sessionPresent ? 1 : 0}, ${this.queue.length} queued).`)
     const client = this.client!

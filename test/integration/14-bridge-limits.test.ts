@@ -79,3 +79,19 @@ test('over WebSocket to another Midge, and the admin API\'s Bridges view', async
   expect(JSON.parse(text)).toMatchObject({ bridges: [{ name: 'cloud', state: 'connected', remote: `127.0.0.1:${cloud.port('ws')}`, queued: 0 }] })
   await expect.poll(async () => ((await (await fetch(`http://127.0.0.1:${local.port('ws')}/api/v1/bridges`, { headers: { authorization: 'Bearer midge_readonly' } })).json()) as { bridges: Array<{ sent: number }> }).bridges[0]!.sent).toBe(1)
 })
+
+test('MQTT 5: a message larger than the remote\'s Maximum Packet Size is dropped and counted, not sent to be refused', async ({ onTestFinished }) => {
+  const remote = await startRemote(onTestFinished, 'max_packet_size 200')
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true',
+    'connection cloud', `address 127.0.0.1:${remote.port}`, 'remote_clientid big-pi', 'bridge_protocol_version mqttv50', 'restart_timeout 1', 'topic up/# out 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  await expect.poll(() => local.broker.bridges!.view()[0]!.state, { timeout: 10_000 }).toBe('connected')
+  const w = await subscriber(remote.url, 'w', 'up/#', 1, onTestFinished)
+  const pub = await connect(local.url(), { clientId: 'pub' }, onTestFinished)
+  await pub.publishAsync('up/big', Buffer.alloc(500, 'b'), { qos: 1 })
+  await pub.publishAsync('up/small', 'fits', { qos: 1 })
+  expect((await w.take(1)).map(m => m.topic)).toEqual(['up/small'])
+  expect(local.broker.bridges!.view()[0]).toMatchObject({ state: 'connected', dropped: 1, queued: 0, reconnects: 0 })
+})
