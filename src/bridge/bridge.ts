@@ -69,6 +69,8 @@ const TLS_VERSION: Record<string, tls.SecureVersion> = { 'tlsv1.1': 'TLSv1.1', '
 
 /** How long a lazy bridge's idle check sleeps between looks. */
 const IDLE_CHECK_MS = 1_000
+/** Refused incoming topics logged per bridge, at most. */
+const DENIED_LOGGED_TOPICS = 1_000
 /** Messages remembered for the echo filter at most (the oldest are forgotten first). */
 const ECHO_MEMORY = 10_000
 /** A graceful stop waits this long for the remote to take the last state message and DISCONNECT. */
@@ -252,7 +254,8 @@ export class Bridge {
     const topic = m.topic
     const refuse = (why: string): void => {
       this.stats.dropped++
-      if (!this.deniedLogged.has(topic)) {
+      // once per topic, for the first topics: a remote flooding refused topics must not flood the log
+      if (!this.deniedLogged.has(topic) && this.deniedLogged.size < DENIED_LOGGED_TOPICS) {
         this.deniedLogged.add(topic)
         this.log.warn({ bridge: this.cfg.name, topic, clientId: this.cfg.localClientId }, `Bridge ${this.cfg.name}: message from the remote on ${topic} not published here: ${why}.`)
       }
