@@ -120,3 +120,28 @@ test('several addresses without round_robin: past a dead main address to the nex
   await expect.poll(() => local.broker.bridges!.view()[0]!.remote, { timeout: 15_000 }).toBe(`127.0.0.1:${mainPort}`)
   expect(main.daemon.output()).toMatch(/New bridge connected from .* as multi-pi/)
 })
+
+test('MQTT 5: the reason of a DISCONNECT from the remote is kept as the last error', async ({ onTestFinished }) => {
+  // mosquitto 2.0.11 closes a taken-over session without DISCONNECT: a remote of our own sends one
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer(sock => {
+    sockets.add(sock)
+    const parser = mqttPacket.parser({ protocolVersion: 5 })
+    parser.on('packet', (p: mqttPacket.Packet) => {
+      if (p.cmd !== 'connect') return
+      sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, reasonCode: 0, sessionPresent: false }, { protocolVersion: 5 }))
+      sock.end(mqttPacket.generate({ cmd: 'disconnect', reasonCode: 142, properties: { reasonString: 'taken over' } }, { protocolVersion: 5 }))
+    })
+    sock.on('data', d => parser.parse(d))
+    sock.on('error', () => {})
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
+  const port = (server.address() as net.AddressInfo).port
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true', 'connection cloud', `address 127.0.0.1:${port}`, 'bridge_protocol_version mqttv50',
+    'restart_timeout 30', 'topic up/# out 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  await expect.poll(() => local.broker.bridges!.view()[0], { timeout: 5_000 }).toMatchObject({ state: 'waiting', connects: 1, lastError: 'DISCONNECT reason 142 (taken over)' })
+})
