@@ -206,3 +206,12 @@ test('midge check: a bridge error exits 3 naming file:line; the remote password 
   expect(ok.output).not.toContain('hunter2-secret')
   expect(ok.output).not.toContain('other-secret')
 })
+
+test('a missing bridge TLS file stops start-up with one line naming the bridge, the option and the file (exit 1)', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const conf = await writeConf(dir, `listener 0 127.0.0.1\nconnection cloud\naddress 127.0.0.1:1\ntopic x\nbridge_cafile ${dir}/nope.crt\n`)
+  const r = await runMidge(['-c', conf], dir)
+  expect(r.code).toBe(1)
+  expect(r.output).toContain(`Error: bridge cloud: cannot read bridge_cafile ${dir}/nope.crt: no such file.`)
+})
