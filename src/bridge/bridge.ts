@@ -137,7 +137,7 @@ export class Bridge {
 
   // ------------------------------------------------------------------------------------ local -> remote
 
-  private readonly onLocal = (packet: AedesPublishPacket, done: () => void): void => {
+  private readonly onLocal = (packet: AedesPublishPacket, done: (err?: Error) => void): void => {
     if (this.seen.has(packet)) { done(); return }
     this.seen.add(packet)
     if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.deps.peers?.fromPeer(packet as { clientId?: string }) === true) { done(); return }
@@ -178,7 +178,8 @@ export class Bridge {
     }, (err: Error) => {
       this.stats.dropped++
       this.log.error({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not store a message for the remote: ${err.message}.`)
-      done()
+      // the publish fails with it: a QoS 1 message then stays in Midge's journal and is routed again after a restart
+      done(err)
     })
   }
 
