@@ -8,6 +8,7 @@ import type { OnTestFinishedHandler } from 'vitest'
 import { startTestBroker, type TestBroker } from '../helpers/start-broker.js'
 import { freePort } from '../helpers/spawn-midge.js'
 import { connect, subscriber } from '../helpers/mqtt.js'
+import { startRemote } from '../helpers/bridge.js'
 
 type Finished = (fn: OnTestFinishedHandler) => void
 
@@ -79,4 +80,31 @@ test('two Midges bridged to each other on the same topics: no message goes round
   expect(aSub.messages.map(m => m.topic).sort()).toEqual(['chat/1', 'chat/2', 'chat/3', 'chat/4', 'chat/end-a', 'chat/end-b'])
   expect(bSub.messages.map(m => m.topic).sort()).toEqual(['chat/1', 'chat/2', 'chat/3', 'chat/4', 'chat/end-a', 'chat/end-b'])
   expect([a.broker.bridges!.view()[0]!.sent, b.broker.bridges!.view()[0]!.sent]).toEqual([3, 3])
+})
+
+test('mosquitto\'s own bridge into Midge: the private-bridge flag is accepted and nothing echoes back', async ({ onTestFinished }) => {
+  const cloud = await midge('listener 0 127.0.0.1\nallow_anonymous true\n', onTestFinished)
+  const pi = await startRemote(onTestFinished, '', `connection cloud\naddress 127.0.0.1:${cloud.port()}\nremote_clientid mosq-pi\ntopic chat/# both 1\n`)
+  await expect.poll(() => pi.daemon.output(), { timeout: 10_000 }).toMatch(/Received CONNACK on connection local\.mosq-pi\./)
+  const piSub = await subscriber(pi.url, 'pi-sub', 'chat/#', 1, onTestFinished)
+  const cloudSub = await subscriber(cloud.url(), 'cloud-sub', 'chat/#', 1, onTestFinished)
+  // mosquitto subscribes on the remote once connected: wait for its subscription to be there
+  await expect.poll(async () => {
+    const c = await connect(pi.url, { clientId: `probe-${Math.random()}` })
+    await c.publishAsync('chat/probe', 'p', { qos: 1 })
+    await c.endAsync()
+    return cloudSub.messages.some(m => m.topic === 'chat/probe')
+  }, { timeout: 10_000 }).toBe(true)
+  const cloudPub = await connect(cloud.url(), { clientId: 'cloud-pub' }, onTestFinished)
+  await cloudPub.publishAsync('chat/down', 'from cloud', { qos: 1 })
+  await expect.poll(() => piSub.messages.map(m => m.topic).filter(t => t === 'chat/down')).toEqual(['chat/down'])
+  const piPub = await connect(pi.url, { clientId: 'pi-pub' }, onTestFinished)
+  await piPub.publishAsync('chat/up', 'from pi', { qos: 1 })
+  await expect.poll(() => cloudSub.messages.map(m => m.topic).filter(t => t === 'chat/up')).toEqual(['chat/up'])
+  // a barrier each way, then every message exactly once on each side
+  await cloudPub.publishAsync('chat/end', '', { qos: 1 })
+  await expect.poll(() => piSub.messages.some(m => m.topic === 'chat/end')).toBe(true)
+  const count = (ms: Array<{ topic: string }>, t: string): number => ms.filter(m => m.topic === t).length
+  expect([count(piSub.messages, 'chat/up'), count(piSub.messages, 'chat/down'), count(cloudSub.messages, 'chat/up'), count(cloudSub.messages, 'chat/down')]).toEqual([1, 1, 1, 1])
+  expect(pi.daemon.output()).not.toMatch(/Connection Refused|unacceptable protocol/i)
 })
