@@ -40,6 +40,13 @@ export interface BridgeDeps {
   listener: ListenerConfig
   log: Logger
   maxInflight: number
+  /**
+   * `retain_available false`: incoming messages lose their retain flag (a client would be disconnected; the bridge
+   * would only reconnect and receive the same message again).
+   */
+  retainAvailable: boolean
+  /** `message_size_limit` (0 = none): larger incoming messages are dropped and counted, as for clients. */
+  messageSizeLimit: number
   tlsFiles?: BridgeTlsFiles
   /** Other brokers' bridges connected here: what they publish is not forwarded (peers.ts). */
   peers?: BridgePeers
@@ -251,7 +258,7 @@ export class Bridge {
     this.stats.received++
     this.touch()
     const qos = Math.min(packet.qos, m.rule.qos) as 0 | 1 | 2
-    const retain = packet.retain === true
+    const retain = packet.retain === true && this.deps.retainAvailable
     const topic = m.topic
     const refuse = (why: string): void => {
       this.stats.dropped++
@@ -264,6 +271,7 @@ export class Bridge {
     }
     // the same hard rule as for clients: nobody publishes into the broker's own $ tree
     if (topic.startsWith('$')) { refuse('topics starting with $ are reserved'); return }
+    if (this.deps.messageSizeLimit > 0 && (packet.payload as Buffer).length > this.deps.messageSizeLimit) { refuse(`larger than message_size_limit (${this.deps.messageSizeLimit})`); return }
     const payload = Buffer.from(packet.payload as Buffer)
     this.deps.auth.authorize({
       clientId: this.cfg.localClientId,
@@ -409,10 +417,6 @@ export class Bridge {
     this.touch()
     this.log.info({ bridge: c.name, remote: where, sessionPresent: connack.sessionPresent }, `Bridge ${c.name}: connected to ${where} as ${c.remoteClientId} (MQTT ${c.protocolVersion === 5 ? '5' : c.protocolVersion === 4 ? '3.1.1' : '3.1'}, session present ${connack.sessionPresent ? 1 : 0}, ${this.queue.length} queued).`)
     const client = this.client!
-    if (c.notifications) {
-      this.publishLocalState(1)
-      if (!c.notificationsLocalOnly) client.publish(c.notificationTopic, '1', { qos: 1, retain: true })
-    }
     const subs: Record<string, { qos: 0 | 1 | 2, nl?: boolean, rap?: boolean }> = {}
     for (const t of c.topics.filter(isIn)) {
       const f = remoteFilter(t)
@@ -430,6 +434,12 @@ export class Bridge {
     // a topic that moved from in to out must stop arriving from a session the remote kept
     const outOnly = c.topics.filter(t => t.direction === 'out').map(remoteFilter).filter(f => subs[f] === undefined)
     if (c.attemptUnsubscribe && !c.cleanSession && outOnly.length > 0) client.unsubscribe([...new Set(outOnly)])
+    // after the SUBSCRIBE: the remote handles a connection's packets in order, so once it shows state 1 the in
+    // topics are subscribed
+    if (c.notifications) {
+      this.publishLocalState(1)
+      if (!c.notificationsLocalOnly) client.publish(c.notificationTopic, '1', { qos: 1, retain: true })
+    }
     if (c.startType === 'lazy') this.armIdleCheck()
     if (!c.roundRobin && this.addressIndex !== 0) this.armPrimaryProbe()
     this.pump()

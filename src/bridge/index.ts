@@ -84,8 +84,10 @@ export class Bridges {
           sync: config.persistence.sync,
           limit: b.maxQueuedMessages
         })
+        const where = b.addresses.map(a => a.websocket ? `${a.websocket.secure ? 'wss' : 'ws'}://${a.host}:${a.port}${a.websocket.path}` : `${a.host}:${a.port}`).join(', ')
+        log.info({ bridge: b.name }, `Bridge ${b.name}: start_type ${b.startType} to ${where}${b.tls ? ' (TLS)' : ''}, ${b.topics.length} topic(s), queue ${config.persistence.enabled ? 'in the store' : 'in memory'} (at most ${b.maxQueuedMessages}).`)
         if (queue.length > 0) log.info({ bridge: b.name, queued: queue.length }, `Bridge ${b.name}: ${queue.length} message(s) from the last run are queued for the remote.`)
-        const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), ...(deps.peers ? { peers: deps.peers } : {}), ...(files ? { tlsFiles: files } : {}) })
+        const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), retainAvailable: config.limits.retainAvailable, messageSizeLimit: config.limits.messageSizeLimit, ...(deps.peers ? { peers: deps.peers } : {}), ...(files ? { tlsFiles: files } : {}) })
         list.push(bridge)
         await bridge.start()
       }

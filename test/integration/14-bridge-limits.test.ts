@@ -95,3 +95,22 @@ test('MQTT 5: a message larger than the remote\'s Maximum Packet Size is dropped
   expect((await w.take(1)).map(m => m.topic)).toEqual(['up/small'])
   expect(local.broker.bridges!.view()[0]).toMatchObject({ state: 'connected', dropped: 1, queued: 0, reconnects: 0 })
 })
+
+test('incoming messages larger than message_size_limit are dropped and counted, as a client\'s would be', async ({ onTestFinished }) => {
+  const remote = await startRemote(onTestFinished)
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true', 'message_size_limit 100',
+    'connection cloud', `address 127.0.0.1:${remote.port}`, 'remote_clientid size-pi', 'restart_timeout 1', 'topic down/# in 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  await expect.poll(() => local.broker.bridges!.view()[0]!.state, { timeout: 10_000 }).toBe('connected')
+  const sub = await subscriber(local.url(), 'sub', 'down/#', 1, onTestFinished)
+  const rpub = await connect(remote.url, { clientId: 'rpub' }, onTestFinished)
+  // mosquitto forwards once the bridge's subscription is in place: probe until something arrives
+  await expect.poll(async () => { await rpub.publishAsync('down/probe', 'p', { qos: 1 }); return sub.messages.length > 0 }, { timeout: 10_000 }).toBe(true)
+  const before = local.broker.bridges!.view()[0]!
+  await rpub.publishAsync('down/big', Buffer.alloc(200, 'b'), { qos: 1 })
+  await rpub.publishAsync('down/last', 'small', { qos: 1 })
+  await expect.poll(() => sub.messages.filter(m => m.topic !== 'down/probe').map(m => m.topic)).toEqual(['down/last'])
+  expect(local.broker.bridges!.view()[0]).toMatchObject({ received: before.received + 2, dropped: before.dropped + 1 })
+})
