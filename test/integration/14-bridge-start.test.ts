@@ -76,7 +76,7 @@ test('a remote that never acknowledges does not hold up local clients', { timeou
   expect((await sub.take(n)).map(m => Number(m.payload))).toEqual(Array.from({ length: n }, (_, i) => i))
   // every local PUBACK and delivery happened while the remote had acknowledged nothing: one window is out, the rest waits
   await expect.poll(() => publishes).toBe(20)
-  expect(local.broker.bridges!.view()[0]).toMatchObject({ queued: n, sent: 0 })
+  await expect.poll(() => local.broker.bridges!.view()[0]).toMatchObject({ queued: n, sent: 0 })
 })
 
 test('a remote that refuses the private-bridge flag with CONNACK 1 is asked again without it', async ({ onTestFinished }) => {
