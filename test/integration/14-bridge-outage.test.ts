@@ -57,7 +57,11 @@ test('1,000 QoS 1 through a remote outage and two SIGKILLs: all arrive, in order
   midge = await spawnMidge(conf)
 
   const unique = (): number => new Set(got.messages.map(m => m.payload)).size
-  await expect.poll(unique, { timeout: 60_000, interval: 100 }).toBe(TOTAL)
+  await expect.poll(unique, { timeout: 60_000, interval: 100 }).toBe(TOTAL).catch((err: Error) => {
+    const have = new Set(got.messages.map(m => Number(m.payload)))
+    const missing = Array.from({ length: TOTAL }, (_, i) => i).filter(i => !have.has(i))
+    throw new Error(`${err.message}\nmissing: ${missing.join(' ')}\nmidge: ${midge?.output().split('\n').filter(l => l.includes('Bridge') || l.includes('journal') || l.includes('Replaying')).join('\n')}`)
+  })
   const firsts: number[] = []
   const seen = new Set<string>()
   for (const m of got.messages) if (!seen.has(m.payload)) { seen.add(m.payload); firsts.push(Number(m.payload)) }
