@@ -32,6 +32,8 @@ export interface AdminBroker {
   readonly auth: { reload (): Promise<void> }
   /** Queue accounting (durability), when present. */
   readonly durability?: { accounting?: { queued (clientId: string): { count: number, bytes: number } } }
+  /** Bridges to other brokers (src/bridge/): state, queue depth, counters, last error; never credentials. */
+  readonly bridges?: { view (): unknown[] }
 }
 
 type Handler = (ctx: RequestContext) => Promise<void>
@@ -246,6 +248,11 @@ export class AdminApi {
       const snap = await b.stats.snapshot(b.aedes)
       const listeners = b.config.listeners.map(l => ({ id: l.id, transport: l.transport, port: b.bound.find(x => x.config.id === l.id)?.address.port ?? l.port, connections: b.connections.get(l.id) ?? 0 }))
       sendJson(res, 200, { version: VERSION, time: new Date().toISOString(), ...snap, listeners })
+    })
+
+    // ---- bridges (connection blocks)
+    this.route('GET', '/bridges', 'read', async ({ res }) => {
+      sendJson(res, 200, { bridges: b.bridges?.view() ?? [] })
     })
 
     // ---- clients

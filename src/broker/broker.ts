@@ -39,6 +39,8 @@ import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
 import { registerCsrRoutes } from '../http/csr.js'
 import { registerAdminRoutes } from '../admin/index.js'
+import { Bridges, withBridgeMetrics } from '../bridge/index.js'
+import { BridgePeers } from '../bridge/peers.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -83,6 +85,10 @@ export class Broker {
   persistence!: PersistenceBackend
   /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts). */
   durability!: Durability
+  /** `connection` blocks (src/bridge/). */
+  bridges: Bridges | undefined
+  /** Other brokers' bridges connected here (src/bridge/peers.ts). */
+  readonly bridgePeers = new BridgePeers()
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -128,16 +134,20 @@ export class Broker {
       receiveMaximum: config.limits.maxInflightMessages,
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
+      preConnect: this.bridgePeers.preConnect(aedesHooks.preConnect),
       // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
       authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
       // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
-      authorizeForward: wrapForward(aedesHooks.authorizeForward, this.stats)
+      authorizeForward: this.bridgePeers.forward(wrapForward(aedesHooks.authorizeForward, this.stats))
     }))
     checkAedes(this.aedes)
     hardenBroker(this.aedes)
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
+    // before the journal replay: a replayed message must reach the bridges' queues too
+    this.bridgePeers.attach(this.aedes)
+    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)
@@ -156,7 +166,7 @@ export class Broker {
     })
     this.sys.start()
     registerObservabilityRoutes(this.router, {
-      metrics: createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }),
+      metrics: withBridgeMetrics(createMetrics({ aedes: () => this.aedes, stats: this.stats, connections: this.connections }), () => this.bridges),
       store: () => this.aedes ? storeOf(this.aedes) : undefined,
       closing: () => this.closing !== undefined
     })
@@ -357,6 +367,8 @@ export class Broker {
       const listening = Promise.all(this.listeners.map(l => l.close().catch(failed(`closing listener ${l.config.id}`))))
       step = 'stop $SYS'
       await this.sys?.stop()
+      step = 'close the bridges'
+      await this.bridges?.close()
       step = 'close the clients'
       if (this.aedes) await new Promise<void>(resolve => this.aedes.close(() => resolve()))
       step = 'close the listeners'

@@ -118,8 +118,10 @@ function connectProtocolLevel (buf: Buffer): { ok: boolean, name: string, level:
   if (i + nameLen + 1 > buf.length) return undefined
   const name = buf.toString('latin1', i, i + nameLen)
   const level = buf[i + nameLen]!
-  const ok = (name === 'MQTT' && (level === 4 || level === 5)) || (name === 'MQIsdp' && level === 3)
+  // the top bit is mosquitto's private-bridge flag (src/bridge/peers.ts)
+  const base = level & 0x7f
+  const ok = (name === 'MQTT' && (base === 4 || base === 5)) || (name === 'MQIsdp' && base === 3)
   // an unknown protocol *name* is not MQTT at all: leave it to the parser, which closes the connection
   if (name !== 'MQTT' && name !== 'MQIsdp') return undefined
-  return { ok, name, level }
+  return { ok, name, level: base }
 }

@@ -21,6 +21,7 @@ import {
   type Config, type ClusterConfig, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
   type AuthPluginConfig, defaultConfig, defaultListener, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
+import { applyBridgeOption, BRIDGE_KEYS, finishBridges } from '../bridge/config.js'
 
 export interface ConfEntry {
   key: string
@@ -280,9 +281,6 @@ const IGNORED: Record<string, string> = {
 
 /** Recognised mosquitto options that Midge does not implement: a start-up error, never silently ignored. */
 const UNSUPPORTED = new Set([
-  'connection', 'address', 'topic', 'bridge_protocol_version', 'bridge_cafile', 'bridge_certfile', 'bridge_keyfile',
-  'bridge_insecure', 'remote_username', 'remote_password', 'remote_clientid', 'cleansession', 'try_private',
-  'notifications', 'start_type', 'restart_timeout', 'keepalive_interval', 'round_robin', 'local_clientid',
   'psk', 'persistent_client_expiration_interval', 'require_certificate_revocation', 'ocsp', 'global_plugin', 'password_file_hash'
 ])
 
@@ -611,6 +609,9 @@ const OPTIONS: Record<string, OptionSpec> = {
   pid_file: { scope: 'global', apply (e, s) { const v = strOnce(e, s.p, s.cfg.pidFile); if (v) s.cfg.pidFile = resolve(v) } }
 }
 
+// bridges: `connection NAME` and the options of its block (src/bridge/config.ts)
+for (const key of BRIDGE_KEYS) OPTIONS[key] = { scope: 'global', apply: (e, s) => applyBridgeOption(e, s.cfg, s.p) }
+
 /** Options that are an error before the first listener line (they never reach the default listener). */
 const NEEDS_LISTENER = new Set(['mount_point', 'accept_protocol_versions'])
 
@@ -686,6 +687,7 @@ export function buildConfig (entries: ConfEntry[], p: ConfProblems): Config {
   finishListeners(cfg, p)
   finishAdmin(cfg, p)
   finishCluster(cfg, p)
+  finishBridges(cfg, p)
   cfg.warnings.push(...p.warnings)
   return cfg
 }

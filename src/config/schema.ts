@@ -2,6 +2,7 @@
  * The typed configuration every other module reads. The only place defaults live is `defaultConfig()` and
  * `defaultListener()`; the mosquitto.conf parser and the CLI layer only ever override them.
  */
+import type { BridgeConfig } from '../bridge/config.js'
 
 /** `http` is a Midge extension: an HTTP-only listener (metrics, health, CSR page, admin API). */
 export type Protocol = 'mqtt' | 'websockets' | 'http'
@@ -216,6 +217,8 @@ export interface Config {
   clientidPrefixes?: string
   /** `websockets_headers_size` (global): largest HTTP header block accepted on websockets listeners, bytes; unset = Node's default. */
   websocketsHeadersSize?: number
+  /** `connection` blocks: bridges to other brokers (src/bridge/). */
+  bridges: BridgeConfig[]
 }
 
 export const MQTT_DEFAULT_PORT = 1883
@@ -263,6 +266,7 @@ export function defaultConfig (): Config {
     log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },
     localOnly: false,
     admin: {},
+    bridges: [],
     warnings: []
   }
 }

@@ -123,9 +123,9 @@ function showLogin (message = ''): void {
 
 // ------------------------------------------------------------------------------------------------- app
 
-const TABS = ['overview', 'clients', 'users', 'acl', 'retained', 'websocket'] as const
+const TABS = ['overview', 'clients', 'bridges', 'users', 'acl', 'retained', 'websocket'] as const
 type Tab = typeof TABS[number]
-const TAB_NAMES: Record<Tab, string> = { overview: 'Overview', clients: 'Clients', users: 'Users', acl: 'ACL', retained: 'Retained', websocket: 'WebSocket' }
+const TAB_NAMES: Record<Tab, string> = { overview: 'Overview', clients: 'Clients', bridges: 'Bridges', users: 'Users', acl: 'ACL', retained: 'Retained', websocket: 'WebSocket' }
 let current: Tab = 'overview'
 
 function showApp (user: string): void {
@@ -143,6 +143,7 @@ function showApp (user: string): void {
   buildRetained()
   buildWebSocket()
   buildClients()
+  buildBridges()
   select('overview')
   window.clearInterval(pollTimer)
   pollTimer = window.setInterval(() => { void tick() }, 2000)
@@ -156,6 +157,7 @@ function select (t: Tab): void {
     $(`tab-${x}`).classList.toggle('active', x === t)
   }
   if (t === 'clients') void refreshClients()
+  if (t === 'bridges') void refreshBridges()
   if (t === 'users') void refreshUsers()
   if (t === 'acl') void refreshAcl()
   if (t === 'retained') void refreshRetained()
@@ -172,6 +174,7 @@ async function tick (): Promise<void> {
   // a failed poll is retried by the next tick; an ended session already showed the login form (api())
   await refreshStats().catch(() => {})
   if (current === 'clients') await refreshClients().catch(() => {})
+  if (current === 'bridges') await refreshBridges().catch(() => {})
 }
 
 // -------------------------------------------------------------------------------------------- overview
@@ -287,6 +290,28 @@ async function refreshClients (): Promise<void> {
       }
     }, 'Disconnect'))))
   $('clients-list').replaceChildren(table(['Client id', 'User', 'Address', 'Listener', 'Connected', 'Subscriptions', 'Queued', ''], rows, 'clients-table', 'No clients connected'))
+}
+
+// --------------------------------------------------------------------------------------------- bridges
+
+interface BridgeRow { name: string, state: string, remote?: string, queued: number, sent: number, received: number, dropped: number, reconnects: number, lastError?: string }
+
+function buildBridges (): void {
+  $('view-bridges').append(h('div', { class: 'bar' }, h('h2', {}, 'Bridges')), h('div', { id: 'bridges-list' }))
+}
+
+async function refreshBridges (): Promise<void> {
+  const { bridges } = await api<{ bridges: BridgeRow[] }>('GET', '/bridges')
+  const rows = bridges.map(b => h('tr', { 'data-bridge': b.name },
+    td(b.name, 'Bridge'),
+    td(b.state === 'connected' ? `connected to ${b.remote ?? ''}` : b.state, 'State'),
+    td(String(b.queued), 'Queued'),
+    td(String(b.sent), 'Sent'),
+    td(String(b.received), 'Received'),
+    td(String(b.dropped), 'Dropped'),
+    td(String(b.reconnects), 'Reconnects'),
+    td(b.lastError ?? '', 'Last error')))
+  $('bridges-list').replaceChildren(table(['Bridge', 'State', 'Queued', 'Sent', 'Received', 'Dropped', 'Reconnects', 'Last error'], rows, 'bridges-table', 'No bridges configured (connection blocks in the config file)'))
 }
 
 // ----------------------------------------------------------------------------------------------- users

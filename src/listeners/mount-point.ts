@@ -42,7 +42,7 @@ function patchWriter (): void {
 export function installMountPoint (stream: object, aedesClient: unknown, mountPoint: string): void {
   patchWriter()
   mountPoints.set(stream, mountPoint)
-  ;clientInternals(aedesClient as object)._parser.prependListener('packet', (p: ParsedPacket) => {
+  clientInternals(aedesClient as object)._parser.prependListener('packet', (p: ParsedPacket) => {
     if (p.cmd === 'publish' && p.topic !== undefined) p.topic = mountPoint + p.topic
     else if (p.cmd === 'subscribe') for (const s of p.subscriptions ?? []) s.topic = mountPoint + s.topic
     else if (p.cmd === 'unsubscribe' && p.unsubscriptions) p.unsubscriptions = p.unsubscriptions.map(t => mountPoint + t)
