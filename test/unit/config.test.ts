@@ -27,7 +27,7 @@ test.each([
   ['listener 1883\nprotocol carrier-pigeon', ['Error: Invalid protocol value (carrier-pigeon). Error found at m.conf:2.']],
   ['persistence', ['Error: Empty persistence value in configuration. Error found at m.conf:1.']],
   ['persistent_client_expiration 3 days', ['Error: Invalid persistent_client_expiration duration (3). Error found at m.conf:1.']],
-  ['mount_point site1/', ['Error: Configuration option "mount_point" is not supported by Midge. Error found at m.conf:1.']],
+  ['ocsp true', ['Error: Configuration option "ocsp" is not supported by Midge. Error found at m.conf:1.']],
   ['# comment\n\nfoo 1\nlistener 1883\nbar 2', [
     'Error: Unknown configuration variable "foo". Error found at m.conf:3.',
     'Error: Unknown configuration variable "bar". Error found at m.conf:5.'
