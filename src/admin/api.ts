@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Aedes, Client } from 'aedes'
 import type { Config, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import type { ClientInfo } from '../broker/aedes-hooks.js'
+import type { ConnectionContext } from '../listeners/types.js'
 import { storeOf, type BrokerStats } from '../sys/stats.js'
 import { validFilter } from '../auth/topic-match.js'
 import { VERSION } from '../version.js'
@@ -19,9 +19,18 @@ import { ACCESS_WORDS, AuthFiles, writeFileAtomic, type Access } from './files.j
 import { readFile } from 'node:fs/promises'
 
 /** What the API needs from the Broker (structural, so tests and embedders can see the contract). */
+/** What the admin API reads of a connection's CONNECT (the broker's hooks keep it). */
+export interface AdminClientInfo {
+  ctx: ConnectionContext
+  username?: string
+  keepalive: number
+  protocolVersion: number
+  connectedAt: number
+}
+
 export interface AdminBroker {
   readonly aedes: Aedes
-  readonly hooks: { clientInfo: WeakMap<Client, ClientInfo> }
+  readonly hooks: { clientInfo: WeakMap<Client, AdminClientInfo> }
   readonly stats: BrokerStats
   readonly connections: Map<string, number>
   /** Bound addresses (a listener on port 0 gets its real port here). */

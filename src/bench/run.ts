@@ -269,7 +269,7 @@ process.stdout.write(`\nwrote ${out}\n`)
 if (values.cluster || (values.scenario === undefined && !values.quick)) runClusterBench(runs)
 
 /**
- * 1 node vs 2 nodes on Redis: dist/cluster/bench.js with Debian's redis-server. `--cluster` runs only this;
+ * 1 node vs 2 nodes on Redis: dist/bench/cluster.js with Debian's redis-server. `--cluster` runs only this;
  * a full run of every scenario ends with it.
  */
 function runClusterBench (n: number): void {
@@ -277,7 +277,7 @@ function runClusterBench (n: number): void {
     process.stdout.write('\nredis-server is not installed: skipping 1 node vs 2 nodes on Redis (Debian: apt-get install redis-server).\n')
     return
   }
-  process.stdout.write('\n1 node vs 2 nodes on Redis (dist/cluster/bench.js):\n')
-  const r = spawnSync(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), '..', 'cluster', 'bench.js'), '--runs', String(n)], { stdio: 'inherit' })
+  process.stdout.write('\n1 node vs 2 nodes on Redis (dist/bench/cluster.js):\n')
+  const r = spawnSync(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'cluster.js'), '--runs', String(n)], { stdio: 'inherit' })
   if (r.status !== 0) process.stderr.write(`cluster bench failed (exit ${r.status ?? r.signal})\n`)
 }

@@ -14,9 +14,9 @@ import { BrokerError, fileErrorReason } from '../errors.js'
 import { Bridge, type BridgeTlsFiles } from './bridge.js'
 import { BridgeQueue } from './queue.js'
 import type { BridgePeers } from './peers.js'
-import type { BridgeConfig } from './config.js'
+import type { BridgeConfig } from '../config/bridge.js'
 
-export type { BridgeConfig } from './config.js'
+export type { BridgeConfig } from '../config/bridge.js'
 export { Bridge } from './bridge.js'
 
 export interface BridgeDeps {

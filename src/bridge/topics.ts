@@ -3,8 +3,8 @@
  * local-prefix + pattern and sent with the local prefix replaced by the remote one; in topics are subscribed on the
  * remote as remote-prefix + pattern and published locally with the remote prefix replaced by the local one.
  */
-import { topicMatches } from '../broker/topic-match.js'
-import type { BridgeTopic } from './config.js'
+import { topicMatches } from '../mqtt/topic-match.js'
+import type { BridgeTopic } from '../config/bridge.js'
 
 export function localFilter (t: BridgeTopic): string {
   return t.localPrefix + t.pattern

@@ -13,12 +13,14 @@ import type { Logger } from '../logging/logger.js'
 import { BrokerError } from '../errors.js'
 import { AuthChain } from '../auth/chain.js'
 import { createPersistence, type PersistenceBackend } from '../persistence/index.js'
+import { redisBackend } from '../cluster/store.js'
 import { Durability } from '../persistence/durability.js'
+import { installDelivery, keepsUp, type DeliveryOptions } from './delivery.js'
 import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installInboundRules } from './inbound.js'
 import { markResendsDup } from './resend-dup.js'
@@ -51,6 +53,8 @@ const PUBLISH_OVERHEAD = 2 + 65_535 + 2
  * publishers): event-loop stalls of 6-12 s without a cap, under 1.5 s with 16; single-publisher throughput unchanged.
  */
 const READ_BATCH_PACKETS = 16
+/** A subscriber none of whose writes completed for this long no longer holds its publishers (delivery.ts). */
+const STUCK_AFTER_MS = 1000
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 /** MQTT 5 CONNACK 0x84 (Unsupported Protocol Version), no properties. */
 const CONNACK_V5_UNSUPPORTED_PROTOCOL = Buffer.from([0x20, 0x03, 0x00, 0x84, 0x00])
@@ -85,6 +89,8 @@ export class Broker {
   persistence!: PersistenceBackend
   /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts). */
   durability!: Durability
+  /** Live delivery's limits: the same object for every client (memory per idle connection). */
+  private deliveryOptions!: DeliveryOptions
   /** `connection` blocks (src/bridge/). */
   bridges: Bridges | undefined
   /** Other brokers' bridges connected here (src/bridge/peers.ts). */
@@ -106,7 +112,9 @@ export class Broker {
 
   private async startInternal (): Promise<void> {
     const { config, log } = this
-    this.persistence = await createPersistence(config.persistence, log, config.cluster)
+    // cluster_redis wins: a cluster node's store is Redis, shared with the other nodes
+    const clusterStore = config.cluster !== undefined ? await redisBackend(config.cluster, log) : undefined
+    this.persistence = clusterStore ?? await createPersistence(config.persistence, log)
     this.durability = new Durability(this.persistence, config, log)
     this.stats.persistence = this.durability.stats // $SYS publish/messages/dropped, clients/expired
     this.auth = await AuthChain.create(config, log)
@@ -115,7 +123,7 @@ export class Broker {
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
-    const cluster = this.persistence.cluster
+    const cluster = clusterStore?.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
@@ -143,6 +151,22 @@ export class Broker {
     }))
     checkAedes(this.aedes)
     hardenBroker(this.aedes)
+    // a connected client that keeps up is not held to the queue limits of offline ones (persistence/limits.ts)
+    this.durability.accounting.keepsUp = id => {
+      const c = connectedClients(this.aedes)[id]
+      return c !== undefined && keepsUp(c)
+    }
+    const l = config.limits
+    this.deliveryOptions = {
+      maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
+      maxInflight: l.maxInflightMessages,
+      maxWaiting: l.maxQueuedMessages,
+      maxPendingBytes: l.maxQueuedBytes,
+      stuckAfterMs: STUCK_AFTER_MS,
+      stats: this.durability.stats,
+      accounting: this.durability.accounting,
+      log
+    }
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
@@ -277,7 +301,7 @@ export class Broker {
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)
-    this.durability.installClient(client)
+    installDelivery(client, this.deliveryOptions)
   }
 
   private wireLogging (): void {

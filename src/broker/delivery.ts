@@ -61,7 +61,7 @@
  */
 import type { Client } from 'aedes'
 import { clientInternals, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket } from '../aedes/internals.js'
-import { maxMatchingQos } from './topic-match.js'
+import { maxMatchingQos } from '../mqtt/topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 

@@ -21,7 +21,7 @@ import {
   type Config, type ClusterConfig, type ListenerConfig, type AuthConfig, type LogType, type LogDest, type CsrSigningConfig,
   type AuthPluginConfig, defaultConfig, defaultListener, defaultCsrSigning, LOG_TYPES, MQTT_DEFAULT_PORT
 } from './schema.js'
-import { applyBridgeOption, BRIDGE_KEYS, finishBridges } from '../bridge/config.js'
+import { applyBridgeOption, BRIDGE_KEYS, finishBridges } from './bridge.js'
 
 export interface ConfEntry {
   key: string
@@ -609,7 +609,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   pid_file: { scope: 'global', apply (e, s) { const v = strOnce(e, s.p, s.cfg.pidFile); if (v) s.cfg.pidFile = resolve(v) } }
 }
 
-// bridges: `connection NAME` and the options of its block (src/bridge/config.ts)
+// bridges: `connection NAME` and the options of its block (bridge.ts)
 for (const key of BRIDGE_KEYS) OPTIONS[key] = { scope: 'global', apply: (e, s) => applyBridgeOption(e, s.cfg, s.p) }
 
 /** Options that are an error before the first listener line (they never reach the default listener). */

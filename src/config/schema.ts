@@ -2,7 +2,7 @@
  * The typed configuration every other module reads. The only place defaults live is `defaultConfig()` and
  * `defaultListener()`; the mosquitto.conf parser and the CLI layer only ever override them.
  */
-import type { BridgeConfig } from '../bridge/config.js'
+import type { BridgeConfig } from './bridge.js'
 
 /** `http` is a Midge extension: an HTTP-only listener (metrics, health, CSR page, admin API). */
 export type Protocol = 'mqtt' | 'websockets' | 'http'

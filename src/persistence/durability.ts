@@ -5,12 +5,10 @@
  *   - `brokerId`: an id that sorts after every earlier start's (level.ts);
  *   - `authorizePublish` / `published`: the QoS 1 journal (journal.ts);
  *   - `attach(aedes)`: replays the journal and starts session expiry, before any listener opens;
- *   - `installClient(client)`: the live-delivery wrapper (broker/delivery.ts).
  */
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import { installDelivery, keepsUp, type DeliveryOptions } from '../broker/delivery.js'
 import type { PersistenceBackend } from './types.js'
 import { brokerInternals, clientInternals, connectedClients } from '../aedes/internals.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
@@ -26,8 +24,6 @@ interface AedesPersistenceLike {
   createRetainedStream (pattern: string): AsyncIterable<{ brokerId?: string, brokerCounter?: number }>
   cleanSubscriptions (client: { id: string }): Promise<void>
 }
-/** A subscriber none of whose writes completed for this long no longer holds its publishers (delivery.ts). */
-export const STUCK_AFTER_MS = 1000
 
 /** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
 function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?: string, brokerCounter?: number }): boolean {
@@ -52,7 +48,7 @@ export class Durability {
       maxInflight: l.maxInflightMessages,
       maxBytes: l.maxQueuedBytes
     }, this.stats, log)
-    // a store shared by several nodes (cluster_redis) cannot be counted per process: see persistence/redis.ts
+    // a store shared by several nodes (cluster_redis) cannot be counted per process: see cluster/store.ts
     this.persistence = backend.shared === true ? backend.aedes as object : limitPersistence(backend.aedes as object, this.accounting)
     // the Redis backend brings its own journal (cluster/journal.ts)
     if (backend.journal) this.journal = backend.journal
@@ -70,10 +66,6 @@ export class Durability {
       })
     }
     this.accounting.isOnline = id => this.isOnline(id)
-    this.accounting.keepsUp = id => {
-      const c = (this.aedes ? connectedClients(this.aedes) : undefined)?.[id]
-      return c !== undefined && keepsUp(c as object)
-    }
   }
 
   get brokerId (): string | undefined { return this.backend.brokerId }
@@ -198,27 +190,6 @@ export class Durability {
       if (newer(r, e)) return true
     }
     return false
-  }
-
-  /** Live-delivery wrapper for a new aedes client (see broker/delivery.ts). */
-  installClient (client: Client): void {
-    installDelivery(client, this.deliveryOptions ??= this.newDeliveryOptions())
-  }
-
-  /** The same for every client: made once, not per connection (memory per idle connection). */
-  private deliveryOptions: DeliveryOptions | undefined
-  private newDeliveryOptions (): DeliveryOptions {
-    const l = this.config.limits
-    return {
-      maxPending: l.maxQueuedMessages > 0 ? l.maxQueuedMessages + l.maxInflightMessages : 0,
-      maxInflight: l.maxInflightMessages,
-      maxWaiting: l.maxQueuedMessages,
-      maxPendingBytes: l.maxQueuedBytes,
-      stuckAfterMs: STUCK_AFTER_MS,
-      stats: this.stats,
-      accounting: this.accounting,
-      log: this.log
-    }
   }
 
   /** Before the store closes: stop sweeping, write the last journal deletions. */

@@ -2,7 +2,6 @@ import type { ClassicLevel } from 'classic-level'
 import type { PersistenceConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { PublishJournal } from './journal.js'
-import type { ClusterNode } from '../cluster/node.js'
 
 /** Wraps (does not reinvent) an aedes-persistence instance plus what Midge needs around it. */
 export interface PersistenceBackend {
@@ -26,8 +25,6 @@ export interface PersistenceBackend {
   readonly shared?: boolean
   /** A QoS 1 journal the backend keeps itself (Redis: src/cluster/journal.ts); otherwise LevelDB's, if `db`. */
   readonly journal?: JournalStore
-  /** The cluster node this store belongs to (cluster_redis). */
-  readonly cluster?: ClusterNode
   /** Releases the store (and its lock). Safe to call twice. */
   close (): Promise<void>
 }

@@ -11,7 +11,7 @@
 import { subscriptionsOf } from '../aedes/internals.js'
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
-import { topicMatches } from '../broker/topic-match.js'
+import { topicMatches } from '../mqtt/topic-match.js'
 
 export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
 

@@ -1,7 +1,7 @@
 /** Pure parts of $SYS, /metrics and the CSR page. */
 import { test, expect } from 'vitest'
 import { smoothLoad } from '../../src/sys/sys-publisher.js'
-import { topicMatches } from '../../src/broker/topic-match.js'
+import { topicMatches } from '../../src/mqtt/topic-match.js'
 import { csrFromBody, CsrError } from '../../src/http/csr.js'
 
 test('load averages smooth like mosquitto 2.0.11: one connection in a 2 s interval', () => {

@@ -1,5 +1,5 @@
 import { test, expect } from 'vitest'
-import { topicMatches } from '../../src/broker/topic-match.js'
+import { topicMatches } from '../../src/mqtt/topic-match.js'
 
 test.each([
   ['a/b', 'a/b', true], ['a/b', 'a/c', false], ['a/b', 'a/b/c', false], ['a/b/c', 'a/b', false],

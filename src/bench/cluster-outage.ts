@@ -1,5 +1,5 @@
 /**
- * `node dist/cluster/outage.js [--down-ms N] [--rate N] [--kill]`: what happens to traffic in flight when Redis
+ * `node dist/bench/cluster-outage.js [--down-ms N] [--rate N] [--kill]`: what happens to traffic in flight when Redis
  * goes away for a while and comes back. Two Midge nodes on a redis-server started here (temp dir, removed
  * at the end); a publisher on node 1 sends QoS 1 and QoS 0 messages at a steady rate to a persistent QoS 1
  * subscriber and a clean QoS 0 subscriber on node 2 (MQTT.js, reconnecting every 200 ms, also after CONNACK 3).
@@ -16,7 +16,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { once } from 'node:events'
-import { freePort } from '../bench/brokers.js'
+import { freePort } from './brokers.js'
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.js')
 const { values } = parseArgs({ options: { 'down-ms': { type: 'string' }, rate: { type: 'string' }, kill: { type: 'boolean', default: false } } })

@@ -1,7 +1,7 @@
 /**
- * `cluster_redis`: aedes-persistence-redis, shared by every node on that Redis (src/cluster/).
+ * `cluster_redis`: aedes-persistence-redis, shared by every node on that Redis.
  *
- * What Durability (durability.ts) does around it:
+ * What Durability (persistence/durability.ts) does around it:
  *   - the QoS 1 journal: kept, in Redis (cluster/journal.ts). aedes acknowledges a QoS 1 publish before it stores
  *     it, with this store as with LevelDB, so the journal is still needed; in LevelDB it would die with the node;
  *   - queue limits: bypassed (`shared`). They count each client's stored queue in this process's memory, but in a
@@ -12,10 +12,15 @@
  */
 import type { ClusterConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import { ClusterNode } from '../cluster/node.js'
-import type { PersistenceBackend } from './types.js'
+import { ClusterNode } from './node.js'
+import type { PersistenceBackend } from '../persistence/types.js'
 
-export async function redisBackend (c: ClusterConfig, log: Logger): Promise<PersistenceBackend> {
+/** The store of a cluster node, and the node it belongs to. */
+export interface ClusterBackend extends PersistenceBackend {
+  readonly cluster: ClusterNode
+}
+
+export async function redisBackend (c: ClusterConfig, log: Logger): Promise<ClusterBackend> {
   const node = await ClusterNode.connect(c, log)
   const store = await node.createStore()
   let closed = false
@@ -31,7 +36,6 @@ export async function redisBackend (c: ClusterConfig, log: Logger): Promise<Pers
       if (closed) return
       closed = true
       await node.close()
-      // disconnects the store connection
       // the connection is dropped on the next line either way; Redis has written every command it answered
       await (store as { destroy?: () => Promise<void> }).destroy?.().catch(() => {})
       node.conns.store.disconnect()

@@ -1,5 +1,5 @@
 /**
- * `node dist/cluster/bench.js [--measure-ms N] [--runs N]`: throughput of one Midge node without Redis, one node on
+ * `node dist/bench/cluster.js [--measure-ms N] [--runs N]`: throughput of one Midge node without Redis, one node on
  * Redis and two nodes on one Redis, in one run. It reuses the load generator of `npm run bench`
  * (dist/bench/worker.js, unchanged) and Debian's redis-server (started here on a free port, no files kept).
  *
@@ -13,12 +13,12 @@ import { tmpdir, cpus, loadavg } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { cpuMsOf, freePort } from '../bench/brokers.js'
-import type { ToWorker, FromWorker, GroupSpec, Collected } from '../bench/protocol.js'
+import { cpuMsOf, freePort } from './brokers.js'
+import type { ToWorker, FromWorker, GroupSpec, Collected } from './protocol.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MAIN = join(HERE, '..', 'main.js')
-const WORKER = join(HERE, '..', 'bench', 'worker.js')
+const WORKER = join(HERE, 'worker.js')
 
 const { values } = parseArgs({ options: { 'measure-ms': { type: 'string' }, 'warm-ms': { type: 'string' }, runs: { type: 'string' } } })
 const MEASURE_MS = Number(values['measure-ms'] ?? 4000)

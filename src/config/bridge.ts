@@ -6,8 +6,8 @@
  */
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
-import type { Config } from '../config/schema.js'
-import type { ConfEntry, ConfProblems } from '../config/mosquitto-conf.js'
+import type { Config } from './schema.js'
+import type { ConfEntry, ConfProblems } from './mosquitto-conf.js'
 
 export type BridgeDirection = 'in' | 'out' | 'both'
 
