@@ -4,6 +4,7 @@
  * bench-results/<timestamp>.json.
  *
  *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--out FILE]
+ *   npm run bench -- --cluster | --bridge   (only the Redis cluster or the bridge comparison; a full run ends with both)
  */
 import { parseArgs } from 'node:util'
 import { spawnSync } from 'node:child_process'
@@ -52,12 +53,15 @@ const { values } = parseArgs({
     brokers: { type: 'string' },
     out: { type: 'string' },
     list: { type: 'boolean', default: false },
-    cluster: { type: 'boolean', default: false }
+    cluster: { type: 'boolean', default: false },
+    bridge: { type: 'boolean', default: false }
   }
 })
 
-if (values.cluster && values.scenario === undefined) {
-  runClusterBench(values.runs !== undefined ? Number(values.runs) : (values.quick ? 1 : 3))
+if ((values.cluster || values.bridge) && values.scenario === undefined) {
+  const n = values.runs !== undefined ? Number(values.runs) : (values.quick ? 1 : 3)
+  if (values.cluster) runClusterBench(n)
+  if (values.bridge) runBridgeBench(n)
   process.exit(0)
 }
 
@@ -265,8 +269,20 @@ writeFileSync(out, JSON.stringify({
 }, null, 2) + '\n')
 process.stdout.write(`\nwrote ${out}\n`)
 
-// 1 node vs 2 nodes on Redis, after a full run of every scenario
+// 1 node vs 2 nodes on Redis, and bridges against mosquitto's own, after a full run of every scenario
 if (values.cluster || (values.scenario === undefined && !values.quick)) runClusterBench(runs)
+if (values.bridge || (values.scenario === undefined && !values.quick)) runBridgeBench(runs)
+
+/** Midge's bridge against mosquitto's own (dist/bench/bridge.js). `--bridge` runs only this. */
+function runBridgeBench (n: number): void {
+  if (!mosqVersion) {
+    process.stdout.write('\nmosquitto is not installed: skipping the bridge comparison (Debian: apt-get install mosquitto).\n')
+    return
+  }
+  process.stdout.write('\nBridges, Midge against mosquitto (dist/bench/bridge.js):\n')
+  const r = spawnSync(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'bridge.js'), '--runs', String(n)], { stdio: 'inherit' })
+  if (r.status !== 0) process.stderr.write(`bridge bench failed (exit ${r.status ?? r.signal})\n`)
+}
 
 /**
  * 1 node vs 2 nodes on Redis: dist/bench/cluster.js with Debian's redis-server. `--cluster` runs only this;
