@@ -128,7 +128,7 @@ export class Broker {
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
-      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold')), // cheap QoS 2 lookups
+      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold'), (err) => log.warn({ err: err.message }, 'reading retained messages for a new subscription failed')), // cheap QoS 2 lookups
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
       mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,

@@ -10,13 +10,18 @@
  *    (the memory store rejects a second PUBREL for the same id, which a client may send when it retries) escapes
  *    as an unhandled rejection and ends the process. aedes answers PUBCOMP either way, so a failed delete changes
  *    nothing for the client: it is settled here (logged at debug). Test: 21-fuzz "a repeated PUBREL".
- * 3. The wrappers Midge stacks around the store (queue limits, DUP on resend) are Proxies that `bind` the method on
+ * 3. aedes sends a new subscription its retained messages with `createRetainedStreamCombi(...).pipe(...)`; `pipe`
+ *    does not pass errors on, so a read error (the store closing under a SUBSCRIBE at shutdown: LevelDB's
+ *    LEVEL_ITERATOR_NOT_OPEN) was an unhandled 'error' event and the process exited 1 instead of 0. The stream
+ *    gets a listener here that logs it (the subscriber just gets no more retained messages). Test: midge-cli
+ *    "SIGTERM and SIGINT", under load.
+ * 4. The wrappers Midge stacks around the store (queue limits, DUP on resend) are Proxies that `bind` the method on
  *    every access, an allocation per store call. Methods are looked up and bound once here and reused; other
  *    properties are read through every time.
  */
 type AnyFn = (...args: unknown[]) => unknown
 
-export function persistenceFastPaths<T extends object> (persistence: T, onDeleteFailed: (err: Error) => void): T {
+export function persistenceFastPaths<T extends object> (persistence: T, onDeleteFailed: (err: Error) => void, onStreamError: (err: Error) => void = () => {}): T {
   const methods = new Map<PropertyKey, AnyFn>()
   return new Proxy(persistence, {
     get (target, prop) {
@@ -28,6 +33,7 @@ export function persistenceFastPaths<T extends object> (persistence: T, onDelete
       let fn = (v as AnyFn).bind(target)
       if (prop === 'incomingGetPacket') fn = withoutStack(fn)
       else if (prop === 'incomingDelPacket') fn = settled(fn, onDeleteFailed)
+      else if (prop === 'createRetainedStreamCombi') fn = withErrorListener(fn, onStreamError)
       methods.set(prop, fn)
       return fn
     }
@@ -50,5 +56,13 @@ function withoutStack (fn: AnyFn): AnyFn {
 function settled (fn: AnyFn, onFailed: (err: Error) => void): AnyFn {
   return function incomingDelPacket (...args: unknown[]) {
     return (fn(...args) as Promise<unknown>).catch(onFailed)
+  }
+}
+
+function withErrorListener (fn: AnyFn, onError: (err: Error) => void): AnyFn {
+  return function createRetainedStreamCombi (...args: unknown[]) {
+    const stream = fn(...args) as { on (event: 'error', listener: (err: Error) => void): unknown }
+    stream.on('error', onError)
+    return stream
   }
 }

@@ -37,3 +37,18 @@ test('a store method that throws synchronously keeps the limit restored', () => 
   expect(() => p.incomingGetPacket()).toThrow('sync')
   expect(Error.stackTraceLimit).toBe(10)
 })
+
+test('a retained-message stream that fails is not an unhandled error: aedes pipes it without passing errors on', async () => {
+  const { Readable, PassThrough } = await import('node:stream')
+  const seen: string[] = []
+  const p = persistenceFastPaths({
+    createRetainedStreamCombi () {
+      return new Readable({ objectMode: true, read () { this.destroy(Object.assign(new Error('Iterator is not open'), { code: 'LEVEL_ITERATOR_NOT_OPEN' })) } })
+    }
+  } as { createRetainedStreamCombi (): NodeJS.ReadableStream }, () => {}, err => seen.push(err.message))
+  const stream = p.createRetainedStreamCombi() as InstanceType<typeof Readable>
+  // as aedes' subscribe handler does: pipe, no error handling of its own
+  stream.pipe(new PassThrough({ objectMode: true }))
+  await new Promise(resolve => stream.once('close', resolve))
+  expect(seen).toEqual(['Iterator is not open'])
+})
