@@ -275,7 +275,7 @@ if (values.bridge || (values.scenario === undefined && !values.quick)) runBridge
 
 /** Midge's bridge against mosquitto's own (dist/bench/bridge.js). `--bridge` runs only this. */
 function runBridgeBench (n: number): void {
-  if (!mosqVersion) {
+  if (!mosquittoVersion()) {
     process.stdout.write('\nmosquitto is not installed: skipping the bridge comparison (Debian: apt-get install mosquitto).\n')
     return
   }
