@@ -5,6 +5,8 @@
  */
 import { test, expect } from 'vitest'
 import { once, type EventEmitter } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { makeTestCerts } from '../helpers/certs.js'
 import mqtt, { type MqttClient, type IClientOptions, type IPublishPacket, type IConnackPacket } from 'mqtt'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
@@ -480,4 +482,29 @@ test('a packet over max_packet_size gets DISCONNECT 0x95 (v5) and closes a 3.1.1
   old.send({ cmd: 'publish', topic: 't', payload: Buffer.alloc(200), qos: 0 })
   await old.closed
   expect(old.packets.filter(p => p.cmd === 'publish')).toEqual([])
+})
+
+test('v5 over TLS, WebSocket and secure WebSocket: the CONNACK limits and every property, through a persistent session too', async ({ onTestFinished }) => {
+  const certs = makeTestCerts()
+  onTestFinished(() => certs.remove())
+  const tls = `cafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\n`
+  const b = await startTestBroker(`allow_anonymous true\npersistence true\npersistence_location {dir}\n
+listener 0 127.0.0.1\nmax_qos 1\n${tls}
+listener 0 127.0.0.1\nprotocol websockets\nmax_qos 1\n
+listener 0 127.0.0.1\nprotocol websockets\nmax_qos 1\n${tls}`)
+  onTestFinished(() => b.close())
+  const ca = readFileSync(certs.ca)
+  for (const transport of ['tls', 'ws', 'wss'] as const) {
+    const url = b.url(transport).replace('127.0.0.1', 'localhost')
+    const opts = { clean: false, properties: { sessionExpiryInterval: 300 }, ...(transport === 'ws' ? {} : { ca }) }
+    const sub = await connect5(url, { clientId: `sub-${transport}`, ...opts }, onTestFinished)
+    expect(sub.connack.properties?.maximumQoS).toBe(1)
+    await sub.client.subscribeAsync(`t/${transport}/#`, { qos: 1 })
+    await sub.client.endAsync()
+    const pub = await connect5(url, { clientId: `pub-${transport}`, ...(transport === 'ws' ? {} : { ca }) }, onTestFinished)
+    await pub.client.publishAsync(`t/${transport}/x`, 'v5', { qos: 1, properties: PROPS })
+    const back = await connect5(url, { clientId: `sub-${transport}`, ...opts }, onTestFinished)
+    const [m] = await back.take(1)
+    expect([m!.topic, m!.payload, m!.properties]).toEqual([`t/${transport}/x`, 'v5', PROPS])
+  }
 })
