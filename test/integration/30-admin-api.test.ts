@@ -291,13 +291,13 @@ describe('validation', () => {
     expect((await api(env, 'GET', '/api/v1/clients', { auth: BASIC })).status).toBe(200)
   })
 
-  test('every error code is documented in docs/openapi.yaml and README.md', async () => {
+  test('every error code is documented in docs/openapi.yaml and docs/errors.md', async () => {
     const root = new URL('../../', import.meta.url)
     const openapi = await readFile(new URL('docs/openapi.yaml', root), 'utf8')
-    const readme = await readFile(new URL('README.md', root), 'utf8')
+    const errors = await readFile(new URL('docs/errors.md', root), 'utf8')
     for (const { code, status } of Object.values(ADMIN_ERR)) {
       expect(openapi, code).toContain(code)
-      expect(readme, code).toMatch(new RegExp(`\`${code}\` \\| ${status}`))
+      expect(errors, code).toMatch(new RegExp(`\`${code}\` \\| ${status}`))
     }
   })
 })
