@@ -8,6 +8,7 @@ import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import type { Config } from './schema.js'
 import type { ConfEntry, ConfProblems } from './mosquitto-conf.js'
+import { one, bool, int } from './values.js'
 
 export type BridgeDirection = 'in' | 'out' | 'both'
 
@@ -121,30 +122,6 @@ function defaultBridge (name: string, source: string): BridgeConfig {
 
 // ------------------------------------------------------------------------------------ value parsers
 
-function one (e: ConfEntry, p: ConfProblems): string | undefined {
-  const v = e.args[0]
-  if (v === undefined || v === '') { p.error(e, `Empty ${e.key} value in configuration.`); return undefined }
-  if (e.args.length > 1) p.warn(e, `Extra arguments after ${e.key} value ignored: ${e.args.slice(1).join(' ')}`)
-  return v
-}
-
-function bool (e: ConfEntry, p: ConfProblems): boolean | undefined {
-  const v = one(e, p)
-  if (v === undefined) return undefined
-  if (v === 'true') return true
-  if (v === 'false') return false
-  p.error(e, `Invalid ${e.key} value (${v}).`)
-  return undefined
-}
-
-function int (e: ConfEntry, p: ConfProblems, min: number, max: number): number | undefined {
-  const v = one(e, p)
-  if (v === undefined) return undefined
-  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) { p.error(e, `Invalid ${e.key} value (${v}).`); return undefined }
-  return Number(v)
-}
-
-/** `""` is mosquitto's place marker for an empty pattern or prefix. */
 function unquote (v: string): string {
   return v === '""' ? '' : v
 }

@@ -1,21 +1,8 @@
 import { test, expect } from 'vitest'
 import { hostname } from 'node:os'
-import { loadConfig, BrokerError } from '../../src/index.js'
 import { runMidge, writeConf } from '../helpers/processes.js'
 import { tempDir } from '../helpers/start-broker.js'
-
-function load (text: string) {
-  return loadConfig({ configText: text, configName: 'm.conf' })
-}
-
-function problems (text: string): string[] {
-  try { load(text) } catch (err) {
-    expect(err).toBeInstanceOf(BrokerError)
-    expect((err as BrokerError).exitCode).toBe(3)
-    return [...(err as BrokerError).problems]
-  }
-  throw new Error('expected a config error')
-}
+import { load, problems } from '../helpers/config.js'
 
 const HEAD = 'listener 1883\nconnection cloud\naddress 10.0.0.1\n'
 

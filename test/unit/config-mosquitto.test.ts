@@ -6,21 +6,9 @@ import { test, expect } from 'vitest'
 import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadConfig, BrokerError } from '../../src/index.js'
+import { loadConfig } from '../../src/index.js'
 import { includeDirOrder } from '../../src/config/mosquitto-conf.js'
-
-function load (text: string) {
-  return loadConfig({ configText: text, configName: 'm.conf' })
-}
-
-function problems (text: string): string[] {
-  try { load(text) } catch (err) {
-    expect(err).toBeInstanceOf(BrokerError)
-    expect((err as BrokerError).exitCode).toBe(3)
-    return [...(err as BrokerError).problems]
-  }
-  throw new Error('expected a config error')
-}
+import { load, problems } from '../helpers/config.js'
 
 test('a path value is the rest of the line, spaces included (mosquitto: "a b" opens the file "a b")', () => {
   const c = load('listener 1883\npassword_file /etc/my conf/pw file  \nacl_file   /etc/acl\n')

@@ -3,19 +3,7 @@ import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, BrokerError } from '../../src/index.js'
-
-function load (text: string) {
-  return loadConfig({ configText: text, configName: 'm.conf' })
-}
-
-function problems (text: string): string[] {
-  try { load(text) } catch (err) {
-    expect(err).toBeInstanceOf(BrokerError)
-    expect((err as BrokerError).exitCode).toBe(3)
-    return [...(err as BrokerError).problems]
-  }
-  throw new Error('expected a config error')
-}
+import { load, problems } from '../helpers/config.js'
 
 // [lines, expected problems] (mosquitto 16-config-parse-errors style); wording follows mosquitto 2.0.11
 test.each([
