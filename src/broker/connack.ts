@@ -44,6 +44,8 @@ export function amendConnack (buf: Buffer, amend: ConnackAmendment): Buffer {
   let connack: IConnackPacket | undefined
   const parser = mqttPacket.parser({ protocolVersion: 5 })
   parser.on('packet', p => { connack = p as IConnackPacket })
+  // aedes wrote these bytes, so they parse; were they not to, the CONNACK goes out as aedes wrote it
+  parser.on('error', () => {})
   parser.parse(buf.subarray(0, n))
   if (connack === undefined) return buf
   const code = connack.reasonCode ?? 0
