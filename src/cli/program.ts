@@ -21,7 +21,7 @@ export function buildProgram (): Command {
   const program = new Command()
   program
     .name('midge')
-    .description('Midge: a self-hosted MQTT 3.1.1 broker, configured like mosquitto.')
+    .description('Midge: a self-hosted MQTT 5.0 and 3.1.1 broker, configured like mosquitto.')
     .version(`midge version ${VERSION}`, '-V, --version')
     .option('-c, --config-file <file>', 'read configuration from a mosquitto-style file (without it: localhost:1883 only)')
     .option('-p, --port <port>', 'listen on this port instead of 1883 when the file defines no listener (repeatable)', collectPort)
