@@ -294,7 +294,7 @@ export class Broker {
     })
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
-    installInboundRules(client, config.limits.maxInflightMessages, why => {
+    installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })
     if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)

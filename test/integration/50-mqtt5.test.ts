@@ -508,3 +508,27 @@ listener 0 127.0.0.1\nprotocol websockets\nmax_qos 1\n${tls}`)
     expect([m!.topic, m!.payload, m!.properties]).toEqual([`t/${transport}/x`, 'v5', PROPS])
   }
 })
+
+test('max_topic_alias is per listener: alias 3 is refused (0x94, not routed) where the limit is 2 and used where it is 5', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_topic_alias 2\nlistener 0 127.0.0.1\nmax_topic_alias 5\n')
+  onTestFinished(() => b.close())
+  const [low, high] = b.broker.bound.map(x => x.address.port)
+  const watch = await connect5(`mqtt://127.0.0.1:${high!}`, { clientId: 'alias-watch' }, onTestFinished)
+  await watch.client.subscribeAsync('al/#', { qos: 1 })
+  for (const [port, id] of [[low!, 'low'], [high!, 'high']] as const) {
+    const c = await RawClient.connect(port, '127.0.0.1', 5)
+    onTestFinished(() => c.end())
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: id, keepalive: 60 })
+    await c.next('connack')
+    c.send({ cmd: 'publish', topic: `al/${id}`, payload: Buffer.from(id), qos: 1, messageId: 1, properties: { topicAlias: 3 } })
+    if (id === 'low') {
+      expect((await c.next('disconnect')).reasonCode).toBe(0x94)
+      await c.closed
+    } else {
+      await c.next('puback')
+    }
+  }
+  const [m] = await watch.take(1)
+  expect(m!.topic).toBe('al/high')
+  expect(watch.messages.map(x => x.topic)).toEqual(['al/high'])
+})
