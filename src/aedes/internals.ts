@@ -115,7 +115,8 @@ export function checkAedes (aedes: Aedes): void {
   const b = aedes as unknown as Record<string, unknown>
   const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']]
   for (const [field, type] of broker) {
-    if (kindOf(b[field]) !== type) problems.push(`broker.${field} is not a ${type}`)
+    // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
+    if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)
   }
   const conn = new Duplex({ read () {}, write (_c, _e, cb) { cb() } })
   const client = aedes.handle(conn as never) as unknown as Record<string, unknown>
@@ -125,15 +126,12 @@ export function checkAedes (aedes: Aedes): void {
     ['connackSent', 'boolean'], ['broker', 'object']
   ]
   for (const [field, type] of fields) {
-    if (kindOf(client[field]) !== type) problems.push(`client.${field} is not a ${type}`)
+    // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
+    if (typeof client[field] !== type) problems.push(`client.${field} is not a ${type}`)
   }
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
   }
-}
-
-function kindOf (v: unknown): string {
-  return typeof v
 }

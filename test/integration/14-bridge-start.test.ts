@@ -9,6 +9,21 @@ import { freePort } from '../helpers/processes.js'
 import { connect, subscriber } from '../helpers/mqtt.js'
 import { startRemote } from '../helpers/bridge.js'
 
+/** A scripted remote broker on a free port: `onPacket` answers each packet the bridge sends; closed when the test ends. */
+async function fakeRemote (protocolVersion: 4 | 5, onPacket: (p: mqttPacket.Packet, sock: net.Socket) => void, onTestFinished: (fn: () => Promise<void>) => void): Promise<number> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer(sock => {
+    sockets.add(sock)
+    const parser = mqttPacket.parser({ protocolVersion })
+    parser.on('packet', (p: mqttPacket.Packet) => onPacket(p, sock))
+    sock.on('data', d => parser.parse(d))
+    sock.on('error', () => {})
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
+  return (server.address() as net.AddressInfo).port
+}
+
 test('lazy: connects once threshold messages are queued, stops after idle_timeout, starts again', { timeout: 60_000 }, async ({ onTestFinished }) => {
   const remote = await startRemote(onTestFinished)
   const local = await startTestBroker([
@@ -48,21 +63,11 @@ test('once: a failed first connection is not retried', async ({ onTestFinished }
 test('a remote that never acknowledges does not hold up local clients', { timeout: 60_000 }, async ({ onTestFinished }) => {
   // takes CONNECT and PUBLISH, answers CONNACK and SUBACK, never PUBACK
   let publishes = 0
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer(sock => {
-    sockets.add(sock)
-    const parser = mqttPacket.parser({ protocolVersion: 4 })
-    parser.on('packet', (p: mqttPacket.Packet) => {
-      if (p.cmd === 'connect') sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false }))
-      if (p.cmd === 'publish' && p.topic.startsWith('up/')) publishes++
-      if (p.cmd === 'pingreq') sock.write(mqttPacket.generate({ cmd: 'pingresp' }))
-    })
-    sock.on('data', d => parser.parse(d))
-    sock.on('error', () => {})
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
-  const port = (server.address() as net.AddressInfo).port
+  const port = await fakeRemote(4, (p, sock) => {
+    if (p.cmd === 'connect') sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false }))
+    if (p.cmd === 'publish' && p.topic.startsWith('up/')) publishes++
+    if (p.cmd === 'pingreq') sock.write(mqttPacket.generate({ cmd: 'pingresp' }))
+  }, onTestFinished)
   const local = await startTestBroker([
     'listener 0 127.0.0.1', 'allow_anonymous true', 'max_inflight_messages 20',
     'connection cloud', `address 127.0.0.1:${port}`, 'try_private false', 'notifications false', 'topic up/# out 1'
@@ -81,23 +86,13 @@ test('a remote that never acknowledges does not hold up local clients', { timeou
 
 test('a remote that refuses the private-bridge flag with CONNACK 1 is asked again without it', async ({ onTestFinished }) => {
   const levels: number[] = []
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer(sock => {
-    sockets.add(sock)
-    const parser = mqttPacket.parser({ protocolVersion: 4 })
-    parser.on('packet', (p: mqttPacket.Packet) => {
-      if (p.cmd !== 'connect') return
-      const bridge = (p as mqttPacket.IConnectPacket & { bridgeMode?: boolean }).bridgeMode === true
-      levels.push(p.protocolVersion! + (bridge ? 0x80 : 0))
-      sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: bridge ? 1 : 0, sessionPresent: false }))
-      if (bridge) sock.end()
-    })
-    sock.on('data', d => parser.parse(d))
-    sock.on('error', () => {})
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
-  const port = (server.address() as net.AddressInfo).port
+  const port = await fakeRemote(4, (p, sock) => {
+    if (p.cmd !== 'connect') return
+    const bridge = (p as mqttPacket.IConnectPacket & { bridgeMode?: boolean }).bridgeMode === true
+    levels.push(p.protocolVersion! + (bridge ? 0x80 : 0))
+    sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: bridge ? 1 : 0, sessionPresent: false }))
+    if (bridge) sock.end()
+  }, onTestFinished)
   const local = await startTestBroker([
     'listener 0 127.0.0.1', 'allow_anonymous true', 'connection cloud', `address 127.0.0.1:${port}`, 'restart_timeout 30', 'notifications false', 'topic up/# out 1'
   ].join('\n'))
@@ -123,21 +118,11 @@ test('several addresses without round_robin: past a dead main address to the nex
 
 test('MQTT 5: the reason of a DISCONNECT from the remote is kept as the last error', async ({ onTestFinished }) => {
   // mosquitto 2.0.11 closes a taken-over session without DISCONNECT: a remote of our own sends one
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer(sock => {
-    sockets.add(sock)
-    const parser = mqttPacket.parser({ protocolVersion: 5 })
-    parser.on('packet', (p: mqttPacket.Packet) => {
-      if (p.cmd !== 'connect') return
-      sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, reasonCode: 0, sessionPresent: false }, { protocolVersion: 5 }))
-      sock.end(mqttPacket.generate({ cmd: 'disconnect', reasonCode: 142, properties: { reasonString: 'taken over' } }, { protocolVersion: 5 }))
-    })
-    sock.on('data', d => parser.parse(d))
-    sock.on('error', () => {})
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
-  const port = (server.address() as net.AddressInfo).port
+  const port = await fakeRemote(5, (p, sock) => {
+    if (p.cmd !== 'connect') return
+    sock.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, reasonCode: 0, sessionPresent: false }, { protocolVersion: 5 }))
+    sock.end(mqttPacket.generate({ cmd: 'disconnect', reasonCode: 142, properties: { reasonString: 'taken over' } }, { protocolVersion: 5 }))
+  }, onTestFinished)
   const local = await startTestBroker([
     'listener 0 127.0.0.1', 'allow_anonymous true', 'connection cloud', `address 127.0.0.1:${port}`, 'bridge_protocol_version mqttv50',
     'restart_timeout 30', 'topic up/# out 1'
