@@ -8,7 +8,7 @@ import pino from 'pino'
 import type { MqttClient, IPublishPacket } from 'mqtt'
 import { loadConfig, startBroker, type Broker } from '../../src/index.js'
 import { tempDir } from '../helpers/start-broker.js'
-import { connect, collect } from '../helpers/mqtt.js'
+import { connect, collect, type Received } from '../helpers/mqtt.js'
 
 interface Started { broker: Broker, url: string, logs: string[] }
 
@@ -59,10 +59,10 @@ test('max_queued_messages 10: an offline session keeps the first 10 QoS 1 messag
   expect(warnings).toHaveLength(1)
 
   // mosquitto 2.0.11 with the same settings delivers m1..m10 (checked with mosquitto_sub -c / mosquitto_pub)
-  const back = await connect(b.url, { clientId: 'slowpoke', clean: false })
+  const got: Received[] = []
+  const back = await connect(b.url, { clientId: 'slowpoke', clean: false, got })
   onTestFinished(() => back.endAsync(true))
   expect(back.sessionPresent).toBe(true)
-  const got = collect(back).messages
   await expectExactly(back, got, 10)
   expect(got.map(m => m.payload)).toEqual(Array.from({ length: 10 }, (_, i) => `m${i + 1}`))
 
@@ -93,9 +93,9 @@ test('the queue limit counts what the store held before a restart', async ({ onT
   await Promise.all(Array.from({ length: 5 }, (_, i) => pub2.publishAsync('q/t', `m${i + 4}`, { qos: 1 })))
   await pub2.endAsync()
   expect(b.broker.durability.stats.droppedQueueFull).toBe(3)
-  const back = await connect(b.url, { clientId: 'k', clean: false })
+  const got: Received[] = []
+  const back = await connect(b.url, { clientId: 'k', clean: false, got })
   onTestFinished(() => back.endAsync(true))
-  const got = collect(back).messages
   await expectExactly(back, got, 5)
   expect(got.map(m => m.payload)).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
 })
@@ -116,9 +116,9 @@ test('an offline queue keeps publish order across several restarts (aedes keys i
     b = await start(dir)
   }
   onTestFinished(() => b.broker.close())
-  const back = await connect(b.url, { clientId: 'k', clean: false })
+  const got: Received[] = []
+  const back = await connect(b.url, { clientId: 'k', clean: false, got })
   onTestFinished(() => back.endAsync(true))
-  const got = collect(back).messages
   await expectExactly(back, got, 6)
   expect(got.map(m => m.payload)).toEqual(['boot1', 'boot2', 'boot3', 'boot4', 'boot5', 'boot6'])
 })
@@ -146,17 +146,17 @@ test('persistent_client_expiration removes an abandoned session, its subscriptio
   expect(b.logs.some(l => l.includes('Expiring client old due to timeout.'))).toBe(true)
 
   // gone: no session, no queue; and the subscription no longer routes to a store entry
-  const old = await connect(b.url, { clientId: 'old', clean: false })
+  const got: Received[] = []
+  const old = await connect(b.url, { clientId: 'old', clean: false, got })
   expect(old.sessionPresent).toBe(false)
-  const got = collect(old).messages
   await pub.publishAsync('q/t', 'after', { qos: 1 })
   await expectExactly(old, got, 0, 0)
   expect(got.map(m => m.payload)).toEqual([])
   await old.endAsync()
   // still there
-  const rec = await connect(b.url, { clientId: 'recent', clean: false })
+  const gotRec: Received[] = []
+  const rec = await connect(b.url, { clientId: 'recent', clean: false, got: gotRec })
   expect(rec.sessionPresent).toBe(true)
-  const gotRec = collect(rec).messages
   await expectExactly(rec, gotRec, 2)
   expect(gotRec.map(m => m.payload)).toEqual(['queued', 'after'])
   await rec.endAsync()

@@ -5,7 +5,7 @@
 import { test, expect } from 'vitest'
 import { tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { connect, collect, until } from '../helpers/mqtt.js'
+import { connect, collect, until, type Received } from '../helpers/mqtt.js'
 import { spawnMidge, writeConf, type MidgeProcess } from '../helpers/processes.js'
 
 const CONF = `listener 0 127.0.0.1
@@ -119,10 +119,10 @@ test('a persistent subscription survives SIGKILL right after its SUBACK', async 
   const pub = await connect(second.url(), { clientId: 'pub', clean: true })
   await pub.publishAsync('s/x', 'routed', { qos: 1 })
   await pub.endAsync()
-  const back = await connect(second.url(), { clientId: 'subber', clean: false })
+  const got: Received[] = []
+  const back = await connect(second.url(), { clientId: 'subber', clean: false, got })
   onTestFinished(() => back.endAsync(true))
   expect(back.sessionPresent).toBe(true)
-  const got = collect(back).messages
   await until(back, got, g => g.length >= 1, 'the queued message')
   expect(got.map(g => [g.topic, g.payload, g.qos])).toEqual([['s/x', 'routed', 1]])
 }, 60_000)
