@@ -8,7 +8,8 @@
  *   midge certs client CN [--dir DIR] [--days N]
  *   midge certs sign CSR [--dir DIR] [--out FILE] [--days N]
  */
-import { createPublicKey, generateKeyPairSync, randomBytes, sign as cryptoSign } from 'node:crypto'
+import { randomSerial } from '../util/serial.js'
+import { createPublicKey, generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
@@ -60,12 +61,6 @@ function signCert (cert: forge.pki.Certificate, keyPem: string): void {
   c.signature = cryptoSign('sha256', tbs, keyPem).toString('binary')
 }
 
-function serial (): string {
-  const b = randomBytes(16)
-  b[0] = b[0]! & 0x7f // positive
-  return b.toString('hex')
-}
-
 function validity (cert: forge.pki.Certificate, o: CertOptions, defaultDays: number): void {
   const now = Date.now()
   cert.validity.notBefore = o.notBefore ?? new Date(now - 60_000) // a minute of clock skew
@@ -76,7 +71,7 @@ export function createCa (cn = 'Midge CA', o: CertOptions = {}): Pem {
   const k = newKey(o.key)
   const cert = nodeForge().pki.createCertificate()
   cert.publicKey = k.forgePub
-  cert.serialNumber = serial()
+  cert.serialNumber = randomSerial()
   validity(cert, o, 3650)
   const attrs = [{ name: 'commonName', value: cn }, { name: 'organizationName', value: 'Midge' }]
   cert.setSubject(attrs)
@@ -95,7 +90,7 @@ function issue (ca: Pem, cn: string, exts: unknown[], o: CertOptions, publicKey?
   const k = publicKey ? undefined : newKey(o.key)
   const cert = nodeForge().pki.createCertificate()
   cert.publicKey = publicKey ?? k!.forgePub
-  cert.serialNumber = serial()
+  cert.serialNumber = randomSerial()
   validity(cert, o, 825)
   cert.setSubject(subject ?? [{ name: 'commonName', value: cn }])
   cert.setIssuer(caCert.subject.attributes)

@@ -6,8 +6,8 @@
  * Off unless configured; signings are limited per remote address (`http_csr_rate_limit` per hour). Only RSA keys
  * are accepted (node-forge signs RSA only), as in test.mosquitto.org's own instructions (`openssl genrsa`).
  */
+import { randomSerial } from '../util/serial.js'
 import { readFileSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type forge from 'node-forge'
 import { nodeForge } from '../util/lazy-forge.js'
@@ -111,10 +111,7 @@ export class CsrSigner {
     if (typeof cn !== 'string' || cn.length === 0 || cn.length > 64) throw new CsrError('INVALID', 'the CSR needs a common name (CN) of 1 to 64 characters: openssl req -subj "/CN=yourname"')
     const cert = nodeForge().pki.createCertificate()
     cert.publicKey = pub
-    // 16 random bytes, first bit clear: a positive serial (RFC 5280 4.1.2.2)
-    const serialBytes = randomBytes(16)
-    serialBytes[0] = serialBytes[0]! & 0x7f
-    cert.serialNumber = serialBytes.toString('hex')
+    cert.serialNumber = randomSerial()
     cert.validity.notBefore = new Date(now.getTime() - CLOCK_SKEW_MS)
     cert.validity.notAfter = new Date(now.getTime() + this.cfg.days * DAY)
     cert.setSubject(attrs.map(a => ({ shortName: a.shortName, value: a.value as string })))
