@@ -19,7 +19,7 @@ export interface DeliverPacket { topic: string, qos: number, brokerId?: string |
 export type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
 
 /** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options. */
-export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number }
+export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number, /** v5 Subscription Identifier */ si?: number }
 
 export interface BrokerInternals {
   id: string

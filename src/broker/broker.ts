@@ -15,6 +15,7 @@ import { AuthChain } from '../auth/chain.js'
 import { createPersistence, type PersistenceBackend } from '../persistence/index.js'
 import { redisBackend } from '../cluster/store.js'
 import { Durability } from '../persistence/durability.js'
+import { Qos0Queue } from './qos0-queue.js'
 import { installDelivery, keepsUp, type DeliveryOptions } from './delivery.js'
 import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
@@ -110,6 +111,20 @@ export class Broker {
     return b
   }
 
+  private async installQos0Queue (): Promise<void> {
+    const l = this.config.limits
+    const queue = new Qos0Queue({
+      maxMessages: l.maxQueuedMessages,
+      maxBytes: l.maxQueuedBytes,
+      storedFor: id => this.durability.accounting.queued(id),
+      stats: this.durability.stats,
+      log: this.log
+    })
+    if (this.persistence.db) await queue.load(this.persistence.db, this.durability.persistence as Parameters<Qos0Queue['load']>[1])
+    queue.attach(this.aedes)
+    this.durability.expiry?.onRemoved(id => queue.forget(id))
+  }
+
   private async startInternal (): Promise<void> {
     const { config, log } = this
     // cluster_redis wins: a cluster node's store is Redis, shared with the other nodes
@@ -172,6 +187,8 @@ export class Broker {
     // before the journal replay: a replayed message must reach the bridges' queues too
     this.bridgePeers.attach(this.aedes)
     this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
+    // before the replay too: a replayed message may be due to an offline QoS 0 subscription
+    if (config.limits.queueQos0Messages) await this.storeStep(() => this.installQos0Queue())
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)

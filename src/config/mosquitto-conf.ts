@@ -188,6 +188,8 @@ function csr (l: ListenerConfig, e: ConfEntry): CsrSigningConfig {
 }
 
 const NODE_ID = /^[A-Za-z0-9_.-]{1,48}$/
+/** mosquitto's floor for `max_packet_size`: smaller would refuse ordinary CONNECTs. */
+const MIN_PACKET_SIZE = 20
 
 /** The cluster settings, created by the first cluster option; `cluster_redis` itself is checked in finishCluster. */
 function cluster (s: BuildState, e: ConfEntry): ClusterConfig {
@@ -449,7 +451,7 @@ const OPTIONS: Record<string, OptionSpec> = {
     scope: 'global',
     apply (e, s) {
       const v = bool(e, s.p)
-      if (v === true) s.p.warn(e, 'Option queue_qos0_messages true ignored: Midge queues only QoS 1 and 2 messages for offline clients (as MQTT 3.1.1 says); publish at QoS 1 to have a message queued.')
+      if (v !== undefined) s.cfg.limits.queueQos0Messages = v
     }
   },
   // ---- several nodes on one Redis (Midge extensions; src/cluster/)
@@ -487,8 +489,9 @@ const OPTIONS: Record<string, OptionSpec> = {
     apply (e, s) {
       const n = int(e, s.p, 0, 268435460)
       if (n === undefined) return
-      // mosquitto: "Setting below 20 bytes is forbidden" (a CONNECT alone needs more); 0 keeps the default, no limit
-      if (n > 0 && n < 20) { s.p.error(e, `Invalid max_packet_size value (${n}): setting below 20 bytes is forbidden.`); return }
+      // mosquitto: "Setting below 20 bytes is forbidden" (a CONNECT alone needs more). 0 is refused too, as
+      // mosquitto 2.0 refuses it: "no limit" is the default, written by leaving the option out.
+      if (n < MIN_PACKET_SIZE) { s.p.error(e, `Invalid max_packet_size value (${n}): setting below ${MIN_PACKET_SIZE} bytes is forbidden; leave the option out for no limit.`); return }
       s.cfg.limits.maxPacketSize = n
     }
   },

@@ -181,8 +181,10 @@ export interface LimitsConfig {
   maxTopicLength: number
   /** Distinct topic filters one client may hold; 0 = no limit. */
   maxSubscriptionsPerClient: number
-  /** `max_packet_size`: largest MQTT packet accepted, in bytes; 0 = no limit (mosquitto refuses 1..19). */
+  /** `max_packet_size`: largest MQTT packet accepted, in bytes; 0 = no limit (mosquitto refuses 0..19). */
   maxPacketSize: number
+  /** `queue_qos0_messages`: keep messages delivered at QoS 0 for offline persistent sessions (broker/qos0-queue.ts). */
+  queueQos0Messages: boolean
 }
 
 export interface LogConfig {
@@ -260,7 +262,8 @@ export function defaultConfig (): Config {
       maxConnectionRate: 0,
       maxTopicLength: 4096,
       maxSubscriptionsPerClient: 1000,
-      maxPacketSize: 0
+      maxPacketSize: 0,
+      queueQos0Messages: false
     },
     sysInterval: 10,
     log: { dest: [{ kind: 'stderr' }], types: ['error', 'warning', 'notice', 'information'], connectionMessages: true, timestamp: true },

@@ -34,6 +34,7 @@ export interface ExpiryDeps {
 
 export class SessionExpiry {
   private timer: NodeJS.Timeout | undefined
+  private readonly removed: Array<(clientId: string) => void> = []
   private sweeping: Promise<string[]> | undefined
 
   constructor (private readonly deps: ExpiryDeps) {}
@@ -50,6 +51,11 @@ export class SessionExpiry {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     await this.sweeping?.catch(() => {})
+  }
+
+  /** Calls `fn` with the id of every session this removes (what others keep for it must go too). */
+  onRemoved (fn: (clientId: string) => void): void {
+    this.removed.push(fn)
   }
 
   /** A persistent client connected or disconnected now; a v5 client with its Session Expiry Interval (seconds). */
@@ -113,5 +119,6 @@ export class SessionExpiry {
     await db.del(`will:${enc}`)
     await db.del(`${SEEN}${enc}`)
     this.deps.accounting?.forget(id)
+    for (const fn of this.removed) fn(id)
   }
 }

@@ -207,8 +207,14 @@ export function limitPersistence (inner: object, acct: QueueAccounting): object 
       acct.add(s.clientId, bytes)
       await call('outgoingEnqueue', s, packet)
     },
+    /**
+     * Only subscriptions that deliver at QoS 1 or 2 have a stored queue. aedes-persistence-level (and -redis) index a
+     * new QoS 0 subscription only if it is QoS 1/2, but read every stored one back into the index at start-up: after
+     * a restart, QoS 1 messages were stored for QoS 0 subscriptions, sent at QoS 0 (never acknowledged, so never
+     * deleted) and sent again at every reconnect (17-queue-qos0, LevelDB).
+     */
     async outgoingEnqueueCombi (subs: unknown, packet: unknown) {
-      const list = (subs ?? []) as Sub[]
+      const list = ((subs ?? []) as Sub[]).filter(s => s.qos !== 0)
       if (list.length === 0) return await call('outgoingEnqueueCombi', list, packet)
       const bytes = payloadBytes(packet as StoredPacket)
       const topic = (packet as { topic: string }).topic

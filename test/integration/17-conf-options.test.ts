@@ -62,7 +62,7 @@ const ROWS: Row[] = [
   ['plugin_opt_*', 'g', 'plugin {FILES}/plugin.mjs\nplugin_opt_host db.local', 'ok', 'n/a'],
   ['port', 'g', 'port {PORT}', 'warns', true],
   ['psk_file', 'g', 'psk_file {FILES}/psk', 'ok', true],
-  ['queue_qos0_messages', 'g', 'queue_qos0_messages true', 'warns', true],
+  ['queue_qos0_messages', 'g', 'queue_qos0_messages true', 'ok', true],
   ['retain_available', 'g', 'retain_available false', 'ok', true],
   ['retained_persistence', 'g', 'retained_persistence true\npersistence_location {FILES}/data/', 'ok', true],
   ['retry_interval', 'g', 'retry_interval 20', 'warns', true],

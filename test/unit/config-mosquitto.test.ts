@@ -106,7 +106,8 @@ test('the four MQTT 5 options: set', () => {
 })
 
 test.each([
-  ['max_packet_size 19', 'Error: Invalid max_packet_size value (19): setting below 20 bytes is forbidden. Error found at m.conf:1.'],
+  ['max_packet_size 19', 'Error: Invalid max_packet_size value (19): setting below 20 bytes is forbidden; leave the option out for no limit. Error found at m.conf:1.'],
+  ['max_packet_size 0', 'Error: Invalid max_packet_size value (0): setting below 20 bytes is forbidden; leave the option out for no limit. Error found at m.conf:1.'],
   ['max_packet_size -1', 'Error: Invalid max_packet_size value (-1). Error found at m.conf:1.'],
   ['listener 1883\nmax_qos 3', 'Error: max_qos must be between 0 and 2 inclusive. Error found at m.conf:2.'],
   ['listener 1883\nmaximum_qos 7', 'Error: max_qos must be between 0 and 2 inclusive. Error found at m.conf:2.'],
@@ -149,11 +150,17 @@ test('client id options: per listener with per_listener_settings, global otherwi
 })
 
 test('options Midge accepts with a warning saying what it does instead', () => {
-  const c = load('max_inflight_bytes 1000\nlog_facility 5\nallow_duplicate_messages true\nqueue_qos0_messages true\nqueue_qos0_messages false\nlistener 1883\n')
+  const c = load('max_inflight_bytes 1000\nlog_facility 5\nallow_duplicate_messages true\nlistener 1883\n')
   expect(c.warnings.map(w => w.split(':').slice(0, 2).join(':'))).toEqual([
     'Warning: Option max_inflight_bytes ignored',
     'Warning: Option log_facility ignored',
-    'Warning: Option allow_duplicate_messages ignored',
-    'Warning: Option queue_qos0_messages true ignored'
+    'Warning: Option allow_duplicate_messages ignored'
   ])
+})
+
+test('queue_qos0_messages: the last line wins, off by default', () => {
+  expect(load('listener 1883\n').limits.queueQos0Messages).toBe(false)
+  expect(load('queue_qos0_messages true\nlistener 1883\n').limits.queueQos0Messages).toBe(true)
+  expect(load('queue_qos0_messages true\nqueue_qos0_messages false\nlistener 1883\n').limits.queueQos0Messages).toBe(false)
+  expect(load('queue_qos0_messages true\nlistener 1883\n').warnings).toEqual([])
 })
