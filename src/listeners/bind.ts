@@ -1,4 +1,5 @@
 import net, { type Server, type AddressInfo } from 'node:net'
+import http from 'node:http'
 import { lstatSync, rmSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import { BrokerError } from '../errors.js'
@@ -15,7 +16,14 @@ const fronts = new WeakMap<Server, Server>()
 function proxyFront (server: Server, cfg: ListenerConfig, log?: Logger): Server {
   const front = net.createServer({ noDelay: true })
   front.on('connection', socket => {
-    readProxyHeader(socket, cfg.proxyProtocol!, s => server.emit('connection', s), (s, reason) => {
+    readProxyHeader(socket, cfg.proxyProtocol!, s => {
+      server.emit('connection', s)
+      // Node's HTTP server reads a socket's handle directly, past the stream: the bytes the header reader already
+      // took and put back (the start of the request) would wait in the paused stream for ever, and HAProxy's health
+      // checks (GET /healthz right behind the header) never got an answer. Flowing, they reach the server's 'data'
+      // listener. The MQTT and TLS servers read the stream themselves.
+      if (server instanceof http.Server) s.resume()
+    }, (s, reason) => {
       log?.warn({ listener: cfg.id, remoteAddress: s.remoteAddress }, `Connection refused: ${reason} (enable_proxy_protocol ${cfg.proxyProtocol!}).`)
       s.destroy()
     })

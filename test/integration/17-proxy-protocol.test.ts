@@ -98,3 +98,19 @@ test('TLS behind a TCP proxy: the PROXY header comes before the handshake', asyn
   expect(ack.subarray(0, 4)).toEqual(CONNACK_OK)
   await logged(d, /New client connected from 192\.0\.2\.33:50505 as behind-proxy/)
 }, 30_000)
+
+test('websockets listener: a header with the HTTP request in the same write is answered (HAProxy\'s health check: LOCAL, then GET /healthz)', async ({ onTestFinished }) => {
+  const d = await daemon('listener 0 127.0.0.1\nprotocol websockets\nenable_proxy_protocol 2\nallow_anonymous true\n', onTestFinished)
+  // version 2, command LOCAL, family UNSPEC, no addresses: what HAProxy's check-send-proxy sends
+  const local = Buffer.concat([Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]), Buffer.from([0x20, 0x00, 0x00, 0x00])])
+  for (const header of [local, v2([203, 0, 113, 9], 40009)]) {
+    const s = net.connect(d.ports[0]!, '127.0.0.1')
+    onTestFinished(async () => { s.destroy() })
+    await once(s, 'connect')
+    s.write(Buffer.concat([header, Buffer.from('GET /healthz HTTP/1.0\r\n\r\n')]))
+    let reply = ''
+    s.setEncoding('utf8').on('data', (t: string) => { reply += t })
+    await once(s, 'end')
+    expect(reply.split('\r\n')[0]).toBe('HTTP/1.1 200 OK')
+  }
+}, 30_000)
