@@ -2,11 +2,13 @@
  * MQTT 5 enhanced authentication (AUTH packets) through an auth_plugin's `enhancedAuth` hook
  * (src/broker/enhanced-auth.ts), with the challenge-response plug-in test/helpers/challenge-auth-plugin.js:
  * MQTT.js v5 (`handleAuth`) and raw bytes; re-authentication; refusals, unknown methods, AUTH out of turn and a
- * client that never answers its challenge.
+ * client that never answers its challenge. And the CONNACK codes a v5 client gets from the password file,
+ * anonymous access, clientid_prefixes and plug-ins, beside Debian's mosquitto 2.0.11.
  */
 import { test, expect } from 'vitest'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
+import { userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type IConnackPacket } from 'mqtt'
@@ -14,6 +16,8 @@ import type { IAuthPacket } from 'mqtt-packet'
 import { startTestBroker, tempDir, type TestBroker } from '../helpers/start-broker.js'
 import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
 import { nextMessage } from '../helpers/mqtt.js'
+import { freePort, spawnMosquitto } from '../helpers/processes.js'
+import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
 const PLUGIN = join(ROOT, 'test/helpers/challenge-auth-plugin.js')
@@ -212,4 +216,64 @@ test('AUTH out of turn after the CONNACK: another method, or 0x18 with no exchan
     expect((await c.next('disconnect')).reasonCode).toBe(0x82)
     await c.closed
   }
+})
+
+/** The bytes a v5 CONNECT with these credentials is answered with, once the broker has closed or 500 ms passed. */
+async function v5Connack (port: number, clientId: string, username?: string, password?: string): Promise<string> {
+  const c = await RawClient.connect(port, '127.0.0.1', 5)
+  c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId, keepalive: 60, ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password: Buffer.from(password) } : {}) })
+  const p = await c.next('connack')
+  c.end()
+  // a refusal carries no properties: the exact bytes; an acceptance: its reason code
+  return p.reasonCode === 0 ? 'accepted' : Buffer.concat(c.received).toString('hex')
+}
+
+test('v5 CONNACK codes of the password file, anonymous access and clientid_prefixes are mosquitto 2.0.11\'s; plug-ins give 0x87 and 0x88', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const pw = join(dir, 'pw')
+  writeFileSync(pw, `alice:${hashPasswordSha512('secret')}\n`)
+  const common = `allow_anonymous false\npassword_file ${pw}\nclientid_prefixes dev-\n`
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nlog_dest stderr\n${common}`)
+  const mosq = await spawnMosquitto(conf)
+  onTestFinished(() => mosq.stop())
+  const b = await startTestBroker(`listener 0 127.0.0.1\n${common}`)
+  onTestFinished(() => b.close())
+  const cases: Array<[string, string, string | undefined, string | undefined, string]> = [
+    ['wrong password', 'dev-1', 'alice', 'wrong', '2003008700'],
+    ['unknown user', 'dev-1', 'bob', 'secret', '2003008700'],
+    ['anonymous with allow_anonymous false', 'dev-1', undefined, undefined, '2003008700'],
+    ['client id outside clientid_prefixes', 'other', 'alice', 'secret', '2003008700'],
+    ['good credentials', 'dev-1', 'alice', 'secret', 'accepted']
+  ]
+  for (const [what, id, user, pass, want] of cases) {
+    expect([what, await v5Connack(port, id, user, pass)]).toEqual([what, want])
+    expect([what, await v5Connack(b.port(), id, user, pass)]).toEqual([what, want])
+  }
+
+  // a plug-in's deny is 0x87 as the files' is; a plug-in that throws is 0x88 (server unavailable), logged
+  const plugin = join(dir, 'deny-plugin.mjs')
+  writeFileSync(plugin, 'export default () => ({ name: "deny", async authenticate ({ username }) { if (username === "boom") throw new Error("backend down"); return username === "ok" ? "allow" : "deny" } })\n')
+  const p = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${plugin}\n`)
+  onTestFinished(() => p.close())
+  expect(await v5Connack(p.port(), 'c1', 'ok', 'x')).toBe('accepted')
+  expect(await v5Connack(p.port(), 'c2', 'no', 'x')).toBe('2003008700')
+  expect(await v5Connack(p.port(), 'c3', 'boom', 'x')).toBe('2003008800')
+})
+
+test('an empty client id refused by allow_zero_length_clientid false: 0x85 (Client Identifier not valid); mosquitto 2.0.11 sends 0x80', async ({ onTestFinished }) => {
+  const common = 'allow_anonymous true\nallow_zero_length_clientid false\n'
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nlog_dest stderr\n${common}`)
+  const mosq = await spawnMosquitto(conf)
+  onTestFinished(() => mosq.stop())
+  const b = await startTestBroker(`listener 0 127.0.0.1\n${common}`)
+  onTestFinished(() => b.close())
+  expect(await v5Connack(b.port(), '')).toBe('2003008500')
+  expect(await v5Connack(port, '')).toBe('2003008000')
 })
