@@ -7,7 +7,7 @@
  */
 import { test, expect } from 'vitest'
 import { createHmac, randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,6 +18,7 @@ import { RawClient, type AnyPacket } from '../helpers/raw-client.js'
 import { nextMessage } from '../helpers/mqtt.js'
 import { freePort, spawnMosquitto } from '../helpers/processes.js'
 import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
+import { makeTestCerts } from '../helpers/certs.js'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
 const PLUGIN = join(ROOT, 'test/helpers/challenge-auth-plugin.js')
@@ -277,3 +278,31 @@ test('an empty client id refused by allow_zero_length_clientid false: 0x85 (Clie
   expect(await v5Connack(b.port(), '')).toBe('2003008500')
   expect(await v5Connack(port, '')).toBe('2003008000')
 })
+
+/** The reason code a v5 MQTT.js client over TLS without a client certificate is refused with. */
+async function tlsRefusal (port: number, ca: string): Promise<number | undefined> {
+  try {
+    const c = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { protocolVersion: 5, clientId: 'nocert', ca: readFileSync(ca), rejectUnauthorized: false, reconnectPeriod: 0 })
+    await c.endAsync()
+    return 0
+  } catch (err) {
+    return (err as { code?: number }).code
+  }
+}
+
+test('use_identity_as_username without a client certificate: CONNACK 0x86 (bad user name or password), as from mosquitto 2.0.11', async ({ onTestFinished }) => {
+  const certs = makeTestCerts()
+  onTestFinished(() => certs.remove())
+  const tls = `cafile ${certs.ca}\ncertfile ${certs.server.cert}\nkeyfile ${certs.server.key}\nrequire_certificate false\nuse_identity_as_username true\n`
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(conf, `user ${userInfo().username}\nlog_dest stderr\nlistener ${port} 127.0.0.1\n${tls}`)
+  const mosq = await spawnMosquitto(conf)
+  onTestFinished(() => mosq.stop())
+  const b = await startTestBroker(`listener 0 127.0.0.1\n${tls}`)
+  onTestFinished(() => b.close())
+  expect(await tlsRefusal(port, certs.ca)).toBe(0x86)
+  expect(await tlsRefusal(b.port('tls'), certs.ca)).toBe(0x86)
+}, 60_000)
