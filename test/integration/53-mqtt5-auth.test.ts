@@ -58,35 +58,37 @@ async function answer (c: RawClient, user: string, cnonce: Buffer, rounds: numbe
   return got
 }
 
-test('MQTT.js v5: two challenge rounds through handleAuth, then CONNACK 0x00 with the method and the server proof', async ({ onTestFinished }) => {
-  const b = await broker(onTestFinished)
-  const cnonce = randomBytes(NONCE_BYTES)
-  const challenges: Buffer[] = []
-  const c = mqtt.connect(b.url(), {
-    protocolVersion: 5,
-    clientId: 'js-ea',
-    username: 'sensor',
-    reconnectPeriod: 0,
-    properties: { authenticationMethod: METHOD, authenticationData: cnonce }
+for (const transport of ['tcp', 'ws'] as const) {
+  test(`MQTT.js v5 over ${transport}: two challenge rounds through handleAuth, then CONNACK 0x00 with the method and the server proof`, async ({ onTestFinished }) => {
+    const b = await broker(onTestFinished, 'listener 0 127.0.0.1\nprotocol websockets\n')
+    const cnonce = randomBytes(NONCE_BYTES)
+    const challenges: Buffer[] = []
+    const c = mqtt.connect(b.url(transport), {
+      protocolVersion: 5,
+      clientId: 'js-ea',
+      username: 'sensor',
+      reconnectPeriod: 0,
+      properties: { authenticationMethod: METHOD, authenticationData: cnonce }
+    })
+    onTestFinished(() => { c.end(true) })
+    c.handleAuth = (packet: IAuthPacket, cb: (err?: Error, p?: IAuthPacket) => void) => {
+      const n = packet.properties!.authenticationData!
+      challenges.push(n)
+      cb(undefined, { cmd: 'auth', reasonCode: AUTH_CONTINUE, properties: { authenticationMethod: METHOD, authenticationData: hmac(keyOf('sensor'), cnonce, n) } })
+    }
+    const connack = await new Promise<IConnackPacket>((resolve, reject) => { c.once('connect', resolve); c.once('error', reject) })
+    expect(challenges.map(n => n.length)).toEqual([NONCE_BYTES, NONCE_BYTES])
+    expect(connack.reasonCode).toBe(0)
+    expect(connack.properties?.authenticationMethod).toBe(METHOD)
+    expect(connack.properties?.authenticationData).toEqual(hmac(keyOf('sensor'), 'server', ...challenges))
+    // the connection works as any other
+    await c.subscribeAsync('ea/t', { qos: 1 })
+    const got = nextMessage(c)
+    await c.publishAsync('ea/t', 'hello', { qos: 1 })
+    const [topic, payload] = await got
+    expect([topic, payload.toString()]).toEqual(['ea/t', 'hello'])
   })
-  onTestFinished(() => { c.end(true) })
-  c.handleAuth = (packet: IAuthPacket, cb: (err?: Error, p?: IAuthPacket) => void) => {
-    const n = packet.properties!.authenticationData!
-    challenges.push(n)
-    cb(undefined, { cmd: 'auth', reasonCode: AUTH_CONTINUE, properties: { authenticationMethod: METHOD, authenticationData: hmac(keyOf('sensor'), cnonce, n) } })
-  }
-  const connack = await new Promise<IConnackPacket>((resolve, reject) => { c.once('connect', resolve); c.once('error', reject) })
-  expect(challenges.map(n => n.length)).toEqual([NONCE_BYTES, NONCE_BYTES])
-  expect(connack.reasonCode).toBe(0)
-  expect(connack.properties?.authenticationMethod).toBe(METHOD)
-  expect(connack.properties?.authenticationData).toEqual(hmac(keyOf('sensor'), 'server', ...challenges))
-  // the connection works as any other
-  await c.subscribeAsync('ea/t', { qos: 1 })
-  const got = nextMessage(c)
-  await c.publishAsync('ea/t', 'hello', { qos: 1 })
-  const [topic, payload] = await got
-  expect([topic, payload.toString()]).toEqual(['ea/t', 'hello'])
-})
+}
 
 test('raw bytes: AUTH 0x18, AUTH 0x18, CONNACK 0x00 in that order; the plug-in\'s username reaches the ACL', async ({ onTestFinished }) => {
   const { dir, remove } = await tempDir()
@@ -306,3 +308,22 @@ test('use_identity_as_username without a client certificate: CONNACK 0x86 (bad u
   expect(await tlsRefusal(port, certs.ca)).toBe(0x86)
   expect(await tlsRefusal(b.port('tls'), certs.ca)).toBe(0x86)
 }, 60_000)
+
+test('plug-ins in order: one defers a method it does not know, the next takes it; an answer that is not one is CONNACK 0x88', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const odd = join(dir, 'odd-plugin.mjs')
+  writeFileSync(odd, 'export default () => ({ name: "odd", async enhancedAuth ({ method }) { return method === "ODD" ? { result: "maybe" } : { result: "defer" } } })\n')
+  const b = await startTestBroker(`listener 0 127.0.0.1\nauth_plugin ${odd}\nauth_plugin ${PLUGIN}\nauth_opt_secret ${SECRET}\nauth_opt_rounds 1\n`)
+  onTestFinished(() => b.close())
+  const c = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  onTestFinished(() => c.end())
+  const cnonce = randomBytes(NONCE_BYTES)
+  rawConnect(c, 'second', cnonce)
+  await answer(c, 'second', cnonce, 1)
+  expect((await c.next('connack')).reasonCode).toBe(0)
+  const o = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  rawConnect(o, 'u', cnonce, 'ODD')
+  await o.closed
+  expect(Buffer.concat(o.received)).toEqual(Buffer.from([0x20, 0x03, 0x00, 0x88, 0x00]))
+})
