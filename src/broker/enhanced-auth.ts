@@ -10,8 +10,9 @@
  *   AUTH packets come back to it; `allow` hands aedes the CONNECT without the two authentication properties (so it
  *   accepts it) and records the outcome, which the hooks use instead of the password check and the CONNACK amendment
  *   turns into the CONNACK's Authentication Method and Data; `deny` is CONNACK 0x87, no plug-in for the method
- *   0x8C, a plug-in error 0x88 (as a throwing `authenticate` gives), a packet other than AUTH or DISCONNECT during
- *   the exchange closes the connection (mosquitto 2.0 does the same);
+ *   0x8C, a plug-in error 0x88 (as a throwing `authenticate` gives); a packet other than AUTH or DISCONNECT during
+ *   the exchange, or an AUTH with another method or reason code, is answered with DISCONNECT 0x82, as mosquitto
+ *   2.0.11 does;
  * - after the CONNACK, takes the client's AUTH packets out of what aedes reads: AUTH 0x19 with the same method
  *   re-authenticates through the same hook (AUTH 0x18 rounds, AUTH 0x00 at the end, DISCONNECT 0x87 when refused);
  *   anything else is a protocol error (DISCONNECT 0x82) [MQTT-4.12.1-1].
@@ -26,6 +27,11 @@ import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import type { EnhancedAuthAnswer, EnhancedAuthRequest } from '../auth/types.js'
 
+/**
+ * Client AUTH answers held while the plug-in has not yet sent the challenge they answer: mosquitto 2.0 takes an AUTH
+ * sent right behind the CONNECT as the answer to the first challenge, and so does Midge, up to this many.
+ */
+const MAX_EARLY_ANSWERS = 4
 const AUTH_TYPE = 15
 const DISCONNECT_TYPE = 14
 const RC = {
@@ -104,6 +110,8 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
   let connect: IConnectPacket | undefined
   /** Waiting for the client's next AUTH of an exchange. */
   let waiter: ((p: IAuthPacket) => void) | undefined
+  /** Answers that came before the challenge they answer. */
+  const early: IAuthPacket[] = []
   let exchanging = false
   const aborter = new AbortController()
   stream.once('close', () => { aborter.abort(); phase = 'dead' })
@@ -212,8 +220,9 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
     method = props.authenticationMethod
     held = held.subarray(len)
     phase = 'exchange'
-    takeExchangePackets()
+    // the exchange first: AUTH packets right behind the CONNECT are answers to come
     exchange(false, props.authenticationData)
+    takeExchangePackets()
     return null
   }
 
@@ -226,9 +235,9 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
       held = held.subarray(len)
       const type = bytes[0]! >> 4
       if (type === AUTH_TYPE) { onAuthBytes(bytes); continue }
+      if (type === DISCONNECT_TYPE) { close(); return }
       // [MQTT-3.1.2-30] only AUTH or DISCONNECT until the CONNACK
-      if (type !== DISCONNECT_TYPE) log.info({ clientId: connect?.clientId, listener: ctx.listener.id, remoteAddress: ctx.remoteAddress }, `Client ${connect?.clientId ?? '?'} sent a packet of type ${type} during authentication, closing the connection.`)
-      close()
+      protocolError(`a packet of type ${type} during authentication`)
       return
     }
   }
@@ -249,20 +258,28 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
     const rc = p?.reasonCode ?? RC.SUCCESS
     if (p === undefined || m === undefined) { protocolError('an AUTH packet without an Authentication Method'); return }
     if (m !== method) { protocolError(`an AUTH packet with the method "${m}" instead of "${method}"`); return }
-    if (waiter !== undefined && rc === RC.CONTINUE) {
+    if (exchanging && rc === RC.CONTINUE) {
       const w = waiter
       waiter = undefined
-      w(p)
-      return
+      if (w !== undefined) { w(p); return }
+      if (early.length < MAX_EARLY_ANSWERS) { early.push(p); return }
     }
     if (phase === 'open' && !exchanging && rc === RC.REAUTHENTICATE) { exchange(true, p.properties?.authenticationData); return }
     protocolError(`an AUTH packet with reason code 0x${rc.toString(16)} out of turn`)
   }
 
+  /**
+   * DISCONNECT 0x82, also before the CONNACK: the error is in a packet other than the CONNECT (spec 4.13.1), and
+   * mosquitto 2.0.11 answers the same way.
+   */
   const protocolError = (why: string): void => {
     log.info({ clientId: connect?.clientId, listener: ctx.listener.id, remoteAddress: ctx.remoteAddress }, `Client ${connect?.clientId ?? '?'} sent ${why}, disconnecting.`)
-    if (phase === 'open') opts.disconnect(RC.PROTOCOL_ERROR)
-    else refuse(RC.PROTOCOL_ERROR)
+    if (phase === 'open') { opts.disconnect(RC.PROTOCOL_ERROR); return }
+    if (phase === 'dead') return
+    phase = 'dead'
+    const buf = mqttPacket.generate({ cmd: 'disconnect', reasonCode: RC.PROTOCOL_ERROR }, { protocolVersion: 5 })
+    opts.sent?.([buf])
+    rawEnd(buf)
   }
 
   /** A refused CONNECT: the CONNACK with the reason, then the connection ends. */
@@ -275,6 +292,8 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
   }
 
   const nextAuth = (): Promise<IAuthPacket | undefined> => new Promise(resolve => {
+    const ready = early.shift()
+    if (ready !== undefined) { resolve(ready); return }
     const t = setTimeout(() => { waiter = undefined; resolve(undefined) }, opts.timeoutMs)
     t.unref()
     aborter.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined) }, { once: true })
@@ -319,6 +338,7 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
           if (reauthenticate) {
             writeAuth(RC.SUCCESS, a.data, false)
             exchanging = false
+            early.length = 0
             return
           }
           accept(a)
@@ -349,6 +369,7 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
     const bytes = mqttPacket.generate({ ...c, properties: props }, { protocolVersion: 5 })
     phase = 'open'
     exchanging = false
+    early.length = 0
     release = held.length === 0 ? bytes : Buffer.concat([bytes, filter(held) ?? Buffer.alloc(0)])
     held = Buffer.alloc(0)
     // aedes reads on a 'readable' event: the socket has no new bytes to raise one

@@ -153,15 +153,34 @@ test('AUTH before CONNECT closes the connection with nothing sent, as mosquitto 
   expect(c.received).toEqual([])
 })
 
-test('a packet other than AUTH during the exchange closes the connection without CONNACK [MQTT-3.1.2-30]', async ({ onTestFinished }) => {
+test('a packet other than AUTH, or an AUTH out of turn, during the exchange: DISCONNECT 0x82, as from mosquitto 2.0.11 [MQTT-3.1.2-30]', async ({ onTestFinished }) => {
+  const b = await broker(onTestFinished)
+  const bad: Array<Record<string, unknown>> = [
+    { cmd: 'publish', topic: 'early/t', payload: 'x', qos: 0 },
+    { cmd: 'auth', reasonCode: 0, properties: { authenticationMethod: METHOD, authenticationData: Buffer.from('x') } },
+    { cmd: 'auth', reasonCode: AUTH_CONTINUE, properties: { authenticationMethod: 'OTHER', authenticationData: Buffer.from('x') } }
+  ]
+  for (const packet of bad) {
+    const c = await RawClient.connect(b.port(), '127.0.0.1', 5)
+    rawConnect(c, 'early', randomBytes(NONCE_BYTES))
+    await c.next('auth')
+    c.send(packet)
+    expect([packet.cmd, (await c.next('disconnect')).reasonCode]).toEqual([packet.cmd, 0x82])
+    await c.closed
+    expect(c.packets).toEqual([])
+  }
+})
+
+test('an AUTH sent right behind the CONNECT is the answer to the first challenge, as mosquitto 2.0.11 takes it', async ({ onTestFinished }) => {
   const b = await broker(onTestFinished)
   const c = await RawClient.connect(b.port(), '127.0.0.1', 5)
-  const cnonce = randomBytes(NONCE_BYTES)
-  rawConnect(c, 'early', cnonce)
-  await c.next('auth')
-  c.send({ cmd: 'publish', topic: 'early/t', payload: 'x', qos: 0 })
+  onTestFinished(() => c.end())
+  rawConnect(c, 'eager', randomBytes(NONCE_BYTES))
+  // it cannot know the nonce yet, so the answer is wrong: the first challenge goes out, then the refusal
+  c.send({ cmd: 'auth', reasonCode: AUTH_CONTINUE, properties: { authenticationMethod: METHOD, authenticationData: Buffer.alloc(32) } })
+  expect((await c.next('auth')).reasonCode).toBe(AUTH_CONTINUE)
+  expect((await c.next('connack')).reasonCode).toBe(0x87)
   await c.closed
-  expect(c.packets).toEqual([])
 })
 
 test('a client that never answers its challenge is closed after connect_timeout, without CONNACK', async ({ onTestFinished }) => {
