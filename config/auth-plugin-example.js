@@ -19,6 +19,8 @@
 //   authorize({ clientId, username, conn, action: 'publish'|'subscribe', topic, qos, retain }) -> Promise<...>
 //   authorizeReceive({ clientId, username, topic })  -> 'allow'|'deny'|'defer'  (synchronous: runs per delivered message)
 //   reload()  (SIGHUP; throw to keep the old state and have the reason logged)      close()  (shutdown)
+//   enhancedAuth({ method, data, username, clientId, conn, reauthenticate, signal })  MQTT 5 AUTH exchanges: see
+//     "Enhanced authentication" in docs/security.md (this example does not use it)
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'

@@ -78,6 +78,31 @@ export function subscriptionsOf (client: Client | object): Record<string, HeldSu
   return clientInternals(client).subscriptions
 }
 
+/** A will as aedes stores and publishes it (aedes-persistence `putWill`/`getWill`). */
+export interface StoredWill { topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean, properties?: Record<string, unknown>, brokerId?: string, clientId?: string }
+
+/**
+ * Calls `onScheduled` whenever aedes arms a delayed will (MQTT 5 Will Delay Interval; aedes' `scheduleWill`, with
+ * the delay already capped by the session expiry), and `onPublished` whenever it publishes a client's will
+ * (`publishWill`). aedes keeps the delay timer in memory only (will-delay.ts keeps it across restarts).
+ */
+export function watchWills (aedes: Aedes, onScheduled: (clientId: string, delaySeconds: number) => void, onPublished: (clientId: string) => void): void {
+  const b = aedes as unknown as {
+    scheduleWill: (client: { id: string }, will: unknown, delaySeconds: number) => void
+    publishWill: (client: { id: string }, will: unknown) => void
+  }
+  const schedule = b.scheduleWill
+  const publish = b.publishWill
+  b.scheduleWill = function (client, will, delaySeconds) {
+    onScheduled(client.id, delaySeconds)
+    schedule.call(this, client, will, delaySeconds)
+  }
+  b.publishWill = function (client, will) {
+    onPublished(client.id)
+    publish.call(this, client, will)
+  }
+}
+
 /** Takes the client's next outgoing packet identifier from aedes' own counter, so the two never collide. */
 export function takePacketId (client: ClientInternals): number {
   const id = client._nextId
@@ -113,7 +138,7 @@ export function checkAedes (aedes: Aedes): void {
   const version = (aedes as unknown as { version?: string }).version
   if (version !== AEDES_VERSION) problems.push(`version ${version} (Midge is built for ${AEDES_VERSION})`)
   const b = aedes as unknown as Record<string, unknown>
-  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']]
+  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string'], ['scheduleWill', 'function'], ['publishWill', 'function']]
   for (const [field, type] of broker) {
     // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
     if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)

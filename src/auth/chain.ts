@@ -5,7 +5,7 @@
  */
 import type { AuthConfig, Config, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import type { AuthProvider, AuthenticateRequest, AuthorizeRequest, ReceiveRequest, AuthResult } from './types.js'
+import type { AuthProvider, AuthenticateRequest, AuthorizeRequest, ReceiveRequest, AuthResult, EnhancedAuthAnswer, EnhancedAuthRequest } from './types.js'
 import { authProviderFactories } from './index.js'
 
 export type ConnectDecision = { ok: true } | { ok: false, returnCode: 4 | 5, reason: string }
@@ -14,9 +14,11 @@ class ProviderSet {
   readonly hasAuthenticate: boolean
   readonly hasAuthorize: boolean
   readonly receivers: AuthProvider[]
+  readonly enhanced: AuthProvider[]
 
   constructor (readonly auth: AuthConfig, readonly providers: AuthProvider[]) {
     this.hasAuthenticate = providers.some(p => p.authenticate)
+    this.enhanced = providers.filter(p => p.enhancedAuth)
     this.hasAuthorize = providers.some(p => p.authorize)
     this.receivers = providers.filter(p => p.authorizeReceive)
   }
@@ -37,6 +39,14 @@ class ProviderSet {
       if (r === 'deny') return { ok: false, returnCode: 5, reason: `refused by ${p.name}` }
     }
     return { ok: false, returnCode: 5, reason: 'no provider accepted the credentials' }
+  }
+
+  async enhancedAuth (req: EnhancedAuthRequest): Promise<EnhancedAuthAnswer> {
+    for (const p of this.enhanced) {
+      const a = await p.enhancedAuth!(req)
+      if (a.result !== 'defer') return a
+    }
+    return { result: 'defer' }
   }
 
   async authorize (req: AuthorizeRequest): Promise<boolean> {
@@ -102,6 +112,16 @@ export class AuthChain {
 
   authorize (req: AuthorizeRequest): Promise<boolean> {
     return this.set(req.conn.listener).authorize(req)
+  }
+
+  /** Whether a provider of this listener's chain does MQTT 5 enhanced authentication. */
+  hasEnhancedAuth (listener: ListenerConfig): boolean {
+    return this.set(listener).enhanced.length > 0
+  }
+
+  /** The first answer of an enhanced-authentication exchange: the first provider that does not defer decides. */
+  enhancedAuth (req: EnhancedAuthRequest): Promise<EnhancedAuthAnswer> {
+    return this.set(req.conn.listener).enhancedAuth(req)
   }
 
   /** Synchronous read check for every delivered message. */

@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url'
 import { BrokerError } from '../errors.js'
 import type { AuthPluginConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import type { AuthProvider, AuthProviderFactory, AuthResult, AuthenticateRequest, AuthorizeRequest, ReceiveRequest } from './types.js'
+import type { AuthProvider, AuthProviderFactory, AuthResult, AuthenticateRequest, AuthorizeRequest, ReceiveRequest, EnhancedAuthAnswer, EnhancedAuthRequest } from './types.js'
 
 export type AuthPluginFactory = (options: Readonly<Record<string, string>>, log: Logger) => AuthProvider | Promise<AuthProvider>
 
@@ -21,6 +21,20 @@ function pluginError (path: string, reason: string, cause?: unknown): BrokerErro
 function checkResult (name: string, r: unknown): AuthResult {
   if (RESULTS.has(r)) return r as AuthResult
   throw new Error(`auth_plugin ${name} answered ${JSON.stringify(r)}; expected 'allow', 'deny' or 'defer'`)
+}
+
+/** An enhanced-authentication answer as the broker can act on it; anything else is the plug-in's error. */
+function checkAnswer (name: string, a: unknown): EnhancedAuthAnswer {
+  const r = a as Partial<Record<'result' | 'data' | 'next' | 'username', unknown>> | null | undefined
+  const ok = r !== null && typeof r === 'object' && (
+    r.result === 'deny' || r.result === 'defer' ||
+    (r.result === 'allow' && (r.data === undefined || Buffer.isBuffer(r.data)) && (r.username === undefined || typeof r.username === 'string')) ||
+    (r.result === 'continue' && (r.data === undefined || Buffer.isBuffer(r.data)) && typeof r.next === 'function'))
+  if (!ok) throw new Error(`auth_plugin ${name} answered enhanced authentication with ${JSON.stringify(r?.result)}; expected { result: 'continue' | 'allow' | 'deny' | 'defer' } with Buffer data`)
+  if (r.result !== 'continue') return r as EnhancedAuthAnswer
+  const next = r.next as (data: Buffer | undefined) => Promise<EnhancedAuthAnswer>
+  // every later answer of the exchange is checked too
+  return { result: 'continue', ...(r.data !== undefined ? { data: r.data as Buffer } : {}), next: async data => checkAnswer(name, await next(data)) }
 }
 
 export async function loadAuthPlugin (cfg: AuthPluginConfig, log: Logger): Promise<AuthProvider> {
@@ -40,10 +54,10 @@ export async function loadAuthPlugin (cfg: AuthPluginConfig, log: Logger): Promi
     throw pluginError(cfg.path, `its factory failed: ${(err as Error).message}`, err)
   }
   if (!p || typeof p !== 'object') throw pluginError(cfg.path, 'its factory did not return an object')
-  for (const m of ['authenticate', 'authorize', 'authorizeReceive', 'reload', 'close'] as const) {
+  for (const m of ['authenticate', 'enhancedAuth', 'authorize', 'authorizeReceive', 'reload', 'close'] as const) {
     if (p[m] !== undefined && typeof p[m] !== 'function') throw pluginError(cfg.path, `${m} is not a function`)
   }
-  if (!p.authenticate && !p.authorize && !p.authorizeReceive) throw pluginError(cfg.path, 'it implements none of authenticate, authorize, authorizeReceive')
+  if (!p.authenticate && !p.enhancedAuth && !p.authorize && !p.authorizeReceive) throw pluginError(cfg.path, 'it implements none of authenticate, enhancedAuth, authorize, authorizeReceive')
   return cfg.denySpecialChars === false ? p : denySpecialChars(p)
 }
 
@@ -58,6 +72,7 @@ function denySpecialChars (p: AuthProvider): AuthProvider {
   const special = (r: { clientId: string, username?: string }): boolean => SPECIAL.test(r.clientId) || (r.username !== undefined && SPECIAL.test(r.username))
   const out: AuthProvider = { name: p.name }
   if (p.authenticate) out.authenticate = p.authenticate.bind(p)
+  if (p.enhancedAuth) out.enhancedAuth = p.enhancedAuth.bind(p)
   if (p.reload) out.reload = p.reload.bind(p)
   if (p.close) out.close = p.close.bind(p)
   if (p.authorize) {
@@ -80,6 +95,7 @@ function combine (list: AuthProvider[]): AuthProvider {
     close: async () => { for (const p of list) await p.close?.() }
   }
   const authn = list.filter(p => p.authenticate)
+  const enhanced = list.filter(p => p.enhancedAuth)
   const authz = list.filter(p => p.authorize)
   const recv = list.filter(p => p.authorizeReceive)
   if (authn.length > 0) {
@@ -89,6 +105,15 @@ function combine (list: AuthProvider[]): AuthProvider {
         if (r !== 'defer') return r
       }
       return 'defer'
+    }
+  }
+  if (enhanced.length > 0) {
+    out.enhancedAuth = async (req: EnhancedAuthRequest) => {
+      for (const p of enhanced) {
+        const a = checkAnswer(p.name, await p.enhancedAuth!(req))
+        if (a.result !== 'defer') return a
+      }
+      return { result: 'defer' }
     }
   }
   if (authz.length > 0) {

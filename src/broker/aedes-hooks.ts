@@ -10,9 +10,10 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import { maxMatchingQos } from '../mqtt/topic-match.js'
 import type { ConnackAmendment } from './connack.js'
+import type { EnhancedAuthOutcome } from './enhanced-auth.js'
 import { subscriptionsOf, clientInternals } from '../aedes/internals.js'
 import mqttPacket from 'mqtt-packet'
-import { checkConnect, screenWill } from '../auth/connect.js'
+import { checkConnect, screenWill, type ConnectCheck } from '../auth/connect.js'
 import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
@@ -40,6 +41,8 @@ export interface ClientInfo {
   willQos?: number
   /** v5 Session Expiry Interval asked for in CONNECT (seconds). */
   sessionExpiry?: number
+  /** v5: the client was authenticated by an enhanced-authentication exchange (enhanced-auth.ts). */
+  enhancedAuth?: EnhancedAuthOutcome
 }
 
 /** MQTT 5 reason codes Midge sends itself. */
@@ -60,6 +63,8 @@ export interface HookDeps {
   onDropped?: (reason: string, client: Client | null, topic: string) => void
   /** max_subscriptions_per_client bookkeeping (limits.ts); released by the broker on 'unsubscribe'. */
   subscriptions?: SubscriptionCounter
+  /** Connections an enhanced-authentication exchange allowed (enhanced-auth.ts), by stream. */
+  enhancedAuth?: WeakMap<Duplex, EnhancedAuthOutcome>
 }
 
 type AuthError = Error & { returnCode: number }
@@ -116,6 +121,8 @@ export function createHooks (deps: HookDeps): Hooks {
         connectedAt: Date.now()
       }
       if (packet.will) info.willQos = packet.will.qos ?? 0
+      const enhanced = deps.enhancedAuth?.get(client.conn as Duplex)
+      if (enhanced !== undefined) info.enhancedAuth = enhanced
       clientInfo.set(client, info)
       if (info.protocolVersion === 5) {
         info.sessionExpiry = (packet.properties as { sessionExpiryInterval?: number } | undefined)?.sessionExpiryInterval ?? 0
@@ -153,26 +160,29 @@ export function createHooks (deps: HookDeps): Hooks {
       if (!id.ok) { cb(authError(id.returnCode, id.reason), false); return }
       if (id.clientId !== undefined) client.id = id.clientId
       // TLS identity as username and failed-login throttling live in auth/connect.ts
-      checkConnect({ auth, throttle, log }, { clientId: client.id, username: username ?? undefined, password: password ?? undefined, ctx: info.ctx })
-        .then(d => {
-          const late = d.ok ? clientIdAfterAuth(info.ctx.listener, d.username ?? info.username) : undefined
-          if (late !== undefined && !late.ok) d = late
-          else if (late?.ok === true && late.clientId !== undefined) client.id = late.clientId
-          if (d.ok) {
-            if (d.username !== undefined) info.username = d.username
-            // a will this client may not publish is never stored (auth/connect.ts)
-            screenWill(auth, log, client, info.username, info.ctx).then(() => cb(null, true), (err: Error) => {
-              log.error({ clientId: client.id, err: err.message }, 'will authorisation failed with an error')
-              cb(authError(3, 'authentication error'), false)
-            })
-            return
-          }
-          log.info({ clientId: client.id, listener: info.ctx.listener.id, remoteAddress: info.ctx.remoteAddress, username, reason: d.reason }, 'connection refused')
-          cb(authError(d.returnCode, d.reason), false)
-        }, (err: Error) => {
-          log.error({ clientId: client.id, err: err.message }, 'authentication failed with an error')
-          cb(authError(3, 'authentication error'), false)
-        })
+      // a client that passed enhanced authentication is not asked for a password as well (mosquitto neither)
+      const checked: Promise<ConnectCheck> = info.enhancedAuth !== undefined
+        ? Promise.resolve({ ok: true, ...(info.enhancedAuth.username !== undefined ? { username: info.enhancedAuth.username } : {}) })
+        : checkConnect({ auth, throttle, log }, { clientId: client.id, username: username ?? undefined, password: password ?? undefined, ctx: info.ctx })
+      checked.then(d => {
+        const late = d.ok ? clientIdAfterAuth(info.ctx.listener, d.username ?? info.username) : undefined
+        if (late !== undefined && !late.ok) d = late
+        else if (late?.ok === true && late.clientId !== undefined) client.id = late.clientId
+        if (d.ok) {
+          if (d.username !== undefined) info.username = d.username
+          // a will this client may not publish is never stored (auth/connect.ts)
+          screenWill(auth, log, client, info.username, info.ctx).then(() => cb(null, true), (err: Error) => {
+            log.error({ clientId: client.id, err: err.message }, 'will authorisation failed with an error')
+            cb(authError(3, 'authentication error'), false)
+          })
+          return
+        }
+        log.info({ clientId: client.id, listener: info.ctx.listener.id, remoteAddress: info.ctx.remoteAddress, username, reason: d.reason }, 'connection refused')
+        cb(authError(d.returnCode, d.reason), false)
+      }, (err: Error) => {
+        log.error({ clientId: client.id, err: err.message }, 'authentication failed with an error')
+        cb(authError(3, 'authentication error'), false)
+      })
     },
 
     authorizePublish (client, packet, cb) {
@@ -268,6 +278,10 @@ export function createHooks (deps: HookDeps): Hooks {
       if (l.maxQos < 2) a.maximumQoS = l.maxQos as 0 | 1
       if (!limits.retainAvailable) a.retainAvailable = false
       if (info.serverKeepAlive !== undefined) a.serverKeepAlive = info.serverKeepAlive
+      if (info.enhancedAuth !== undefined) {
+        a.authenticationMethod = info.enhancedAuth.method
+        if (info.enhancedAuth.data !== undefined) a.authenticationData = info.enhancedAuth.data
+      }
       return a
     }
   }

@@ -23,6 +23,7 @@ import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
 import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
+import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
@@ -75,6 +76,8 @@ export class Broker {
   /** Live connection count per listener id. */
   readonly connections = new Map<string, number>()
   private readonly contexts = new WeakMap<Duplex, ConnectionContext>()
+  /** Connections allowed by MQTT 5 enhanced authentication (enhanced-auth.ts), read by the hooks. */
+  private readonly enhancedAuth = new WeakMap<Duplex, EnhancedAuthOutcome>()
   private readonly listeners: Listener[] = []
   private rateLimiter!: ConnectionRateLimiter
   private subscriptionCounter!: SubscriptionCounter
@@ -135,7 +138,7 @@ export class Broker {
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
-    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
+    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, enhancedAuth: this.enhancedAuth, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = clusterStore?.cluster
@@ -302,6 +305,18 @@ export class Broker {
       }
     })
     stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
+    // MQTT 5 AUTH exchanges, where a plug-in does enhanced authentication (enhanced-auth.ts); before the coalescer
+    if (this.auth.hasEnhancedAuth(lc)) {
+      installEnhancedAuth(stream, {
+        ctx,
+        start: req => this.auth.enhancedAuth(req),
+        accepted: outcome => this.enhancedAuth.set(stream, outcome),
+        disconnect: reasonCode => client.disconnect({ reasonCode }),
+        timeoutMs: config.limits.connectTimeoutMs,
+        sent: this.countSent,
+        log
+      })
+    }
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     // a v5 CONNACK says what this listener's config allows (connack.ts)
     const connackFor = this.hooks.connackAmendment

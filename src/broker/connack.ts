@@ -21,6 +21,9 @@ export interface ConnackAmendment {
   /** 0 removes the property (no aliases). */
   topicAliasMaximum?: number
   serverKeepAlive?: number
+  /** Enhanced authentication: the method the client was authenticated with, and the last data. */
+  authenticationMethod?: string
+  authenticationData?: Buffer
 }
 
 /** Length in bytes of the MQTT packet at the start of `buf`, or undefined when the header is incomplete. */
@@ -61,6 +64,8 @@ export function amendConnack (buf: Buffer, amend: ConnackAmendment): Buffer {
       else delete props.topicAliasMaximum
     }
     if (amend.serverKeepAlive !== undefined) props.serverKeepAlive = amend.serverKeepAlive
+    if (amend.authenticationMethod !== undefined) props.authenticationMethod = amend.authenticationMethod
+    if (amend.authenticationData !== undefined) props.authenticationData = amend.authenticationData
     connack.properties = props
   }
   const out = mqttPacket.generate(connack, { protocolVersion: 5 })

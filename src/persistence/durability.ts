@@ -4,7 +4,8 @@
  *   - `persistence`: the store aedes gets, with queue limits (limits.ts);
  *   - `brokerId`: an id that sorts after every earlier start's (level.ts);
  *   - `authorizePublish` / `published`: the QoS 1 journal (journal.ts);
- *   - `attach(aedes)`: replays the journal and starts session expiry, before any listener opens;
+ *   - `attach(aedes)`: replays the journal, restores delayed wills (will-delay.ts) and starts session expiry, before
+ *     any listener opens;
  */
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Config } from '../config/schema.js'
@@ -15,6 +16,7 @@ import { PublishJournal, type JournalEntry, type JournalPacket } from './journal
 import type { JournalStore } from './types.js'
 import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
 import { SessionExpiry } from './expiry.js'
+import { DelayedWills, type WillStore } from './will-delay.js'
 
 type Cb = (err?: Error | null) => void
 type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: Cb) => void
@@ -39,6 +41,8 @@ export class Durability {
   readonly accounting: QueueAccounting
   readonly journal: JournalStore | undefined
   readonly expiry: SessionExpiry | undefined
+  /** MQTT 5 Will Delay Interval kept across restarts (LevelDB). */
+  readonly wills: DelayedWills | undefined
   private aedes: Aedes | undefined
 
   constructor (readonly backend: PersistenceBackend, private readonly config: Config, private readonly log: Logger) {
@@ -64,6 +68,7 @@ export class Durability {
         accounting: this.accounting,
         log
       })
+      this.wills = new DelayedWills(backend.db, this.persistence as WillStore, log)
     }
     this.accounting.isOnline = id => this.isOnline(id)
   }
@@ -138,6 +143,8 @@ export class Durability {
       this.accounting.reset()
       await this.accounting.load(db)
     }
+    // wills whose delay ended while the broker was stopped go out before the expiry sweep can remove their sessions
+    await this.wills?.attach(aedes)
     if (this.expiry) {
       const expiry = this.expiry
       const touch = (c: Client): void => {
@@ -195,6 +202,7 @@ export class Durability {
   /** Before the store closes: stop sweeping, write the last journal deletions. */
   async close (): Promise<void> {
     await this.expiry?.stop()
+    await this.wills?.close()
     await this.journal?.settled?.(1_500)
     await this.journal?.flush()
   }

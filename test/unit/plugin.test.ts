@@ -17,7 +17,7 @@ test.each([
   ['no factory', 'export const x = 1\n', 'it exports neither a default function nor createAuthProvider'],
   ['a factory returning nothing', 'export default () => undefined\n', 'its factory did not return an object'],
   ['a method that is not a function', 'export default () => ({ name: "p", authenticate: 1 })\n', 'authenticate is not a function'],
-  ['no auth method at all', 'export default () => ({ name: "p", close () {} })\n', 'it implements none of authenticate, authorize, authorizeReceive'],
+  ['no auth method at all', 'export default () => ({ name: "p", close () {} })\n', 'it implements none of authenticate, enhancedAuth, authorize, authorizeReceive'],
   ['a syntax error', 'export default (\n', 'unable to load auth_plugin']
 ])('refuses a plugin with %s', async (name, text, reason) => {
   const f = mod(`${name.replaceAll(' ', '-')}.mjs`, text)
