@@ -23,6 +23,7 @@ import { createHooks, type Hooks } from './aedes-hooks.js'
 import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installInboundRules } from './inbound.js'
+import { SharedSubscriptions } from './shared-subscriptions.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -95,6 +96,8 @@ export class Broker {
   bridges: Bridges | undefined
   /** Other brokers' bridges connected here (src/bridge/peers.ts). */
   readonly bridgePeers = new BridgePeers()
+  /** `$share/GROUP/FILTER` routing (src/broker/shared-subscriptions.ts). */
+  shared!: SharedSubscriptions
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -122,6 +125,10 @@ export class Broker {
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
+    this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
+    this.shared.watchStore(this.persistence.aedes as object)
+    this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
+    this.stats.sharedSubscriptions = () => this.shared.count()
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = clusterStore?.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
@@ -143,6 +150,7 @@ export class Broker {
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
       preConnect: this.bridgePeers.preConnect(aedesHooks.preConnect),
+      authorizeSubscribe: this.shared.authorizeSubscribe(aedesHooks.authorizeSubscribe),
       // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
       authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
@@ -171,6 +179,9 @@ export class Broker {
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
     this.bridgePeers.attach(this.aedes)
+    // persistent members stored before this start, before the journal replay routes anything to their groups
+    this.shared.attach(this.aedes)
+    await this.storeStep(() => this.shared.load(this.persistence.db))
     this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
@@ -297,6 +308,8 @@ export class Broker {
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })
+    // before the mount point's listener, which therefore runs first on each packet
+    this.shared.installClient(client, lc.mountPoint)
     if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)

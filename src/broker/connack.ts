@@ -21,6 +21,8 @@ export interface ConnackAmendment {
   /** 0 removes the property (no aliases). */
   topicAliasMaximum?: number
   serverKeepAlive?: number
+  /** aedes says 0; Midge routes `$share/` itself outside cluster mode (shared-subscriptions.ts). */
+  sharedSubscriptionAvailable?: boolean
 }
 
 /** Length in bytes of the MQTT packet at the start of `buf`, or undefined when the header is incomplete. */
@@ -61,6 +63,7 @@ export function amendConnack (buf: Buffer, amend: ConnackAmendment): Buffer {
       else delete props.topicAliasMaximum
     }
     if (amend.serverKeepAlive !== undefined) props.serverKeepAlive = amend.serverKeepAlive
+    if (amend.sharedSubscriptionAvailable === true) delete props.sharedSubscriptionAvailable
     connack.properties = props
   }
   const out = mqttPacket.generate(connack, { protocolVersion: 5 })

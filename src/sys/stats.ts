@@ -43,6 +43,8 @@ export interface Snapshot {
   retainedCount: number
   retainedBytes: number
   subscriptions: number
+  /** Shared subscriptions held (`$share/...`), offline persistent members included, as mosquitto counts them. */
+  sharedSubscriptions: number
   heapCurrent: number
   heapMaximum: number
   /** Connected clients by MQTT protocol level (3 = 3.1, 4 = 3.1.1, 5 = 5.0). */
@@ -75,6 +77,8 @@ export class BrokerStats {
   clientsExpired = 0
   heapMaximum = 0
   /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
+  /** Shared subscriptions held (broker/shared-subscriptions.ts). */
+  sharedSubscriptions?: () => number
   persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly stuckEpisodes?: number, readonly expiredClients: number }
   readonly listeners = new Map<string, ListenerStats>()
   /** Raw sockets of live connections: their byte counters are read at snapshot time. */
@@ -170,6 +174,7 @@ export class BrokerStats {
       retainedCount,
       retainedBytes,
       subscriptions,
+      sharedSubscriptions: this.sharedSubscriptions?.() ?? 0,
       heapCurrent: heap,
       heapMaximum: this.heapMaximum,
       clientsByProtocol
