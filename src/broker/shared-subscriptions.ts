@@ -35,7 +35,7 @@
  */
 import type { Aedes, Client, Subscription } from 'aedes'
 import type { ClassicLevel } from 'classic-level'
-import { brokerInternals, clientInternals, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
+import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ClientInfo } from './aedes-hooks.js'
@@ -60,6 +60,7 @@ type Emitted = DeliverPacket & { payload: Buffer, retain?: boolean, clientId?: s
 type AuthorizeSubscribe = (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
 /** A subscription as aedes passes it: the SUBSCRIBE's options, or as restored from the store. */
 type SubscribeRequest = Subscription & { rh?: number, rap?: boolean, nl?: boolean, subscriptionIdentifier?: number }
+interface SubscribePacket { cmd: string, subscriptions?: SubscribeRequest[], unsubscriptions?: string[], messageId?: number }
 interface StoredSub { clientId: string, topic: string, qos: number }
 interface Store {
   outgoingEnqueueCombi (subs: StoredSub[], packet: object): Promise<unknown>
@@ -142,6 +143,8 @@ export interface SharedSubscriptionDeps {
 export class SharedSubscriptions {
   private aedes: Aedes | undefined
   private readonly groups = new Map<string, Group>()
+  /** The subscriptions of a v5 SUBSCRIBE refused as a whole, with the DISCONNECT reason code. */
+  private readonly refusals = new WeakMap<object, number>()
   /** Unacknowledged QoS 1/2 copies per clean member, in the order handed over. */
   private readonly inFlight = new WeakMap<Client, Set<InFlight>>()
 
@@ -220,44 +223,55 @@ export class SharedSubscriptions {
   installClient (client: Client, mountPoint: string | undefined): void {
     const c = clientInternals(client)
     c._parser.prependListener('packet', (p) => {
-      const packet = p as { cmd: string, subscriptions?: SubscribeRequest[], unsubscriptions?: string[], messageId?: number }
-      if (packet.cmd === 'subscribe' && packet.subscriptions !== undefined) this.renameSubscribe(client, packet.subscriptions, mountPoint)
+      const packet = p as SubscribePacket
+      if (packet.cmd === 'subscribe' && packet.subscriptions !== undefined) this.renameSubscribe(client, packet, mountPoint)
       else if (packet.cmd === 'unsubscribe' && packet.unsubscriptions !== undefined) {
-        packet.unsubscriptions = packet.unsubscriptions.map(t => this.renameFilter(t, mountPoint) ?? t)
+        packet.unsubscriptions = packet.unsubscriptions.map(t => this.rename(t, mountPoint, false))
       } else if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && packet.messageId !== undefined) {
         this.acknowledged(client, packet.messageId, packet.cmd === 'puback' ? 1 : 2)
       }
     })
   }
 
-  /** The internal name for a client's `$share/g/f`; REFUSED_FILTER for a bad or forbidden one; undefined otherwise. */
-  private renameFilter (topic: string, mountPoint: string | undefined): string | undefined {
+  /**
+   * The name aedes is to handle for a filter the client sent: the internal one for a valid `$share/g/f`,
+   * REFUSED_FILTER for an invalid one, one under the internal prefix or any in cluster mode (where a v5 client's is
+   * left for aedes to answer 0x9E); any other filter as it is.
+   */
+  private rename (topic: string, mountPoint: string | undefined, v5: boolean): string {
     // the mount point's listener runs first and prefixes every filter: a shared one keeps it on its filter part
     const bare = mountPoint !== undefined && topic.startsWith(mountPoint) ? topic.slice(mountPoint.length) : topic
     if (bare.startsWith(INTERNAL_PREFIX)) return REFUSED_FILTER
     const s = parseShare(bare)
-    if (s === undefined) return undefined
-    if ('invalid' in s || !this.deps.enabled) return REFUSED_FILTER
+    if (s === undefined) return topic
+    if (!this.deps.enabled) return v5 && !('invalid' in s) ? bare : REFUSED_FILTER
+    if ('invalid' in s) return REFUSED_FILTER
     return internalName(s.group, (mountPoint ?? '') + s.filter)
   }
 
-  private renameSubscribe (client: Client, subs: SubscribeRequest[], mountPoint: string | undefined): void {
-    const v5 = clientInternals(client).version === 5
+  /**
+   * A v5 SUBSCRIBE with an invalid shared filter, or No Local on a shared one, is a protocol error: nothing of it
+   * is subscribed, no SUBACK is sent (aedes sends none for a SUBSCRIBE without packet identifier) and the client
+   * gets DISCONNECT when aedes handles it, after its CONNACK (the packet may be parsed in the CONNECT's read).
+   */
+  private renameSubscribe (client: Client, packet: SubscribePacket, mountPoint: string | undefined): void {
+    const subs = packet.subscriptions!
+    const v5 = parsedProtocolVersion(client) === 5
     for (const sub of subs) {
-      const bare = mountPoint !== undefined && sub.topic.startsWith(mountPoint) ? sub.topic.slice(mountPoint.length) : sub.topic
-      const s = parseShare(bare)
-      if (v5 && s !== undefined) {
-        // cluster mode: aedes itself answers 0x9E (Shared Subscriptions not supported) for a `$share/` filter
-        if (!this.deps.enabled) { sub.topic = bare; continue }
-        const reason = 'invalid' in s ? (s.invalid === 'malformed' ? MALFORMED_PACKET : PROTOCOL_ERROR) : sub.nl === true ? PROTOCOL_ERROR : undefined
+      if (v5 && this.deps.enabled) {
+        const bare = mountPoint !== undefined && sub.topic.startsWith(mountPoint) ? sub.topic.slice(mountPoint.length) : sub.topic
+        const s = parseShare(bare)
+        const reason = s === undefined ? undefined : 'invalid' in s ? (s.invalid === 'malformed' ? MALFORMED_PACKET : PROTOCOL_ERROR) : sub.nl === true ? PROTOCOL_ERROR : undefined
         if (reason !== undefined) {
-          this.deps.log.info({ clientId: client.id, topic: bare, reasonCode: reason }, `Client ${client.id} disconnected: invalid shared subscription.`)
-          for (const x of subs) x.topic = REFUSED_FILTER
-          client.disconnect({ reasonCode: reason })
+          for (const x of subs) {
+            x.topic = REFUSED_FILTER
+            this.refusals.set(x, reason)
+          }
+          delete packet.messageId
           return
         }
       }
-      sub.topic = this.renameFilter(sub.topic, mountPoint) ?? sub.topic
+      sub.topic = this.rename(sub.topic, mountPoint, v5)
     }
   }
 
@@ -267,6 +281,13 @@ export class SharedSubscriptions {
    */
   authorizeSubscribe (inner: AuthorizeSubscribe): AuthorizeSubscribe {
     return (client, sub, cb) => {
+      const refusal = this.refusals.get(sub)
+      if (refusal !== undefined) {
+        this.deps.log.info({ clientId: client.id, reasonCode: refusal }, `Client ${client.id} disconnected: invalid shared subscription.`)
+        client.disconnect({ reasonCode: refusal })
+        cb(null, null)
+        return
+      }
       const s = fromInternal(sub.topic)
       if (s === undefined || !this.deps.enabled) { inner(client, sub, cb); return }
       const name = sub.topic
