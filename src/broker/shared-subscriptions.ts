@@ -273,6 +273,8 @@ export class SharedSubscriptions {
       }
       sub.topic = this.rename(sub.topic, mountPoint, v5)
     }
+    // aedes keeps one of each filter of a SUBSCRIBE: each refused one keeps its own code in the SUBACK [MQTT-3.9.3-1]
+    subs.forEach((sub, i) => { if (sub.topic === REFUSED_FILTER) sub.topic = `${REFUSED_FILTER}/${i}` })
   }
 
   /**

@@ -1,0 +1,268 @@
+/**
+ * Shared subscriptions (`$share/GROUP/FILTER`), as mosquitto 2.0 has them, for v5 and 3.1.1 clients: one member
+ * per group per message, round robin; groups and normal subscriptions each get their copy; UNSUBSCRIBE and a
+ * disconnect leave the group, and a member that leaves takes no message with it; invalid forms; no retained
+ * messages on a shared subscribe; ACL per receiving member; persistent members queued for, also across a
+ * LevelDB restart; refused in cluster mode. Integration tests run the built daemon where a process is spawned.
+ */
+import { test, expect } from 'vitest'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import mqtt, { type IConnackPacket } from 'mqtt'
+import { startTestBroker, tempDir } from '../helpers/start-broker.js'
+import { RawClient } from '../helpers/raw-client.js'
+import { connect, collect, barrier, subackCodes, until, type Received } from '../helpers/mqtt.js'
+import { spawnMidge, writeConf, mosquittoSub, messageLines, run } from '../helpers/processes.js'
+import { startRedis } from '../helpers/redis.js'
+
+const payloads = (got: Received[]): string[] => got.map(g => g.payload)
+const range = (n: number, from = 0, step = 1): string[] => Array.from({ length: n }, (_, i) => String(from + i * step))
+
+test('100 QoS 1 messages over 3 members (3.1.1): each exactly once, round robin in join order; a second group (v5) and a normal subscriber each get all 100', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const members = []
+  for (const id of ['a1', 'a2', 'a3']) {
+    const c = await connect(b.url(), { clientId: id }, onTestFinished)
+    const got = collect(c)
+    expect((await c.subscribeAsync('$share/ga/rr/#', { qos: 1 })).map(g => g.qos)).toEqual([1])
+    members.push(got)
+  }
+  const v5 = []
+  for (const id of ['b1', 'b2']) {
+    const c = await connect(b.url(), { clientId: id, protocolVersion: 5 }, onTestFinished)
+    const got = collect(c)
+    await c.subscribeAsync('$share/gb/rr/+', { qos: 2 })
+    v5.push(got)
+  }
+  const plain = await connect(b.url(), { clientId: 'plain' }, onTestFinished)
+  const all = collect(plain)
+  await plain.subscribeAsync('rr/x', { qos: 1 })
+  expect(b.broker.shared.count()).toBe(5)
+
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 100; i++) await pub.publishAsync('rr/x', String(i), { qos: 1 })
+  await all.take(100)
+  await Promise.all([members[0]!.take(34), members[1]!.take(33), members[2]!.take(33), v5[0]!.take(50), v5[1]!.take(50)])
+  await barrier(pub)
+  expect(members.map(m => payloads(m.messages))).toEqual([range(34, 0, 3), range(33, 1, 3), range(33, 2, 3)])
+  expect(v5.map(m => payloads(m.messages))).toEqual([range(50, 0, 2), range(50, 1, 2)])
+  expect(payloads(all.messages)).toEqual(range(100))
+  // each copy at min(publish QoS, subscription QoS); never retained
+  expect(new Set([...members, ...v5].flatMap(m => m.messages.map(g => `${g.qos} ${String(g.retain)}`)))).toEqual(new Set(['1 false']))
+  const snap = await b.broker.stats.snapshot(b.broker.aedes)
+  expect(snap.sharedSubscriptions).toBe(5)
+})
+
+test('a client with a normal subscription and a shared one on the same topic gets a copy for each', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await connect(b.url(), { clientId: 'both', protocolVersion: 5 }, onTestFinished)
+  const got = collect(c)
+  await c.subscribeAsync({ 'dual/t': { qos: 1 }, '$share/g/dual/t': { qos: 1 } })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  await pub.publishAsync('dual/t', 'm', { qos: 1 })
+  await got.take(2)
+  await barrier(pub)
+  expect(payloads(got.messages)).toEqual(['m', 'm'])
+})
+
+test('v5: the CONNACK offers shared subscriptions (no property, as from mosquitto: available); invalid forms and No Local get DISCONNECT 0x81/0x82 without SUBACK; 3.1.1 gets SUBACK 0x80', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const ok = await connect(b.url(), { clientId: 'ok5', protocolVersion: 5 }, onTestFinished)
+  const connack = await new Promise<IConnackPacket>(resolve => {
+    const c = mqtt.connect(b.url(), { clientId: 'probe', protocolVersion: 5, reconnectPeriod: 0 })
+    c.once('connect', p => { c.end(true); resolve(p) })
+  })
+  expect(connack.properties).toEqual({ receiveMaximum: 20, topicAliasMaximum: 10 })
+  expect(await subackCodes(ok, { '$share/g/t': { qos: 2 } })).toEqual([2])
+
+  const cases: Array<[string, boolean, number]> = [
+    ['$share/g', false, 0x82], ['$share//f', false, 0x82], ['$share/g/', false, 0x82], ['$share', false, 0x82],
+    ['$share/g+/f', false, 0x81], ['$share/#/f', false, 0x81], ['$share/g/f', true, 0x82]
+  ]
+  for (const [topic, nl, code] of cases) {
+    const c = await RawClient.connect(b.port(), '127.0.0.1', 5)
+    onTestFinished(() => c.end())
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'bad5', keepalive: 60 })
+    // in the CONNECT's read: the DISCONNECT still comes after the CONNACK
+    c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1, nl }, { topic: 'fine', qos: 1 }] })
+    expect((await c.next()).cmd).toBe('connack')
+    const d = await c.next()
+    expect([topic, d.cmd, d.reasonCode]).toEqual([topic, 'disconnect', code])
+    await c.closed
+    expect(c.packets).toEqual([])
+  }
+  const v4 = await RawClient.connect(b.port())
+  onTestFinished(() => v4.end())
+  await v4.connectMqtt({ clientId: 'v4' })
+  const filters = ['$share/g', '$share//f', '$share/g+/f', '$share/g/', '$share', '$MIDGE/share/g/f', '$share/g/ok']
+  v4.send({ cmd: 'subscribe', messageId: 1, subscriptions: filters.map(topic => ({ topic, qos: 1 })) })
+  expect((await v4.next('suback')).granted).toEqual([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 1])
+})
+
+test('retained messages are not sent on a shared subscribe; a normal subscribe beside it gets them', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  await pub.publishAsync('ret/a', 'kept', { qos: 1, retain: true })
+  const c = await connect(b.url(), { clientId: 's', protocolVersion: 5 }, onTestFinished)
+  const got = collect(c)
+  await c.subscribeAsync('$share/g/ret/#', { qos: 1 })
+  await barrier(c)
+  expect(got.messages).toEqual([])
+  await c.subscribeAsync('ret/#', { qos: 1 })
+  await got.take(1)
+  expect(got.messages.map(g => [g.payload, g.retain])).toEqual([['kept', true]])
+})
+
+test('UNSUBSCRIBE and a disconnect leave the group: the members left get every message', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const a = await connect(b.url(), { clientId: 'ua', protocolVersion: 5 }, onTestFinished)
+  const c = await connect(b.url(), { clientId: 'uc' }, onTestFinished)
+  const d = await connect(b.url(), { clientId: 'ud' }, onTestFinished)
+  const gotD = collect(d)
+  for (const x of [a, c, d]) await x.subscribeAsync('$share/g/u/t', { qos: 1 })
+  expect(b.broker.shared.count()).toBe(3)
+  await a.unsubscribeAsync('$share/g/u/t')
+  await c.endAsync()
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 10; i++) await pub.publishAsync('u/t', String(i), { qos: 1 })
+  await gotD.take(10)
+  expect(payloads(gotD.messages)).toEqual(range(10))
+  expect(b.broker.shared.count()).toBe(1)
+})
+
+test('a member that leaves takes no message with it: its unacknowledged QoS 1 messages go to another member; a QoS 2 one already sent does not [MQTT-4.8.2-5]', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  // a member that reads but never acknowledges
+  const mute = await RawClient.connect(b.port())
+  onTestFinished(() => mute.end())
+  await mute.connectMqtt({ clientId: 'mute' })
+  mute.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g/l/#', qos: 2 }] })
+  expect((await mute.next('suback')).granted).toEqual([2])
+  const keen = await connect(b.url(), { clientId: 'keen' }, onTestFinished)
+  const got = collect(keen)
+  await keen.subscribeAsync('$share/g/l/#', { qos: 2 })
+
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 10; i++) await pub.publishAsync('l/one', `one-${i}`, { qos: 1 })
+  for (let i = 0; i < 4; i++) await pub.publishAsync('l/two', `two-${i}`, { qos: 2 })
+  await got.take(7)
+  await mute.ping()
+  const toMute = mute.packets.filter(p => p.cmd === 'publish').map(p => String(p.payload))
+  expect(toMute).toEqual(['one-0', 'one-2', 'one-4', 'one-6', 'one-8', 'two-0', 'two-2'])
+  mute.end()
+  await got.take(12)
+  await barrier(pub)
+  const sorted = payloads(got.messages).sort()
+  expect(sorted).toEqual([...range(10).map(i => `one-${i}`), 'two-1', 'two-3'].sort())
+})
+
+test('a persistent member offline is queued for (QoS 1, as mosquitto); a QoS 0 message goes to a connected member instead of being lost', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const away = await connect(b.url(), { clientId: 'away', clean: false }, onTestFinished)
+  await away.subscribeAsync('$share/g/p/#', { qos: 1 })
+  await away.endAsync()
+  const here = await connect(b.url(), { clientId: 'here' }, onTestFinished)
+  const gotHere = collect(here)
+  await here.subscribeAsync('$share/g/p/#', { qos: 1 })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 10; i++) await pub.publishAsync('p/x', `q1-${i}`, { qos: 1 })
+  for (let i = 0; i < 6; i++) await pub.publishAsync('p/x', `q0-${i}`, { qos: 0 })
+  await gotHere.take(11)
+  await barrier(pub)
+  expect(payloads(gotHere.messages)).toEqual([...[1, 3, 5, 7, 9].map(i => `q1-${i}`), ...range(6).map(i => `q0-${i}`)])
+  const got: Received[] = []
+  const back = await connect(b.url(), { clientId: 'away', clean: false, got }, onTestFinished)
+  expect(back.sessionPresent).toBe(true)
+  await until(back, got, g => g.length >= 5, 'the queued messages')
+  await barrier(back)
+  expect(payloads(got)).toEqual([0, 2, 4, 6, 8].map(i => `q1-${i}`))
+})
+
+test('the read ACL is checked for the member that receives: a message goes to a member allowed to read it', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const acl = join(dir, 'acl')
+  writeFileSync(acl, 'topic write s/#\npattern read s/%c\n')
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\nacl_file ${acl}\n`)
+  onTestFinished(() => b.close())
+  const a = await connect(b.url(), { clientId: 'acl-a' }, onTestFinished)
+  const gotA = collect(a)
+  await a.subscribeAsync('$share/g/s/+', { qos: 1 })
+  const c = await connect(b.url(), { clientId: 'acl-b' }, onTestFinished)
+  const gotB = collect(c)
+  await c.subscribeAsync('$share/g/s/+', { qos: 1 })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 6; i++) await pub.publishAsync('s/acl-b', `b${i}`, { qos: 1 })
+  for (let i = 0; i < 3; i++) await pub.publishAsync('s/acl-a', `a${i}`, { qos: 1 })
+  await gotB.take(6)
+  await gotA.take(3)
+  await barrier(pub)
+  expect([payloads(gotA.messages), payloads(gotB.messages)]).toEqual([['a0', 'a1', 'a2'], range(6).map(i => `b${i}`)])
+})
+
+test('mosquitto_sub with $share: two of them split 10 messages 5 and 5', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const port = String(b.port())
+  const subs = ['ms1', 'ms2'].map(id => mosquittoSub(['-p', port, '-i', id, '-q', '1', '-t', '$share/m/ms/#'], 5))
+  for (const s of subs) await s.ready
+  const pub = await run('mosquitto_pub', ['-p', port, '-q', '1', '-t', 'ms/t', '-l'], { input: range(10).join('\n') + '\n' })
+  expect(pub.code).toBe(0)
+  const outs = await Promise.all(subs.map(s => s.done))
+  expect(outs.map(o => messageLines(o.stdout))).toEqual([range(5, 0, 2), range(5, 1, 2)])
+})
+
+test('LevelDB: a persistent member\'s shared subscription survives a restart; messages queue for it while it is away', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const conf = await writeConf(dir, 'listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/data\n')
+  let m = await spawnMidge(conf, dir)
+  onTestFinished(() => m.stop())
+  const p = await connect(m.url(), { clientId: 'keeper', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 3600 } })
+  expect(await subackCodes(p, { '$share/g/k/#': { qos: 1 } })).toEqual([1])
+  await p.endAsync()
+  await m.stop()
+
+  m = await spawnMidge(conf, dir)
+  await m.logged(/Restored the shared subscriptions of 1 persistent session/)
+  const o = await connect(m.url(), { clientId: 'other' }, onTestFinished)
+  const gotO = collect(o)
+  await o.subscribeAsync('$share/g/k/#', { qos: 1 })
+  const pub = await connect(m.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 6; i++) await pub.publishAsync('k/x', String(i), { qos: 1 })
+  await gotO.take(3)
+  const got: Received[] = []
+  const back = await connect(m.url(), { clientId: 'keeper', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 3600 }, got }, onTestFinished)
+  expect(back.sessionPresent).toBe(true)
+  // the restored subscription routes live messages too: the next one is its turn
+  await pub.publishAsync('k/x', '6', { qos: 1 })
+  await until(back, got, g => g.length >= 4, 'the queued messages and the live one')
+  await barrier(pub)
+  expect([payloads(got), payloads(gotO.messages)]).toEqual([['0', '2', '4', '6'], ['1', '3', '5']])
+}, 60_000)
+
+test('cluster mode refuses shared subscriptions: v5 SUBACK 0x9E and Shared Subscription Available 0, 3.1.1 SUBACK 0x80', async ({ onTestFinished }) => {
+  const redis = await startRedis()
+  onTestFinished(() => redis.stop())
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const m = await spawnMidge(await writeConf(dir, `listener 0 127.0.0.1\nallow_anonymous true\ncluster_redis ${redis.url}\nnode_id n1\n`), dir)
+  onTestFinished(() => m.stop())
+  const connack = await new Promise<IConnackPacket>((resolve, reject) => {
+    const c = mqtt.connect(m.url(), { clientId: 'c5', protocolVersion: 5, reconnectPeriod: 0 })
+    c.once('error', reject)
+    c.once('connect', p => { resolve(p); onTestFinished(() => c.endAsync(true)) })
+  })
+  expect(connack.properties?.sharedSubscriptionAvailable).toBe(false)
+  const v5 = await connect(m.url(), { clientId: 's5', protocolVersion: 5 }, onTestFinished)
+  expect(await subackCodes(v5, { '$share/g/t': { qos: 1 }, t: { qos: 1 } })).toEqual([0x9e, 1])
+  const v4 = await connect(m.url(), { clientId: 's4' }, onTestFinished)
+  expect(await subackCodes(v4, { '$share/g/t': { qos: 1 }, t: { qos: 1 } })).toEqual([0x80, 1])
+}, 60_000)
