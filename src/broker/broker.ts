@@ -129,6 +129,7 @@ export class Broker {
     this.shared.watchStore(this.persistence.aedes as object)
     this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
     this.stats.sharedSubscriptions = () => this.shared.count()
+    this.durability.queuesShared = topic => this.shared.queuesFor(topic)
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = clusterStore?.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({

@@ -41,6 +41,7 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ClientInfo } from './aedes-hooks.js'
 import type { SubscriptionCounter } from './limits.js'
 import { keepsUp } from './delivery.js'
+import { topicMatches } from '../mqtt/topic-match.js'
 
 export const SHARE_PREFIX = '$share/'
 /** What aedes holds for a shared subscription: under `$MIDGE`, which nothing can publish to. */
@@ -95,6 +96,11 @@ function fromInternal (name: string): { group: string, filter: string } | undefi
   const slash = name.indexOf('/', INTERNAL_PREFIX.length)
   if (slash < 0) return undefined
   return { group: name.slice(INTERNAL_PREFIX.length, slash), filter: name.slice(slash + 1) }
+}
+
+/** The topic filter a name aedes holds matches topics with: FILTER of a shared one, the name itself otherwise. */
+export function matchingFilter (name: string): string {
+  return fromInternal(name)?.filter ?? name
 }
 
 /** The filter as the client wrote it (`$share/g/f`) for a name aedes holds; other names unchanged. */
@@ -157,6 +163,17 @@ export class SharedSubscriptions {
     let n = 0
     for (const g of this.groups.values()) n += g.members.length
     return n
+  }
+
+  /**
+   * A message on `topic` may go to a persistent member's stored queue: the QoS 1 journal keeps it until it is
+   * queued (durability.ts), as for a persistent session's normal subscription.
+   */
+  queuesFor (topic: string): boolean {
+    for (const g of this.groups.values()) {
+      if (g.members.some(m => m.persistent && m.qos > 0) && topicMatches(g.filter, topic)) return true
+    }
+    return false
   }
 
   /** A v5 CONNACK's amendment with Shared Subscription Available as configured (aedes always says 0). */

@@ -14,6 +14,7 @@ import { RawClient } from '../helpers/raw-client.js'
 import { connect, collect, barrier, subackCodes, until, type Received } from '../helpers/mqtt.js'
 import { spawnMidge, writeConf, mosquittoSub, messageLines, run } from '../helpers/processes.js'
 import { startRedis } from '../helpers/redis.js'
+import { hashToken } from '../../src/admin/auth.js'
 
 const payloads = (got: Received[]): string[] => got.map(g => g.payload)
 const range = (n: number, from = 0, step = 1): string[] => Array.from({ length: n }, (_, i) => String(from + i * step))
@@ -265,4 +266,65 @@ test('cluster mode refuses shared subscriptions: v5 SUBACK 0x9E and Shared Subsc
   expect(await subackCodes(v5, { '$share/g/t': { qos: 1 }, t: { qos: 1 } })).toEqual([0x9e, 1])
   const v4 = await connect(m.url(), { clientId: 's4' }, onTestFinished)
   expect(await subackCodes(v4, { '$share/g/t': { qos: 1 }, t: { qos: 1 } })).toEqual([0x80, 1])
+}, 60_000)
+
+test('the admin API lists a shared subscription as the client wrote it; $SYS shared_subscriptions/count counts it', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  writeFileSync(join(dir, 'tokens'), `ro:read:${hashToken('midge_readonly')}\n`)
+  const b = await startTestBroker(`admin_token_file ${dir}/tokens\nsys_interval 1\nlistener 0 127.0.0.1\nallow_anonymous true\nlistener 0 127.0.0.1\nprotocol websockets\nadmin_enabled true\n`)
+  onTestFinished(() => b.close())
+  const c = await connect(b.url(), { clientId: 'adm', protocolVersion: 5 }, onTestFinished)
+  await c.subscribeAsync({ '$share/grp/a/#': { qos: 1 }, 'a/b': { qos: 0 } })
+  const r = await fetch(`http://127.0.0.1:${b.port('ws')}/api/v1/clients`, { headers: { authorization: 'Bearer midge_readonly' } })
+  const row = ((await r.json()) as { clients: Array<{ subscriptions: unknown }> }).clients[0]!
+  expect(row.subscriptions).toEqual([{ topic: '$share/grp/a/#', qos: 1 }, { topic: 'a/b', qos: 0 }])
+  // a shared subscription to $SYS: one of the two members gets each value
+  const sys = await connect(b.url(), { clientId: 'sys' }, onTestFinished)
+  const other = await connect(b.url(), { clientId: 'sys2' }, onTestFinished)
+  const got: Received[] = []
+  for (const x of [sys, other]) {
+    x.on('message', (topic, payload) => { got.push({ topic, payload: payload.toString(), qos: 0, retain: false, dup: false }) })
+    await x.subscribeAsync('$share/s/$SYS/broker/shared_subscriptions/count', { qos: 0 })
+  }
+  await until(sys, got, g => g.some(m => m.payload === '3'), 'shared_subscriptions/count 3')
+})
+
+test('mount_point: a shared subscription takes the listener\'s prefix on its filter part', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmount_point site1/\nlistener 0 127.0.0.1\nallow_anonymous true\n')
+  onTestFinished(() => b.close())
+  const mounted = b.broker.bound[0]!.address.port
+  const plain = b.broker.bound[1]!.address.port
+  const m1 = await connect(`mqtt://127.0.0.1:${mounted}`, { clientId: 'mp1' }, onTestFinished)
+  const m2 = await connect(`mqtt://127.0.0.1:${mounted}`, { clientId: 'mp2', protocolVersion: 5 }, onTestFinished)
+  const got = [collect(m1), collect(m2)]
+  await m1.subscribeAsync('$share/g/t/#', { qos: 1 })
+  await m2.subscribeAsync('$share/g/t/#', { qos: 1 })
+  const pub = await connect(`mqtt://127.0.0.1:${plain}`, { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 4; i++) await pub.publishAsync('site1/t/x', String(i), { qos: 1 })
+  await pub.publishAsync('t/x', 'outside', { qos: 1 })
+  await Promise.all(got.map(g => g.take(2)))
+  await barrier(pub)
+  expect(got.map(g => g.messages.map(x => `${x.topic} ${x.payload}`))).toEqual([['t/x 0', 't/x 2'], ['t/x 1', 't/x 3']])
+})
+
+test('LevelDB: acknowledged QoS 1 messages for an offline persistent member survive SIGKILL (the journal covers shared subscriptions)', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const conf = await writeConf(dir, 'listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/data\n')
+  let m = await spawnMidge(conf, dir)
+  onTestFinished(() => m.stop())
+  const p = await connect(m.url(), { clientId: 'keeper', clean: false })
+  await p.subscribeAsync('$share/g/j/#', { qos: 1 })
+  await p.endAsync()
+  const pub = await connect(m.url(), { clientId: 'pub' })
+  const n = 300
+  await Promise.all(Array.from({ length: n }, (_, i) => pub.publishAsync('j/x', String(i), { qos: 1 })))
+  await m.kill('SIGKILL')
+  pub.end(true)
+  m = await spawnMidge(conf, dir)
+  const got: Received[] = []
+  const back = await connect(m.url(), { clientId: 'keeper', clean: false, got }, onTestFinished)
+  await until(back, got, g => new Set(payloads(g)).size >= n, `${n} messages`)
+  expect([...new Set(payloads(got))].sort((a, b) => Number(a) - Number(b))).toEqual(range(n))
 }, 60_000)
