@@ -379,7 +379,8 @@ export class SharedSubscriptions {
       this.removeMembers(g, m => m.client === client)
     }
     const left = this.inFlight.get(client)
-    if (left === undefined) return
+    // at shutdown every member leaves: nobody is left to take them
+    if (left === undefined || this.aedes?.closed === true) return
     this.inFlight.delete(client)
     for (const f of left) {
       // [MQTT-4.8.2-5] a QoS 2 message already sent may have arrived: not sent to another client
