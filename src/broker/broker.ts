@@ -125,7 +125,7 @@ export class Broker {
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
-    this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
+    this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, aedes: () => this.aedes, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
     this.shared.watchStore(this.persistence.aedes as object)
     this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
     this.stats.sharedSubscriptions = () => this.shared.count()
@@ -181,7 +181,7 @@ export class Broker {
     // before the journal replay: a replayed message must reach the bridges' queues too
     this.bridgePeers.attach(this.aedes)
     // persistent members stored before this start, before the journal replay routes anything to their groups
-    this.shared.attach(this.aedes)
+    this.shared.attach()
     await this.storeStep(() => this.shared.load(this.persistence.db))
     this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
     // replays the QoS 1 journal into the queues before anyone can connect

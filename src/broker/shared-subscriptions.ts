@@ -136,6 +136,8 @@ interface InFlight { copy: Emitted, original: Emitted, group: string, qos: numbe
 export interface SharedSubscriptionDeps {
   /** False in cluster mode: a SUBSCRIBE to `$share/...` is refused (v5 0x9E, 3.1.1 0x80), the CONNACK says 0. */
   enabled: boolean
+  /** The broker (created after this object: its hooks and store wrappers come from here). */
+  aedes: () => Aedes
   auth: AuthChain
   clientInfo: WeakMap<Client, ClientInfo>
   /** `max_inflight_messages`: with no outgoing window, copies get their packet id here (see `deliver`). */
@@ -147,7 +149,6 @@ export interface SharedSubscriptionDeps {
 }
 
 export class SharedSubscriptions {
-  private aedes: Aedes | undefined
   private readonly groups = new Map<string, Group>()
   /** The subscriptions of a v5 SUBSCRIBE refused as a whole, with the DISCONNECT reason code. */
   private readonly refusals = new WeakMap<object, number>()
@@ -186,8 +187,8 @@ export class SharedSubscriptions {
   }
 
   /** After `Aedes.createBroker`, before any listener. */
-  attach (aedes: Aedes): void {
-    this.aedes = aedes
+  attach (): void {
+    const aedes = this.deps.aedes()
     if (!this.deps.enabled) return
     // an UNSUBSCRIBE, and the close of a clean session (aedes unsubscribes each filter then)
     aedes.on('unsubscribe', (topics: string[], c: Client) => {
@@ -261,7 +262,7 @@ export class SharedSubscriptions {
     if (bare.startsWith(INTERNAL_PREFIX)) return REFUSED_FILTER
     const s = parseShare(bare)
     if (s === undefined) return topic
-    if (!this.deps.enabled) return v5 && !('invalid' in s) ? bare : REFUSED_FILTER
+    if (!this.deps.enabled) return v5 && bare.startsWith(SHARE_PREFIX) ? bare : REFUSED_FILTER
     if ('invalid' in s) return REFUSED_FILTER
     return internalName(s.group, (mountPoint ?? '') + s.filter)
   }
@@ -329,11 +330,7 @@ export class SharedSubscriptions {
       const group: Group = { name, filter: parts.filter, members: [], next: 0, listener: (packet, done) => { this.route(group, packet, done) } }
       g = group
       this.groups.set(name, group)
-      await new Promise<void>((resolve, reject) => {
-        const a = this.aedes
-        if (a === undefined) { reject(new Error('shared subscriptions used before attach')); return }
-        a.subscribe(parts.filter, group.listener as never, () => resolve())
-      })
+      await new Promise<void>(resolve => { this.deps.aedes().subscribe(parts.filter, group.listener as never, () => resolve()) })
     }
     const m: Member = { clientId, client, persistent, qos: sub.qos, rap: sub.rap === true, si: sub.subscriptionIdentifier }
     const at = g.members.findIndex(x => x.clientId === clientId)
@@ -361,7 +358,7 @@ export class SharedSubscriptions {
     if (g.next >= kept.length) g.next = 0
     if (kept.length === 0) {
       this.groups.delete(g.name)
-      this.aedes?.unsubscribe(g.filter, g.listener as never, () => {})
+      this.deps.aedes().unsubscribe(g.filter, g.listener as never, () => {})
     }
   }
 
@@ -380,7 +377,7 @@ export class SharedSubscriptions {
     }
     const left = this.inFlight.get(client)
     // at shutdown every member leaves: nobody is left to take them
-    if (left === undefined || this.aedes?.closed === true) return
+    if (left === undefined || this.deps.aedes().closed) return
     this.inFlight.delete(client)
     for (const f of left) {
       // [MQTT-4.8.2-5] a QoS 2 message already sent may have arrived: not sent to another client
@@ -401,8 +398,7 @@ export class SharedSubscriptions {
   }
 
   private store (): Store {
-    if (this.aedes === undefined) throw new Error('shared subscriptions used before attach')
-    return brokerInternals(this.aedes).persistence as Store
+    return brokerInternals(this.deps.aedes()).persistence as Store
   }
 
   /** One message for one group: to the next member that can take it; `except` is a member that just left. */
