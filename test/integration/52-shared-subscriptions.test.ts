@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import mqtt, { type IConnackPacket } from 'mqtt'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { connect, collect, barrier, subackCodes, until, type Received } from '../helpers/mqtt.js'
+import { connect, collect, barrier, subackCodes, until, eventually, type Received } from '../helpers/mqtt.js'
 import { spawnMidge, writeConf, mosquittoSub, messageLines, run } from '../helpers/processes.js'
 import { startRedis } from '../helpers/redis.js'
 import { hashToken } from '../../src/admin/auth.js'
@@ -328,3 +328,52 @@ test('LevelDB: acknowledged QoS 1 messages for an offline persistent member surv
   await until(back, got, g => new Set(payloads(g)).size >= n, `${n} messages`)
   expect([...new Set(payloads(got))].sort((a, b) => Number(a) - Number(b))).toEqual(range(n))
 }, 60_000)
+
+test('a stuck member is passed over; a leaving member\'s messages still waiting for its window (max_inflight_messages 2) go to another member, QoS 2 included', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 2\n')
+  onTestFinished(() => b.close())
+  const mute = await RawClient.connect(b.port())
+  onTestFinished(() => mute.end())
+  await mute.connectMqtt({ clientId: 'mute' })
+  mute.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g/w/#', qos: 2 }] })
+  await mute.next('suback')
+  const keen = await connect(b.url(), { clientId: 'keen' }, onTestFinished)
+  const got = collect(keen)
+  await keen.subscribeAsync('$share/g/w/#', { qos: 2 })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  // 4 waits for a slot of mute's window, which holds its publisher until mute counts as stuck (after a second);
+  // from then on mute is passed over while keen can take the messages (6, 7)
+  for (let i = 0; i < 8; i++) await pub.publishAsync('w/two', String(i), { qos: 2 })
+  await got.take(5)
+  await mute.ping()
+  expect(mute.packets.filter(p => p.cmd === 'publish').map(p => String(p.payload))).toEqual(['0', '2'])
+  mute.end()
+  await got.take(6)
+  await barrier(pub)
+  expect(payloads(got.messages)).toEqual(['1', '3', '5', '6', '7', '4'])
+})
+
+test('a persistent member whose session ends (clean session on return, v5 session expiry) leaves its group', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const old = await connect(b.url(), { clientId: 'old', clean: false }, onTestFinished)
+  await old.subscribeAsync('$share/g/e/#', { qos: 1 })
+  await old.endAsync()
+  const brief = await connect(b.url(), { clientId: 'brief', protocolVersion: 5, properties: { sessionExpiryInterval: 1 } }, onTestFinished)
+  await brief.subscribeAsync('$share/g/e/#', { qos: 1 })
+  await brief.endAsync()
+  const stay = await connect(b.url(), { clientId: 'stay' }, onTestFinished)
+  const got = collect(stay)
+  await stay.subscribeAsync('$share/g/e/#', { qos: 1 })
+  expect(b.broker.shared.count()).toBe(3)
+  // clean session: the old session and its membership end
+  const fresh = await connect(b.url(), { clientId: 'old', clean: true }, onTestFinished)
+  expect(fresh.sessionPresent).toBe(false)
+  await eventually(() => b.broker.shared.count() === 2, 5000, 'the clean session leaving its group')
+  // the v5 session expires one second after it ended
+  await eventually(() => b.broker.shared.count() === 1, 5000, 'the expired session leaving its group')
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 4; i++) await pub.publishAsync('e/x', String(i), { qos: 1 })
+  await got.take(4)
+  expect(payloads(got.messages)).toEqual(range(4))
+})
