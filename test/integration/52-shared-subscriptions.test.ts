@@ -42,6 +42,7 @@ test('100 QoS 1 messages over 3 members (3.1.1): each exactly once, round robin 
   expect(b.broker.shared.count()).toBe(5)
 
   const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  const sentBefore = b.broker.stats.publishSent
   for (let i = 0; i < 100; i++) await pub.publishAsync('rr/x', String(i), { qos: 1 })
   await all.take(100)
   await Promise.all([members[0]!.take(34), members[1]!.take(33), members[2]!.take(33), v5[0]!.take(50), v5[1]!.take(50)])
@@ -53,6 +54,8 @@ test('100 QoS 1 messages over 3 members (3.1.1): each exactly once, round robin 
   expect(new Set([...members, ...v5].flatMap(m => m.messages.map(g => `${g.qos} ${String(g.retain)}`)))).toEqual(new Set(['1 false']))
   const snap = await b.broker.stats.snapshot(b.broker.aedes)
   expect(snap.sharedSubscriptions).toBe(5)
+  // publish/messages/sent: one per delivery, as for any subscription (100 to the normal subscriber, 100 per group)
+  expect(b.broker.stats.publishSent - sentBefore).toBe(300)
 })
 
 test('a client with a normal subscription and a shared one on the same topic gets a copy for each', async ({ onTestFinished }) => {
