@@ -22,7 +22,7 @@
  *   mosquitto rotates strictly and loses the message for that group when the chosen member's ACL refuses it.
  * - A member that leaves takes no message with it: when a clean-session member's connection closes, the QoS 1
  *   copies it had not acknowledged (PUBACK) and the QoS 2 copies not yet sent go to another member
- *   ([MQTT-4.8.2-3]/-5: a QoS 2 message already sent may have been received, and is not sent to anyone else).
+ *   (a QoS 2 message already sent may have been received, and is not sent to anyone else [MQTT-4.8.2-5]).
  *   A persistent member's session keeps its copies (the spec allows waiting for it; mosquitto does).
  * - Persistent members survive a restart with LevelDB: their stored `$MIDGE/share/...` subscriptions are read at
  *   start-up (`load`), so messages queue for them before they come back. A session that ends (clean start, expiry,
@@ -38,7 +38,7 @@ import type { ClassicLevel } from 'classic-level'
 import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
-import type { ClientInfo } from './aedes-hooks.js'
+import { REFUSED_FILTER, type ClientInfo } from './aedes-hooks.js'
 import type { SubscriptionCounter } from './limits.js'
 import { keepsUp } from './delivery.js'
 import { topicMatches } from '../mqtt/topic-match.js'
@@ -46,8 +46,6 @@ import { topicMatches } from '../mqtt/topic-match.js'
 export const SHARE_PREFIX = '$share/'
 /** What aedes holds for a shared subscription: under `$MIDGE`, which nothing can publish to. */
 export const INTERNAL_PREFIX = '$MIDGE/share/'
-/** Filters a client sent that aedes must refuse (aedes-hooks REFUSED_FILTER). */
-const REFUSED_FILTER = '$MIDGE/refused'
 const SHARE_BARE = '$share'
 const MALFORMED_PACKET = 0x81
 const PROTOCOL_ERROR = 0x82
@@ -131,7 +129,7 @@ interface Group {
 }
 
 /** A QoS 1/2 copy handed to a clean member and not yet acknowledged. */
-interface InFlight { copy: Emitted, original: Emitted, group: string, qos: number }
+interface InFlight { copy: Emitted, original: Emitted, group: string }
 
 export interface SharedSubscriptionDeps {
   /** False in cluster mode: a SUBSCRIBE to `$share/...` is refused (v5 0x9E, 3.1.1 0x80), the CONNACK says 0. */
@@ -156,8 +154,6 @@ export class SharedSubscriptions {
   private readonly inFlight = new WeakMap<Client, Set<InFlight>>()
 
   constructor (private readonly deps: SharedSubscriptionDeps) {}
-
-  get enabled (): boolean { return this.deps.enabled }
 
   /** Shared subscriptions held (members of every group, offline persistent ones included): $SYS shared_subscriptions/count. */
   count (): number {
@@ -380,8 +376,10 @@ export class SharedSubscriptions {
     if (left === undefined || this.deps.aedes().closed) return
     this.inFlight.delete(client)
     for (const f of left) {
-      // [MQTT-4.8.2-5] a QoS 2 message already sent may have arrived: not sent to another client
-      if (f.qos === 2 && f.copy.messageId !== undefined) continue
+      // the copy's QoS is the one it went out at (lowered by another matching subscription of the client, see
+      // aedes-hooks clampQos): sent at QoS 0 it needs no acknowledgement; [MQTT-4.8.2-5] a QoS 2 message already
+      // sent may have arrived: not sent to another client
+      if (f.copy.qos === 0 || (f.copy.qos === 2 && f.copy.messageId !== undefined)) continue
       const g = this.groups.get(f.group)
       if (g === undefined) { this.deps.onDropped?.(); continue }
       this.route(g, f.original, () => {}, client)
@@ -393,7 +391,7 @@ export class SharedSubscriptions {
     const set = this.inFlight.get(client)
     if (set === undefined) return
     for (const f of set) {
-      if (f.copy.messageId === messageId && f.qos === qos) { set.delete(f); return }
+      if (f.copy.messageId === messageId && f.copy.qos === qos) { set.delete(f); return }
     }
   }
 
@@ -451,7 +449,7 @@ export class SharedSubscriptions {
       if (!online) { done(); return }
       const ci = clientInternals(c)
       if (qos === 0) { ci.deliver0(copy, () => done()); return }
-      if (!m.persistent) this.track(c, ci, { copy, original, group: g.name, qos })
+      if (!m.persistent) this.track(c, ci, { copy, original, group: g.name })
       ci.deliverQoS(copy, () => done())
     }
     if (!m.persistent || qos === 0) { live(); return }
