@@ -271,7 +271,7 @@ test('cluster mode refuses shared subscriptions: v5 SUBACK 0x9E and Shared Subsc
   expect(await subackCodes(v4, { '$share/g/t': { qos: 1 }, t: { qos: 1 } })).toEqual([0x80, 1])
 }, 60_000)
 
-test('the admin API lists a shared subscription as the client wrote it; $SYS shared_subscriptions/count counts it', async ({ onTestFinished }) => {
+test('the admin API lists a shared subscription as the client wrote it; /metrics and $SYS shared_subscriptions/count count it', async ({ onTestFinished }) => {
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
   writeFileSync(join(dir, 'tokens'), `ro:read:${hashToken('midge_readonly')}\n`)
@@ -282,6 +282,8 @@ test('the admin API lists a shared subscription as the client wrote it; $SYS sha
   const r = await fetch(`http://127.0.0.1:${b.port('ws')}/api/v1/clients`, { headers: { authorization: 'Bearer midge_readonly' } })
   const row = ((await r.json()) as { clients: Array<{ subscriptions: unknown }> }).clients[0]!
   expect(row.subscriptions).toEqual([{ topic: '$share/grp/a/#', qos: 1 }, { topic: 'a/b', qos: 0 }])
+  const metrics = await (await fetch(`http://127.0.0.1:${b.port('ws')}/metrics`)).text()
+  expect(metrics).toMatch(/^midge_shared_subscriptions 1$/m)
   // a shared subscription to $SYS: one of the two members gets each value
   const sys = await connect(b.url(), { clientId: 'sys' }, onTestFinished)
   const other = await connect(b.url(), { clientId: 'sys2' }, onTestFinished)
