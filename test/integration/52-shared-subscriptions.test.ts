@@ -5,14 +5,15 @@
  * messages on a shared subscribe; ACL per receiving member; persistent members queued for, also across a
  * LevelDB restart; refused in cluster mode. Integration tests run the built daemon where a process is spawned.
  */
-import { test, expect } from 'vitest'
+import { test, expect, type OnTestFinishedHandler } from 'vitest'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { userInfo } from 'node:os'
 import mqtt, { type IConnackPacket } from 'mqtt'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { connect, collect, barrier, subackCodes, until, eventually, type Received } from '../helpers/mqtt.js'
-import { spawnMidge, writeConf, mosquittoSub, messageLines, run } from '../helpers/processes.js'
+import { spawnMidge, spawnMosquitto, freePort, writeConf, mosquittoSub, messageLines, run } from '../helpers/processes.js'
 import { startRedis } from '../helpers/redis.js'
 import { hashToken } from '../../src/admin/auth.js'
 
@@ -381,4 +382,40 @@ test('a persistent member whose session ends (clean session on return, v5 sessio
   for (let i = 0; i < 4; i++) await pub.publishAsync('e/x', String(i), { qos: 1 })
   await got.take(4)
   expect(payloads(got.messages)).toEqual(range(4))
+})
+
+/** Five clients, a normal subscriber and two groups with one client in both; three publishes: who got what. */
+async function twoGroups (url: string, onTestFinished: (fn: OnTestFinishedHandler) => void): Promise<string[][]> {
+  const plan: Array<[string, string[]]> = [
+    ['c1', ['tg/#']], ['c2', ['$share/one/tg/t']], ['c3', ['$share/one/tg/t', '$share/two/tg/t']],
+    ['c4', ['$share/two/tg/t']], ['c5', ['$share/one/tg/t']]
+  ]
+  const got = []
+  for (const [id, filters] of plan) {
+    const c = await connect(url, { clientId: id, protocolVersion: 5 }, onTestFinished)
+    got.push(collect(c))
+    for (const f of filters) await c.subscribeAsync(f, { qos: 1 })
+  }
+  const pub = await connect(url, { clientId: 'tg-pub', protocolVersion: 5 }, onTestFinished)
+  for (let i = 1; i <= 3; i++) await pub.publishAsync('tg/t', String(i), { qos: 1 })
+  await Promise.all([got[0]!.take(3), got[1]!.take(1), got[2]!.take(3), got[3]!.take(1), got[4]!.take(1)])
+  await barrier(pub)
+  return got.map(g => payloads(g.messages))
+}
+
+test('two groups on one filter, a client in both: the same copies as from mosquitto 2.0.11', async ({ onTestFinished }) => {
+  const expected = [['1', '2', '3'], ['1'], ['1', '2', '3'], ['2'], ['3']]
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const fromMidge = await twoGroups(b.url(), onTestFinished)
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n`)
+  const mosq = await spawnMosquitto(conf)
+  onTestFinished(() => mosq.stop())
+  const fromMosquitto = await twoGroups(`mqtt://127.0.0.1:${port}`, onTestFinished)
+  expect(fromMosquitto).toEqual(expected)
+  expect(fromMidge).toEqual(expected)
 })
