@@ -23,7 +23,7 @@ import { createHooks, type Hooks } from './aedes-hooks.js'
 import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installInboundRules } from './inbound.js'
-import { SharedSubscriptions } from './shared-subscriptions.js'
+import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -363,12 +363,12 @@ export class Broker {
     })
     if (config.log.types.includes('subscribe')) {
       this.aedes.on('subscribe', (subs, c: Client) => {
-        for (const s of subs) log.info({ clientId: c.id, topic: s.topic, qos: s.qos }, `${c.id} ${s.qos} ${s.topic}`)
+        for (const s of subs) log.info({ clientId: c.id, topic: displayFilter(s.topic), qos: s.qos }, `${c.id} ${s.qos} ${displayFilter(s.topic)}`)
       })
     }
     if (config.log.types.includes('unsubscribe')) {
       this.aedes.on('unsubscribe', (topics: string[], c: Client) => {
-        for (const t of topics) log.info({ clientId: c.id, topic: t }, `${c.id} ${t}`)
+        for (const t of topics) log.info({ clientId: c.id, topic: displayFilter(t) }, `${c.id} ${displayFilter(t)}`)
       })
     }
   }

@@ -419,3 +419,19 @@ test('two groups on one filter, a client in both: the same copies as from mosqui
   expect(fromMosquitto).toEqual(expected)
   expect(fromMidge).toEqual(expected)
 })
+
+test('v5 subscription options on a shared subscription: the Subscription Identifier is sent, Retain As Published keeps the flag of a live retained message', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await connect(b.url(), { clientId: 'opts', protocolVersion: 5 }, onTestFinished)
+  const seen: Array<{ payload: string, retain: boolean, si: unknown }> = []
+  c.on('message', (_t, payload, p) => { seen.push({ payload: payload.toString(), retain: p.retain, si: p.properties?.subscriptionIdentifier }) })
+  const two = new Promise<void>(resolve => { c.on('message', () => { if (seen.length >= 2) resolve() }) })
+  await c.subscribeAsync({ '$share/g/o/a': { qos: 1, rap: true } }, { properties: { subscriptionIdentifier: 7 } })
+  await c.subscribeAsync({ '$share/g/o/b': { qos: 1 } })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  await pub.publishAsync('o/a', 'a', { qos: 1, retain: true })
+  await pub.publishAsync('o/b', 'b', { qos: 1, retain: true })
+  await two
+  expect(seen).toEqual([{ payload: 'a', retain: true, si: 7 }, { payload: 'b', retain: false, si: undefined }])
+})
