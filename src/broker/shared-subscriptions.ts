@@ -55,7 +55,7 @@ const COPY_ID_SEPARATOR = '~'
 const MAX_TRACKED_PER_MEMBER = 10_000
 
 type Done = (err?: Error | null) => void
-type Emitted = DeliverPacket & { payload: Buffer, retain?: boolean, clientId?: string, cmd?: string }
+type Emitted = DeliverPacket & { payload: Buffer, retain?: boolean, dup?: boolean, clientId?: string, cmd?: string }
 type AuthorizeSubscribe = (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
 /** A subscription as aedes passes it: the SUBSCRIBE's options, or as restored from the store. */
 type SubscribeRequest = Subscription & { rh?: number, rap?: boolean, nl?: boolean, subscriptionIdentifier?: number }
@@ -64,6 +64,7 @@ interface StoredSub { clientId: string, topic: string, qos: number }
 interface Store {
   outgoingEnqueueCombi (subs: StoredSub[], packet: object): Promise<unknown>
   subscriptionsByClient (client: { id: string }): Promise<SubscribeRequest[]>
+  outgoingStream (client: { id: string }): AsyncIterable<unknown>
   cleanSubscriptions (client: { id: string }): Promise<void>
 }
 
@@ -221,15 +222,32 @@ export class SharedSubscriptions {
 
   /**
    * The store aedes uses: a session that ends (clean start, expiry, persistent_client_expiration) has its
-   * subscriptions removed through `cleanSubscriptions`, and leaves its groups then.
+   * subscriptions removed through `cleanSubscriptions`, and leaves its groups then. What was queued for it through
+   * a group goes to another member first, before its queue is cleared ([MQTT-4.8.2]: a QoS 1 message SHOULD go to
+   * another member when the chosen one's session ends; a QoS 2 one already sent MUST NOT [MQTT-4.8.2-5]).
    */
   watchStore (store: object): void {
     if (!this.deps.enabled) return
     const s = store as Store
     const orig = s.cleanSubscriptions.bind(s)
-    s.cleanSubscriptions = (client) => {
-      this.sessionEnded(client.id)
-      return orig(client)
+    s.cleanSubscriptions = async (client) => {
+      if (this.sessionEnded(client.id)) await this.rehome(client.id)
+      return await orig(client)
+    }
+  }
+
+  /** The copies queued for a session that ended go to their groups' other members. */
+  private async rehome (clientId: string): Promise<void> {
+    const queued: Emitted[] = []
+    for await (const p of this.store().outgoingStream({ id: clientId }) as AsyncIterable<Emitted>) queued.push(p)
+    for (const p of queued) {
+      const at = p.cmd === 'publish' && p.brokerId ? p.brokerId.indexOf(COPY_ID_SEPARATOR) : -1
+      if (at < 0 || (p.qos === 2 && p.messageId !== undefined)) continue
+      const g = this.groups.get(decodeURIComponent(p.brokerId!.slice(at + COPY_ID_SEPARATOR.length)))
+      if (g === undefined) { this.deps.onDropped?.(); continue }
+      const original: Emitted = { ...p, brokerId: p.brokerId!.slice(0, at), dup: false }
+      delete original.messageId
+      this.route(g, original, () => {})
     }
   }
 
@@ -358,11 +376,17 @@ export class SharedSubscriptions {
     }
   }
 
-  /** A persistent session ended: its memberships go (not one a connected client of that id holds now). */
-  private sessionEnded (clientId: string): void {
+  /** A persistent session ended: its memberships go (not one a connected client of that id holds now); true if it had any. */
+  private sessionEnded (clientId: string): boolean {
+    let had = false
     for (const g of [...this.groups.values()]) {
-      this.removeMembers(g, m => m.clientId === clientId && (m.client === undefined || clientInternals(m.client).closed))
+      this.removeMembers(g, m => {
+        const ends = m.clientId === clientId && (m.client === undefined || clientInternals(m.client).closed)
+        had ||= ends
+        return ends
+      })
     }
+    return had
   }
 
   /** A connection closed: a persistent member stays, offline; a clean one's unacknowledged copies go to others. */

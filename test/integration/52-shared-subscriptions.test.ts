@@ -435,3 +435,23 @@ test('v5 subscription options on a shared subscription: the Subscription Identif
   await two
   expect(seen).toEqual([{ payload: 'a', retain: true, si: 7 }, { payload: 'b', retain: false, si: undefined }])
 })
+
+test('a persistent member whose session ends (clean session on return) takes no message with it: what was queued for it goes to another member', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const away = await connect(b.url(), { clientId: 'away', clean: false }, onTestFinished)
+  await away.subscribeAsync('$share/g/q/#', { qos: 2 })
+  await away.endAsync()
+  const stay = await connect(b.url(), { clientId: 'stay' }, onTestFinished)
+  const got = collect(stay)
+  await stay.subscribeAsync('$share/g/q/#', { qos: 2 })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 6; i++) await pub.publishAsync('q/one', String(i), { qos: 1 })
+  for (const p of ['x', 'y']) await pub.publishAsync('q/two', p, { qos: 2 })
+  await got.take(4)
+  const back = await connect(b.url(), { clientId: 'away', clean: true }, onTestFinished)
+  expect(back.sessionPresent).toBe(false)
+  await got.take(8)
+  await barrier(pub)
+  expect(payloads(got.messages)).toEqual(['1', '3', '5', 'y', '0', '2', '4', 'x'])
+})
