@@ -455,3 +455,22 @@ test('a persistent member whose session ends (clean session on return) takes no 
   await barrier(pub)
   expect(payloads(got.messages)).toEqual(['1', '3', '5', 'y', '0', '2', '4', 'x'])
 })
+
+test('v5: a member whose session expires while away: what was queued for it goes to another member', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const brief = await connect(b.url(), { clientId: 'brief', protocolVersion: 5, properties: { sessionExpiryInterval: 1 } }, onTestFinished)
+  await brief.subscribeAsync('$share/g/v/#', { qos: 1 })
+  await brief.endAsync()
+  const stay = await connect(b.url(), { clientId: 'stay', protocolVersion: 5 }, onTestFinished)
+  const got = collect(stay)
+  await stay.subscribeAsync('$share/g/v/#', { qos: 1 })
+  const pub = await connect(b.url(), { clientId: 'pub' }, onTestFinished)
+  for (let i = 0; i < 6; i++) await pub.publishAsync('v/x', String(i), { qos: 1 })
+  await got.take(3)
+  // the session expires one second after it ended
+  await got.take(6, 5000)
+  await barrier(pub)
+  expect(payloads(got.messages)).toEqual(['1', '3', '5', '0', '2', '4'])
+  expect(b.broker.shared.count()).toBe(1)
+})
