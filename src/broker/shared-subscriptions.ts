@@ -23,7 +23,9 @@
  * - A member that leaves takes no message with it: when a clean-session member's connection closes, the QoS 1
  *   copies it had not acknowledged (PUBACK) and the QoS 2 copies not yet sent go to another member
  *   (a QoS 2 message already sent may have been received, and is not sent to anyone else [MQTT-4.8.2-5]).
- *   A persistent member's session keeps its copies (the spec allows waiting for it; mosquitto does).
+ *   A persistent member's session keeps its copies while it is away (the spec allows waiting for it; mosquitto
+ *   does), and when the session ends (clean start, expiry, Session Expiry 0 at DISCONNECT) what was queued for it
+ *   goes to another member, QoS 2 copies already sent excepted (mosquitto deletes them with the session).
  * - Persistent members survive a restart with LevelDB: their stored `$MIDGE/share/...` subscriptions are read at
  *   start-up (`load`), so messages queue for them before they come back. A session that ends (clean start, expiry,
  *   `persistent_client_expiration`) leaves its groups when the store's `cleanSubscriptions` runs for it.
