@@ -481,10 +481,17 @@ export class SharedSubscriptions {
     if (!m.persistent || qos === 0) { live(); return }
     // a persistent session's copy is stored first: aedes updates it there when it sends it, and an offline member
     // gets it when it comes back
-    this.store().outgoingEnqueueCombi([{ clientId: m.clientId, topic: g.name, qos }], copy).then(live, (err: Error) => {
-      this.deps.log.warn({ clientId: m.clientId, topic: original.topic, err: err.message }, 'could not queue a shared subscription message')
-      live()
-    })
+    this.store().outgoingEnqueueCombi([{ clientId: m.clientId, topic: g.name, qos }], copy)
+      .then(() => true, (err: Error) => {
+        this.deps.log.warn({ clientId: m.clientId, topic: original.topic, err: err.message }, 'could not queue a shared subscription message')
+        return false
+      })
+      .then(live)
+      // a fault in the delivery path must not end the process (an unhandled rejection would)
+      .catch((err: Error) => {
+        this.deps.log.error({ clientId: m.clientId, topic: original.topic, err: err.message }, 'shared subscription delivery failed')
+        done()
+      })
   }
 
   private track (c: Client, ci: ClientInternals, f: InFlight): void {
