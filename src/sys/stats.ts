@@ -76,9 +76,9 @@ export class BrokerStats {
   /** Persistent sessions removed by persistent_client_expiration (incremented by that feature). */
   clientsExpired = 0
   heapMaximum = 0
-  /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
   /** Shared subscriptions held (broker/shared-subscriptions.ts). */
   sharedSubscriptions?: () => number
+  /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
   persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly stuckEpisodes?: number, readonly expiredClients: number }
   readonly listeners = new Map<string, ListenerStats>()
   /** Raw sockets of live connections: their byte counters are read at snapshot time. */
