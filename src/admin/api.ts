@@ -4,6 +4,7 @@
  * only: API tokens). Bodies are JSON objects; every field is validated and unknown fields are refused.
  */
 import { connectedClients, subscriptionsOf } from '../aedes/internals.js'
+import { displayFilter } from '../broker/shared-subscriptions.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Aedes, Client } from 'aedes'
 import type { Config, ListenerConfig } from '../config/schema.js'
@@ -239,7 +240,7 @@ export class AdminApi {
       protocolVersion: info?.protocolVersion ?? null,
       // v5: seconds the session outlives the connection (0xFFFFFFFF never expires); 3.1.1: null
       sessionExpiryInterval: c.version === 5 ? c.sessionExpiryInterval : null,
-      subscriptions: Object.keys(subs).sort().map(topic => ({ topic, qos: subs[topic]!.qos })),
+      subscriptions: Object.keys(subs).map(name => ({ topic: displayFilter(name), qos: subs[name]!.qos })).sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0),
       queuedMessages: queued?.count ?? 0
     }
   }

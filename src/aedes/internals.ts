@@ -57,7 +57,11 @@ export interface ClientInternals {
   _parsingBatch: number
   /** reads and parses the next batch (aedes' 'readable' listener) */
   _nextBatch: () => void
-  _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
+  _parser: {
+    prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void
+    /** mqtt-packet keeps the CONNECT here once parsed: the protocol version, known while later packets of the same read are parsed (aedes sets `version` only when it handles the CONNECT) */
+    settings: { protocolVersion?: number }
+  }
 }
 
 export function brokerInternals (aedes: Aedes): BrokerInternals {
@@ -101,6 +105,12 @@ export function watchWills (aedes: Aedes, onScheduled: (clientId: string, delayS
     onPublished(client.id)
     publish.call(this, client, will)
   }
+}
+
+/** The protocol version of the client's CONNECT, from the moment it is parsed. */
+export function parsedProtocolVersion (client: Client | object): number | undefined {
+  const c = clientInternals(client)
+  return c.version ?? c._parser.settings.protocolVersion
 }
 
 /** Takes the client's next outgoing packet identifier from aedes' own counter, so the two never collide. */
@@ -155,6 +165,7 @@ export function checkAedes (aedes: Aedes): void {
     if (typeof client[field] !== type) problems.push(`client.${field} is not a ${type}`)
   }
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
+  if (typeof (client._parser as { settings?: unknown } | undefined)?.settings !== 'object') problems.push('client._parser has no settings')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)

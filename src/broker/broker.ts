@@ -25,6 +25,7 @@ import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternal
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
+import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installPacketGuard, type GuardError } from './packet-guard.js'
@@ -99,6 +100,8 @@ export class Broker {
   bridges: Bridges | undefined
   /** Other brokers' bridges connected here (src/bridge/peers.ts). */
   readonly bridgePeers = new BridgePeers()
+  /** `$share/GROUP/FILTER` routing (src/broker/shared-subscriptions.ts). */
+  shared!: SharedSubscriptions
 
   private constructor (readonly config: Config, readonly log: Logger) {}
 
@@ -140,6 +143,11 @@ export class Broker {
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
     this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, enhancedAuth: this.enhancedAuth, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
+    this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, aedes: () => this.aedes, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
+    this.shared.watchStore(this.persistence.aedes as object)
+    this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
+    this.stats.sharedSubscriptions = () => this.shared.count()
+    this.durability.queuesShared = topic => this.shared.queuesFor(topic)
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = clusterStore?.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
@@ -161,6 +169,7 @@ export class Broker {
       ...aedesHooks,
       ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
       preConnect: this.bridgePeers.preConnect(aedesHooks.preConnect),
+      authorizeSubscribe: this.shared.authorizeSubscribe(aedesHooks.authorizeSubscribe),
       // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
       authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
       published: this.durability.published,
@@ -189,6 +198,9 @@ export class Broker {
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
     this.bridgePeers.attach(this.aedes)
+    // persistent members stored before this start, before the journal replay routes anything to their groups
+    this.shared.attach()
+    await this.storeStep(() => this.shared.load(this.persistence.db))
     this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
     // before the replay too: a replayed message may be due to an offline QoS 0 subscription
     if (config.limits.queueQos0Messages) await this.storeStep(() => this.installQos0Queue())
@@ -329,6 +341,8 @@ export class Broker {
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })
+    // before the mount point's listener, which therefore runs first on each packet
+    this.shared.installClient(client, lc.mountPoint)
     if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
@@ -381,12 +395,12 @@ export class Broker {
     })
     if (config.log.types.includes('subscribe')) {
       this.aedes.on('subscribe', (subs, c: Client) => {
-        for (const s of subs) log.info({ clientId: c.id, topic: s.topic, qos: s.qos }, `${c.id} ${s.qos} ${s.topic}`)
+        for (const s of subs) log.info({ clientId: c.id, topic: displayFilter(s.topic), qos: s.qos }, `${c.id} ${s.qos} ${displayFilter(s.topic)}`)
       })
     }
     if (config.log.types.includes('unsubscribe')) {
       this.aedes.on('unsubscribe', (topics: string[], c: Client) => {
-        for (const t of topics) log.info({ clientId: c.id, topic: t }, `${c.id} ${t}`)
+        for (const t of topics) log.info({ clientId: c.id, topic: displayFilter(t) }, `${c.id} ${displayFilter(t)}`)
       })
     }
   }

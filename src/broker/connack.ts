@@ -24,6 +24,8 @@ export interface ConnackAmendment {
   /** Enhanced authentication: the method the client was authenticated with, and the last data. */
   authenticationMethod?: string
   authenticationData?: Buffer
+  /** aedes says 0; Midge routes `$share/` itself outside cluster mode (shared-subscriptions.ts). */
+  sharedSubscriptionAvailable?: boolean
 }
 
 /** Length in bytes of the MQTT packet at the start of `buf`, or undefined when the header is incomplete. */
@@ -66,6 +68,7 @@ export function amendConnack (buf: Buffer, amend: ConnackAmendment): Buffer {
     if (amend.serverKeepAlive !== undefined) props.serverKeepAlive = amend.serverKeepAlive
     if (amend.authenticationMethod !== undefined) props.authenticationMethod = amend.authenticationMethod
     if (amend.authenticationData !== undefined) props.authenticationData = amend.authenticationData
+    if (amend.sharedSubscriptionAvailable === true) delete props.sharedSubscriptionAvailable
     connack.properties = props
   }
   const out = mqttPacket.generate(connack, { protocolVersion: 5 })

@@ -44,6 +44,8 @@ export class Durability {
   /** MQTT 5 Will Delay Interval kept across restarts (LevelDB). */
   readonly wills: DelayedWills | undefined
   private aedes: Aedes | undefined
+  /** A message on this topic may be queued for a persistent shared-subscription member (broker/shared-subscriptions.ts). */
+  queuesShared: ((topic: string) => boolean) | undefined
 
   constructor (readonly backend: PersistenceBackend, private readonly config: Config, private readonly log: Logger) {
     const l = config.limits
@@ -119,7 +121,7 @@ export class Durability {
 
   /** Retained, or matching a persistent session's QoS 1/2 subscription: otherwise nothing of it outlives the process. */
   private async needsJournal (packet: PublishPacket): Promise<boolean> {
-    if (packet.retain) return true
+    if (packet.retain || this.queuesShared?.(packet.topic) === true) return true
     const subs = await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(packet.topic)
     return subs.some(s => s.qos > 0)
   }

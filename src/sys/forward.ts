@@ -12,6 +12,7 @@ import { subscriptionsOf } from '../aedes/internals.js'
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
 import { topicMatches } from '../mqtt/topic-match.js'
+import { matchingFilter } from '../broker/shared-subscriptions.js'
 
 export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
 
@@ -22,7 +23,9 @@ const AEDES_SYS = /^\$SYS\/[^/]+\/(?:heartbeat|birth|new\/clients|disconnect\/cl
 
 function dollarSubscribed (client: Client, topic: string): boolean {
   const subs = subscriptionsOf(client)
-  for (const filter in subs) {
+  for (const name in subs) {
+    // a shared subscription (`$share/g/$SYS/#`) is held under an internal name: its own filter decides
+    const filter = matchingFilter(name)
     if (filter.charCodeAt(0) === DOLLAR && topicMatches(filter, topic)) return true
   }
   return false

@@ -42,6 +42,7 @@ const GAUGES: Array<[string, string, NumericField]> = [
   ['retained_messages', 'Retained messages in the store (including $SYS).', 'retainedCount'],
   ['retained_bytes', 'Payload bytes of retained messages in the store.', 'retainedBytes'],
   ['subscriptions', 'Subscriptions of connected clients.', 'subscriptions'],
+  ['shared_subscriptions', 'Shared subscriptions ($share/...), offline persistent members included.', 'sharedSubscriptions'],
   ['heap_bytes', 'V8 heap in use (bytes).', 'heapCurrent']
 ]
 

@@ -43,6 +43,8 @@ export interface Snapshot {
   retainedCount: number
   retainedBytes: number
   subscriptions: number
+  /** Shared subscriptions held (`$share/...`), offline persistent members included, as mosquitto counts them. */
+  sharedSubscriptions: number
   heapCurrent: number
   heapMaximum: number
   /** Connected clients by MQTT protocol level (3 = 3.1, 4 = 3.1.1, 5 = 5.0). */
@@ -74,6 +76,8 @@ export class BrokerStats {
   /** Persistent sessions removed by persistent_client_expiration (incremented by that feature). */
   clientsExpired = 0
   heapMaximum = 0
+  /** Shared subscriptions held (broker/shared-subscriptions.ts). */
+  sharedSubscriptions?: () => number
   /** The store's own counters (queue-full and slow-consumer drops, expired sessions), when it keeps them. */
   persistence?: { readonly droppedQueueFull: number, readonly droppedSlowConsumer: number, readonly stuckEpisodes?: number, readonly expiredClients: number }
   readonly listeners = new Map<string, ListenerStats>()
@@ -170,6 +174,7 @@ export class BrokerStats {
       retainedCount,
       retainedBytes,
       subscriptions,
+      sharedSubscriptions: this.sharedSubscriptions?.() ?? 0,
       heapCurrent: heap,
       heapMaximum: this.heapMaximum,
       clientsByProtocol

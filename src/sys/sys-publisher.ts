@@ -56,7 +56,7 @@ export function sysValues (s: Snapshot): Array<[string, string]> {
     ['bytes/sent', String(s.bytesSent)],
     ['retained messages/count', String(s.retainedCount)],
     ['subscriptions/count', String(s.subscriptions)],
-    ['shared_subscriptions/count', '0'],
+    ['shared_subscriptions/count', String(s.sharedSubscriptions)],
     ['heap/current', String(s.heapCurrent)],
     ['heap/maximum', String(s.heapMaximum)]
   ]
