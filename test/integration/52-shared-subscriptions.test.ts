@@ -216,8 +216,13 @@ test('mosquitto_sub with $share: two of them split 10 messages 5 and 5', async (
   const b = await startTestBroker()
   onTestFinished(() => b.close())
   const port = String(b.port())
-  const subs = ['ms1', 'ms2'].map(id => mosquittoSub(['-p', port, '-i', id, '-q', '1', '-t', '$share/m/ms/#'], 5))
-  for (const s of subs) await s.ready
+  // one after the other: the round robin starts with the member that joined first
+  const subs: Array<ReturnType<typeof mosquittoSub>> = []
+  for (const id of ['ms1', 'ms2']) {
+    const s = mosquittoSub(['-p', port, '-i', id, '-q', '1', '-t', '$share/m/ms/#'], 5)
+    await s.ready
+    subs.push(s)
+  }
   const pub = await run('mosquitto_pub', ['-p', port, '-q', '1', '-t', 'ms/t', '-l'], { input: range(10).join('\n') + '\n' })
   expect(pub.code).toBe(0)
   const outs = await Promise.all(subs.map(s => s.done))
