@@ -97,7 +97,12 @@ export class BridgeQueue {
     const entry: QueuedMessage = { ...m, seq: this.nextSeq++, stored: this.db === undefined, sent: false }
     this.entries.push(entry)
     if (this.db === undefined) return Promise.resolve()
-    return this.db.put(key(entry.seq), encode(entry), { sync: this.sync }).then(() => { entry.stored = true })
+    return this.db.put(key(entry.seq), encode(entry), { sync: this.sync }).then(() => { entry.stored = true }, (err: unknown) => {
+      // an entry that is never stored would hold back every later one (ready() stops at it); the publish fails instead
+      const i = this.entries.indexOf(entry)
+      if (i >= 0) this.entries.splice(i, 1)
+      throw err
+    })
   }
 
   /** Entries in order, up to the first one not yet stored (sending further would break the order). */
