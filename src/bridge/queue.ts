@@ -2,7 +2,9 @@
  * The outgoing queue of one bridge: QoS 1/2 messages for the remote, in the order they were published locally,
  * each held until the remote acknowledged it. With `persistence true` it is a LevelDB of its own
  * (`<persistence_location>/bridges/<name>`), so that a remote outage, a restart or a SIGKILL loses nothing; with
- * `persistence false` it lives in memory only, as everything else then does.
+ * `persistence false` it lives in memory only, as everything else then does. In a cluster (`cluster_redis`) it is a
+ * Redis hash, `midge:bridge:<name>:queue` (seq -> message), so that the node that takes the bridge over (lease.ts)
+ * reads what the previous owner held.
  *
  * Every entry is also kept in memory (the bound, `bridge_max_queued_messages`, caps that); the store is only read
  * at start. An entry is sent only once its write completed: LevelDB completes concurrent operations in any order,
@@ -12,7 +14,50 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ClassicLevel } from 'classic-level'
 import { loadClassicLevel } from '../persistence/level.js'
+import type { RedisClient } from '../cluster/redis.js'
 import { BrokerError } from '../errors.js'
+
+/** Where the entries are kept besides memory: read once at open, then written through. */
+interface QueueStore {
+  /** Every entry, oldest first. */
+  load (): AsyncIterable<[number, Buffer]>
+  put (seq: number, value: Buffer): Promise<void>
+  del (seq: number): Promise<void>
+  close (): Promise<void>
+}
+
+class LevelQueueStore implements QueueStore {
+  constructor (private readonly db: ClassicLevel<string, Buffer>, private readonly sync: boolean) {}
+  async * load (): AsyncIterable<[number, Buffer]> {
+    for await (const [k, v] of this.db.iterator()) yield [parseInt(k, 16), v]
+  }
+
+  put (seq: number, value: Buffer): Promise<void> { return this.db.put(key(seq), value, { sync: this.sync }) }
+  del (seq: number): Promise<void> { return this.db.del(key(seq), { sync: this.sync }) }
+  close (): Promise<void> { return this.db.close() }
+}
+
+/**
+ * One hash per bridge. Redis answers one connection's commands in order, so a delete never overtakes its put; the
+ * connection is the cluster node's store connection, closed by the node.
+ */
+class RedisQueueStore implements QueueStore {
+  constructor (private readonly redis: RedisClient, private readonly hash: string) {}
+  async * load (): AsyncIterable<[number, Buffer]> {
+    const all = await this.redis.hgetallBuffer(this.hash)
+    // fixed-width hex: the string order is the numeric order
+    for (const k of Object.keys(all).sort()) yield [parseInt(k, 16), all[k]!]
+  }
+
+  async put (seq: number, value: Buffer): Promise<void> { await this.redis.hset(this.hash, key(seq), value) }
+  async del (seq: number): Promise<void> { await this.redis.hdel(this.hash, key(seq)) }
+  async close (): Promise<void> {}
+}
+
+/** The Redis hash of a bridge's queue in a cluster (midge store and tests read it too). */
+export function redisQueueKey (name: string): string {
+  return `midge:bridge:${name}:queue`
+}
 
 export interface QueuedMessage {
   seq: number
@@ -60,10 +105,10 @@ export class BridgeQueue {
   /** Oldest first. Acknowledged entries leave from anywhere (a QoS 2 may finish after a later QoS 1). */
   private readonly entries: QueuedMessage[] = []
   private nextSeq = 1
-  private constructor (private readonly db: ClassicLevel<string, Buffer> | undefined, private readonly sync: boolean, readonly limit: number) {}
+  private constructor (private readonly store: QueueStore | undefined, readonly limit: number) {}
 
   static async open (opts: { name: string, location?: string, sync: boolean, limit: number }): Promise<BridgeQueue> {
-    if (opts.location === undefined) return new BridgeQueue(undefined, false, opts.limit)
+    if (opts.location === undefined) return new BridgeQueue(undefined, opts.limit)
     const path = join(opts.location, 'bridges', opts.name)
     const Level = await loadClassicLevel()
     let db: ClassicLevel<string, Buffer>
@@ -75,9 +120,17 @@ export class BridgeQueue {
       const cause = (err as { cause?: Error }).cause
       throw new BrokerError('STORE_OPEN', `Error: cannot open the queue of bridge ${opts.name} (${path}): ${cause?.message ?? (err as Error).message}.`, { cause: err })
     }
-    const q = new BridgeQueue(db, opts.sync, opts.limit)
-    for await (const [k, v] of db.iterator()) {
-      const seq = parseInt(k, 16)
+    return BridgeQueue.load(new LevelQueueStore(db, opts.sync), opts.limit)
+  }
+
+  /** The queue of a bridge in a cluster: read by whichever node holds the bridge's lease. */
+  static async openRedis (opts: { name: string, redis: RedisClient, limit: number }): Promise<BridgeQueue> {
+    return BridgeQueue.load(new RedisQueueStore(opts.redis, redisQueueKey(opts.name)), opts.limit)
+  }
+
+  private static async load (store: QueueStore, limit: number): Promise<BridgeQueue> {
+    const q = new BridgeQueue(store, limit)
+    for await (const [seq, v] of store.load()) {
       q.entries.push(decode(seq, v))
       q.nextSeq = seq + 1
     }
@@ -94,10 +147,10 @@ export class BridgeQueue {
 
   /** Appends a message; resolves once it is in the store. The caller checks `full` first. */
   push (m: { topic: string, payload: Buffer, qos: 1 | 2, retain: boolean }): Promise<void> {
-    const entry: QueuedMessage = { ...m, seq: this.nextSeq++, stored: this.db === undefined, sent: false }
+    const entry: QueuedMessage = { ...m, seq: this.nextSeq++, stored: this.store === undefined, sent: false }
     this.entries.push(entry)
-    if (this.db === undefined) return Promise.resolve()
-    return this.db.put(key(entry.seq), encode(entry), { sync: this.sync }).then(() => { entry.stored = true }, (err: unknown) => {
+    if (this.store === undefined) return Promise.resolve()
+    return this.store.put(entry.seq, encode(entry)).then(() => { entry.stored = true }, (err: unknown) => {
       // an entry that is never stored would hold back every later one (ready() stops at it); the publish fails instead
       const i = this.entries.indexOf(entry)
       if (i >= 0) this.entries.splice(i, 1)
@@ -118,11 +171,11 @@ export class BridgeQueue {
     const i = this.entries.indexOf(entry)
     if (i < 0) return Promise.resolve()
     this.entries.splice(i, 1)
-    if (this.db === undefined) return Promise.resolve()
-    return this.db.del(key(entry.seq), { sync: this.sync })
+    if (this.store === undefined) return Promise.resolve()
+    return this.store.del(entry.seq)
   }
 
   async close (): Promise<void> {
-    await this.db?.close()
+    await this.store?.close()
   }
 }
