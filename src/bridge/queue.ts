@@ -178,8 +178,8 @@ export class BridgeQueue {
       await db.open()
     } catch (err) {
       const cause = (err as { cause?: { code?: string, message?: string } }).cause
-      const code = cause?.code === 'LEVEL_LOCKED' ? 'STORE_LOCKED' : 'STORE_OPEN'
-      throw new BrokerError(code, `Error: cannot open the queue of bridge ${opts.name} (${path}): ${cause?.message ?? (err as Error).message}.`, { cause: err })
+      if (cause?.code === 'LEVEL_LOCKED') throw new BrokerError('STORE_LOCKED', `Error: the queue of bridge ${opts.name} (${path}) is locked: stop the Midge using it first.`, { cause: err })
+      throw new BrokerError('STORE_OPEN', `Error: cannot open the queue of bridge ${opts.name} (${path}): ${cause?.message ?? (err as Error).message}.`, { cause: err })
     }
     return BridgeQueue.load(new LevelQueueStore(db, opts.sync), opts.limit)
   }

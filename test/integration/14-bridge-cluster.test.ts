@@ -8,7 +8,7 @@ import { userInfo } from 'node:os'
 import { connect, until, type Received } from '../helpers/mqtt.js'
 import { tempDir } from '../helpers/start-broker.js'
 import { startRedis } from '../helpers/redis.js'
-import { freePort, spawnMidge, spawnMosquitto, writeConf, type Daemon } from '../helpers/processes.js'
+import { freePort, runMidge, spawnMidge, spawnMosquitto, writeConf, type Daemon } from '../helpers/processes.js'
 
 /** src/cluster/journal.ts LEASE_MS and src/cluster/lease.ts RENEW_MS. */
 const LEASE_MS = 5_000
@@ -76,6 +76,9 @@ test('one node runs the bridge; the other takes it over with its Redis queue aft
   await Promise.all(Array.from({ length: QUEUED }, (_, i) => pubB.publishAsync('load/x', `q${i}`, { qos: 1 })))
   const hlen = async (): Promise<number> => Number((await redis.command('HLEN', 'midge:bridge:cloud:queue')).replace(/^:/, '').trim())
   await expect.poll(hlen, { timeout: 10_000, interval: 50 }).toBe(QUEUED)
+  const shown = await runMidge(['store', 'bridges', '-c', await conf('a')], dir)
+  expect(shown.code).toBe(0)
+  expect(shown.output).toMatch(new RegExp(`^Bridge queues \\(Redis\\):\n {2}cloud: ${QUEUED} message\\(s\\), 0 sent and not yet acknowledged; oldest queued \\S+ \\(\\d+ s ago\\) for load/x\n$`))
 
   // SIGKILL the holder: b takes the lease once it expires, reads the queue and sends it
   const killedAt = Date.now()
@@ -104,6 +107,10 @@ test('one node runs the bridge; the other takes it over with its Redis queue aft
   await pubC.publishAsync('load/x', 'after', { qos: 1 })
   await until(watcher, got, g => g.some(m => m.payload === 'after'), 'a message through the new holder')
   await pubC.endAsync()
+  // the node running it keeps the queue in memory too: not dropped under it
+  const refused = await runMidge(['store', 'bridges', '-c', await conf('c'), '--drop', 'cloud'], dir)
+  expect(refused.code).toBe(2)
+  expect(refused.output).toContain('Error: bridge cloud is running on a node of the cluster (midge:bridge:cloud:lease is held): stop that node\'s bridge first.')
   // their node is gone
   pubB.end(true)
   subB.end(true)
