@@ -599,7 +599,31 @@ export class Bridge {
     }
     if (c.startType === 'lazy') this.armIdleCheck()
     if (!c.roundRobin && this.addressIndex !== 0) this.armPrimaryProbe()
+    if (c.localCleanSession && this.queue.length > 0) {
+      void this.cleanLocalSession()
+      return
+    }
     this.pump()
+  }
+
+  /**
+   * local_cleansession true (the default with cleansession true): as mosquitto 2.0.11 does, what was queued here
+   * while the bridge was not connected is dropped when it connects (measured: 2 QoS 1 messages published during an
+   * outage reach the remote with local_cleansession false, none with true, on the first connection and on a
+   * reconnection).
+   */
+  private async cleanLocalSession (): Promise<void> {
+    const gen = this.gen
+    const n = this.queue.length
+    this.heldIds.clear()
+    try {
+      await this.queue.clear()
+    } catch (err) {
+      this.log.error({ bridge: this.cfg.name, err: (err as Error).message }, `Bridge ${this.cfg.name}: could not empty the queue (local_cleansession true): ${(err as Error).message}.`)
+    }
+    this.stats.dropped += n
+    this.log.warn({ bridge: this.cfg.name, dropped: n }, `Bridge ${this.cfg.name}: local_cleansession true: ${n} message(s) queued while not connected dropped.`)
+    if (gen === this.gen) this.pump()
   }
 
   private onClosed (where: string): void {
