@@ -23,7 +23,6 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ListenerConfig } from '../config/schema.js'
 import type { BridgeAddress, BridgeConfig } from '../config/bridge.js'
 import type { BridgeQueue, BridgeProperties, QueuedMessage } from './queue.js'
-import type { BridgePeers } from './peers.js'
 import { isIn, isOut, localFilter, remoteFilter, toLocal, toRemote } from './topics.js'
 
 /** TLS material read at start-up (a missing file stops start-up, it does not surface at the first connect). */
@@ -48,8 +47,6 @@ export interface BridgeDeps {
   /** `message_size_limit` (0 = none): larger incoming messages are dropped and counted, as for clients. */
   messageSizeLimit: number
   tlsFiles?: BridgeTlsFiles
-  /** Other brokers' bridges connected here: what they publish is not forwarded (peers.ts). */
-  peers?: BridgePeers
 }
 
 export type BridgeState = 'stopped' | 'connecting' | 'connected' | 'waiting'
@@ -82,6 +79,9 @@ const DENIED_LOGGED_TOPICS = 1_000
 const ECHO_MEMORY = 10_000
 /** A graceful stop waits this long for the remote to take the last state message and DISCONNECT. */
 const STOP_GRACE_MS = 1_000
+/** Where brokers' bridges publish their state (mosquitto's default notification_topic): names the bridge's client id. */
+const REMOTE_BRIDGE_STATE_FILTER = '$SYS/broker/connection/+/state'
+const REMOTE_BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/
 /** [MQTT-2.2.1] packet identifiers are 1..65535. */
 const MAX_PACKET_ID = 65_535
 /** PUBREL, fixed header: type 6 with the reserved flags 0b0010 [MQTT-3.6.1-1], remaining length 2. */
@@ -189,6 +189,8 @@ export class Bridge {
   private readonly byId = new Map<number, QueuedMessage>()
   /** The remote kept our session (CONNACK session present): a message past PUBREC needs only its PUBREL again. */
   private sessionPresent = false
+  /** Client ids of the remote's own bridges (and bridges connected to it), from its notification topics. */
+  private readonly remoteBridges = new Set<string>()
 
   constructor (readonly cfg: BridgeConfig, readonly queue: BridgeQueue, private readonly deps: BridgeDeps) {
     this.delayMs = this.baseDelay()
@@ -215,7 +217,7 @@ export class Bridge {
   private readonly onLocal = (packet: AedesPublishPacket, done: (err?: Error) => void): void => {
     if (this.seen.has(packet)) { done(); return }
     this.seen.add(packet)
-    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.deps.peers?.fromPeer(packet as { clientId?: string }) === true) { done(); return }
+    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.fromRemotesBridge(packet as { clientId?: string })) { done(); return }
     const m = toRemote(this.cfg.topics, packet.topic)
     if (m === undefined) { done(); return }
     const qos = Math.min(packet.qos, m.rule.qos) as 0 | 1 | 2
@@ -260,6 +262,16 @@ export class Bridge {
       // the publish fails with it: a QoS 1 message then stays in Midge's journal and is routed again after a restart
       done(err)
     })
+  }
+
+  /**
+   * A message another broker's bridge published here is relayed onward, as mosquitto does (Pi -> relay -> cloud),
+   * except over a bridge whose remote runs that bridge: that would send it straight back (two brokers bridged to each
+   * other; mosquitto 2.0.11 passes such a message back and forth without end). The remote's bridges are known by
+   * their client ids from its notification topics (see onConnected).
+   */
+  private fromRemotesBridge (packet: { clientId?: string }): boolean {
+    return packet.clientId !== undefined && this.remoteBridges.has(packet.clientId)
   }
 
   /** MQTT 5 only: the properties of a message, with its remaining expiry interval. */
@@ -530,7 +542,12 @@ export class Bridge {
     if (a.websocket) client = mqttConnect(opts)
     else client = new MqttClient(() => this.stream(a), opts)
     this.client = client
-    client.handleMessage = (packet, cb) => { if (gen === this.gen) this.onRemote(packet, cb); else cb() }
+    client.handleMessage = (packet, cb) => {
+      if (gen !== this.gen) { cb(); return }
+      const bridgeId = REMOTE_BRIDGE_STATE.exec(packet.topic)?.[1]
+      if (bridgeId !== undefined) this.remoteBridges.add(bridgeId)
+      this.onRemote(packet, cb)
+    }
     client.on('packetreceive', (packet: Packet) => this.onPacket(gen, packet))
     client.on('connect', (connack: IConnackPacket) => { if (gen === this.gen) this.onConnected(where, connack) })
     client.on('error', (err: Error & { code?: unknown }) => {
@@ -580,6 +597,10 @@ export class Bridge {
       const prev = subs[f]
       subs[f] = { qos: Math.max(prev?.qos ?? 0, t.qos) as 0 | 1 | 2, ...(c.protocolVersion === 5 ? { nl: true, rap: true } : {}) }
     }
+    // the remote's bridges, from the notification each publishes there (mosquitto's and Midge's default topic): a
+    // message one of them published here does not go back over this bridge (fromRemotesBridge)
+    this.remoteBridges.clear()
+    subs[REMOTE_BRIDGE_STATE_FILTER] = { qos: 0, ...(c.protocolVersion === 5 ? { nl: true, rap: true } : {}) }
     if (Object.keys(subs).length > 0) {
       client.subscribe(subs, (err, granted) => {
         if (err) { this.log.warn({ bridge: c.name, err: err.message }, `Bridge ${c.name}: subscribing on the remote failed: ${err.message}.`); return }

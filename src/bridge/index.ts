@@ -13,7 +13,6 @@ import type { AuthChain } from '../auth/chain.js'
 import { BrokerError, fileErrorReason } from '../errors.js'
 import { Bridge, type BridgeTlsFiles } from './bridge.js'
 import { BridgeQueue } from './queue.js'
-import type { BridgePeers } from './peers.js'
 import type { BridgeConfig } from '../config/bridge.js'
 import type { RedisClient } from '../cluster/redis.js'
 import { RedisLease } from '../cluster/lease.js'
@@ -26,7 +25,6 @@ export interface BridgeDeps {
   aedes: Aedes
   auth: AuthChain
   log: Logger
-  peers?: BridgePeers
   /** cluster_redis: the node's store connection and its broker id (the lease holder). */
   cluster?: { redis: RedisClient, holder: string }
 }
@@ -103,7 +101,7 @@ export class Bridges {
           const kept = cluster ? 'in Redis' : config.persistence.enabled ? 'in the store' : 'in memory'
           log.info({ bridge: b.name }, `Bridge ${b.name}: start_type ${b.startType} to ${where}${b.tls ? ' (TLS)' : ''}, ${b.topics.length} topic(s), queue ${kept} (at most ${b.maxQueuedMessages}).`)
           if (queue.length > 0) log.info({ bridge: b.name, queued: queue.length }, `Bridge ${b.name}: ${queue.length} message(s) ${cluster ? 'left by the previous holder' : 'from the last run'} are queued for the remote.`)
-          const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), retainAvailable: config.limits.retainAvailable, messageSizeLimit: config.limits.messageSizeLimit, ...(deps.peers ? { peers: deps.peers } : {}), ...(files ? { tlsFiles: files } : {}) })
+          const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), retainAvailable: config.limits.retainAvailable, messageSizeLimit: config.limits.messageSizeLimit, ...(files ? { tlsFiles: files } : {}) })
           try {
             await bridge.start()
           } catch (err) {

@@ -170,8 +170,7 @@ export class Broker {
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
-    this.bridgePeers.attach(this.aedes)
-    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers, ...(cluster ? { cluster: { redis: cluster.conns.store, holder: cluster.brokerId } } : {}) })
+    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, ...(cluster ? { cluster: { redis: cluster.conns.store, holder: cluster.brokerId } } : {}) })
     // replays the QoS 1 journal into the queues before anyone can connect
     await this.storeStep(() => this.durability.attach(this.aedes))
     // and, in a cluster, the journals of nodes that are gone, while running (src/cluster/journal.ts)
