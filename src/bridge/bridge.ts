@@ -635,10 +635,10 @@ export class Bridge {
    */
   private async cleanLocalSession (): Promise<void> {
     const gen = this.gen
-    const n = this.queue.length
     this.heldIds.clear()
+    let n = 0
     try {
-      await this.queue.clear()
+      n = await this.queue.clear()
     } catch (err) {
       this.log.error({ bridge: this.cfg.name, err: (err as Error).message }, `Bridge ${this.cfg.name}: could not empty the queue (local_cleansession true): ${(err as Error).message}.`)
     }

@@ -271,11 +271,16 @@ export class BridgeQueue {
     return this.store.del(entry.sent ? [key(entry.seq), stateKey(entry.seq)] : [key(entry.seq)])
   }
 
-  /** Drops every message (`midge store bridges --drop`). */
+  /**
+   * Drops every stored message (`midge store bridges --drop`, local_cleansession). One whose write is still under way
+   * stays: its write could land after the delete and bring it back after a restart.
+   */
   async clear (): Promise<number> {
-    const all = this.entries.splice(0)
-    if (this.store !== undefined && all.length > 0) await this.store.del(all.flatMap(e => [key(e.seq), stateKey(e.seq)]))
-    return all.length
+    const gone = this.entries.filter(e => e.stored)
+    const kept = this.entries.filter(e => !e.stored)
+    this.entries.splice(0, this.entries.length, ...kept)
+    if (this.store !== undefined && gone.length > 0) await this.store.del(gone.flatMap(e => [key(e.seq), stateKey(e.seq)]))
+    return gone.length
   }
 
   async close (): Promise<void> {
