@@ -34,6 +34,8 @@ export class RedisLease {
   private ticking: Promise<void> | undefined
   private stopped = false
   private failing = false
+  /** Fires RENEW_MS before the lease would expire for the other nodes, unless a renewal came first. */
+  private guard: NodeJS.Timeout | undefined
 
   constructor (
     private readonly redis: RedisClient,
@@ -66,8 +68,13 @@ export class RedisLease {
     try {
       if (this.held) {
         const ok = await this.redis.eval(RENEW_SCRIPT, 1, this.key, this.holder, String(LEASE_MS)) === 1
+        // given up meanwhile (the guard fired while Redis was slow): free it, a fresh acquisition starts the work
+        if (!this.held) {
+          if (ok) await this.release()
+          return
+        }
         if (ok) {
-          this.heldUntil = now + LEASE_MS
+          this.hold(now)
           this.recovered()
           return
         }
@@ -78,7 +85,7 @@ export class RedisLease {
       const got = await this.redis.set(this.key, this.holder, 'PX', LEASE_MS, 'NX') === 'OK'
       this.recovered()
       if (!got || this.stopped) return
-      this.heldUntil = now + LEASE_MS
+      this.hold(now)
       // in the background: renewals go on while the work starts (a long queue takes a while to read)
       void this.serial(async () => {
         try {
@@ -95,12 +102,19 @@ export class RedisLease {
         this.failing = true
         this.log.warn({ lease: this.key, err: (err as Error).message }, `cluster: ${this.what}: Redis did not answer the lease (${(err as Error).message}).`)
       }
-      // given up RENEW_MS before it expires: by then another node may take it
-      if (this.held && Date.now() >= this.heldUntil - RENEW_MS) {
-        this.log.warn({ lease: this.key }, `cluster: ${this.what}: lease not renewed for ${(LEASE_MS - RENEW_MS) / 1000} s; stopping here.`)
-        await this.drop()
-      }
     }
+  }
+
+  /** Held until `since` + LEASE_MS; given up RENEW_MS before that unless renewed: by then another node may take it. */
+  private hold (since: number): void {
+    this.heldUntil = since + LEASE_MS
+    clearTimeout(this.guard)
+    this.guard = setTimeout(() => {
+      if (!this.held || Date.now() < this.heldUntil - RENEW_MS) return
+      this.log.warn({ lease: this.key }, `cluster: ${this.what}: lease not renewed for ${(LEASE_MS - RENEW_MS) / 1000} s; stopping here.`)
+      void this.drop()
+    }, LEASE_MS - RENEW_MS)
+    this.guard.unref()
   }
 
   private recovered (): void {
@@ -122,6 +136,7 @@ export class RedisLease {
   private async drop (): Promise<void> {
     if (!this.held) return
     this.heldUntil = 0
+    clearTimeout(this.guard)
     await this.serial(() => this.events.lost())
   }
 
@@ -133,6 +148,7 @@ export class RedisLease {
   async stop (): Promise<void> {
     this.stopped = true
     clearInterval(this.timer)
+    clearTimeout(this.guard)
     await this.ticking
     await this.work
     if (!this.held) return

@@ -9,6 +9,7 @@ import { connect, until, type Received } from '../helpers/mqtt.js'
 import { tempDir } from '../helpers/start-broker.js'
 import { startRedis } from '../helpers/redis.js'
 import { freePort, runMidge, spawnMidge, spawnMosquitto, writeConf, type Daemon } from '../helpers/processes.js'
+import { startRemote } from '../helpers/bridge.js'
 
 /** src/cluster/journal.ts LEASE_MS and src/cluster/lease.ts RENEW_MS. */
 const LEASE_MS = 5_000
@@ -116,4 +117,37 @@ test('one node runs the bridge; the other takes it over with its Redis queue aft
   subB.end(true)
   await watcher.endAsync()
   console.log(`bridge lease: taken over ${takeoverMs} ms after SIGKILL, ${handoverMs} ms after SIGTERM; ${got.length - QUEUED - 1} duplicate(s)`)
+})
+
+test('the holder stops the bridge when Redis is gone for the lease time; once Redis is back, one node runs it', { timeout: 120_000 }, async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-bridge-cluster-redis-')
+  onTestFinished(remove)
+  const redis = await startRedis()
+  onTestFinished(() => redis.close())
+  const remote = await startRemote(onTestFinished)
+  const conf = (node: string): Promise<string> => writeConf(dir, [
+    'listener 0 127.0.0.1', 'allow_anonymous true', `cluster_redis ${redis.url}`, `node_id ${node}`,
+    'connection cloud', `address 127.0.0.1:${remote.port}`, 'remote_clientid pi', 'restart_timeout 1', 'topic load/# out 1'
+  ].join('\n'), `${node}.conf`)
+  const a = await spawnMidge(await conf('a'), dir)
+  onTestFinished(async () => { await a.kill('SIGKILL') })
+  await a.logged(HOLDS)
+  const b = await spawnMidge(await conf('b'), dir)
+  onTestFinished(async () => { await b.kill('SIGKILL') })
+
+  const stoppedAt = Date.now()
+  await redis.stop()
+  await a.waitFor(/cluster: bridge cloud: lease not renewed for 4 s; stopping here\./, LEASE_MS + START_SLACK_MS)
+  // given up before the lease could have expired for the other nodes (its last renewal was before Redis stopped)
+  expect(Date.now() - stoppedAt).toBeLessThan(LEASE_MS)
+  await a.logged(/Bridge cloud: stopped on this node \(a-1\); another node takes it over\./)
+  expect(b.output()).not.toMatch(HOLDS)
+
+  const [aMark, bMark] = [a.output().length, b.output().length]
+  await redis.start()
+  await expect.poll(() => HOLDS.test(a.output().slice(aMark)) || HOLDS.test(b.output().slice(bMark)), { timeout: LEASE_MS + RENEW_MS + START_SLACK_MS }).toBe(true)
+  // a second renewal round: still exactly one
+  await new Promise(resolve => setTimeout(resolve, 2 * RENEW_MS))
+  const holders = [a.output().slice(aMark), b.output().slice(bMark)].filter(o => HOLDS.test(o))
+  expect(holders).toHaveLength(1)
 })
