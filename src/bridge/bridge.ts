@@ -117,8 +117,8 @@ class PacketIds implements NonNullable<IClientOptions['messageIdProvider']> {
   private readonly transient = new Set<number>()
   constructor (private readonly held: Set<number>) {}
 
-  /** The next allocate() returns `id`. */
-  pin (id: number): void { this.pinned = id }
+  /** The next allocate() returns `id`; `undefined` forgets a pin nothing took. */
+  pin (id: number | undefined): void { this.pinned = id }
 
   allocate (): number | null {
     if (this.pinned !== undefined) {
@@ -139,7 +139,10 @@ class PacketIds implements NonNullable<IClientOptions['messageIdProvider']> {
   getLastAllocated (): number | null { return this.last }
   register (): boolean { return true }
   deallocate (id: number): void { this.transient.delete(id) }
-  clear (): void { this.transient.clear() }
+  clear (): void {
+    this.transient.clear()
+    this.pinned = undefined
+  }
 }
 
 export class Bridge {
@@ -346,6 +349,8 @@ export class Bridge {
       }
       this.acknowledged(e)
     })
+    // MQTT.js took the pin unless it refused the publish (closing): the next packet must not get this id
+    this.ids.pin(undefined)
   }
 
   /** QoS 2 past PUBREC before a reconnect or restart, session kept by the remote: only the PUBREL goes again. */
