@@ -16,14 +16,13 @@ import net from 'node:net'
 import { createHash } from 'node:crypto'
 import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { MqttClient, connect as mqttConnect, type IClientOptions, type IPublishPacket, type IConnackPacket, type IDisconnectPacket } from 'mqtt'
+import { MqttClient, connect as mqttConnect, type IClientOptions, type IPublishPacket, type IConnackPacket, type IDisconnectPacket, type Packet } from 'mqtt'
 import type { Aedes, AedesPublishPacket } from 'aedes'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ListenerConfig } from '../config/schema.js'
 import type { BridgeAddress, BridgeConfig } from '../config/bridge.js'
-import type { BridgeQueue, QueuedMessage } from './queue.js'
-import type { BridgePeers } from './peers.js'
+import type { BridgeQueue, BridgeProperties, QueuedMessage } from './queue.js'
 import { isIn, isOut, localFilter, remoteFilter, toLocal, toRemote } from './topics.js'
 
 /** TLS material read at start-up (a missing file stops start-up, it does not surface at the first connect). */
@@ -48,8 +47,6 @@ export interface BridgeDeps {
   /** `message_size_limit` (0 = none): larger incoming messages are dropped and counted, as for clients. */
   messageSizeLimit: number
   tlsFiles?: BridgeTlsFiles
-  /** Other brokers' bridges connected here: what they publish is not forwarded (peers.ts). */
-  peers?: BridgePeers
 }
 
 export type BridgeState = 'stopped' | 'connecting' | 'connected' | 'waiting'
@@ -82,6 +79,71 @@ const DENIED_LOGGED_TOPICS = 1_000
 const ECHO_MEMORY = 10_000
 /** A graceful stop waits this long for the remote to take the last state message and DISCONNECT. */
 const STOP_GRACE_MS = 1_000
+/** Where brokers' bridges publish their state (mosquitto's default notification_topic): names the bridge's client id. */
+const REMOTE_BRIDGE_STATE_FILTER = '$SYS/broker/connection/+/state'
+const REMOTE_BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/
+/** [MQTT-2.2.1] packet identifiers are 1..65535. */
+const MAX_PACKET_ID = 65_535
+/** PUBREL, fixed header: type 6 with the reserved flags 0b0010 [MQTT-3.6.1-1], remaining length 2. */
+const PUBREL_HEADER = [0x62, 0x02]
+
+/** The MQTT 5 properties that cross a bridge (not topic aliases, subscription identifiers or the expiry, kept apart). */
+function bridgeProperties (p: Record<string, unknown> | undefined): BridgeProperties | undefined {
+  if (p === undefined) return undefined
+  const out: BridgeProperties = {}
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator as boolean
+  if (p.contentType !== undefined) out.contentType = p.contentType as string
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic as string
+  if (p.correlationData !== undefined) out.correlationData = Buffer.from(p.correlationData as Buffer)
+  if (p.userProperties !== undefined) out.userProperties = p.userProperties as Record<string, string | string[]>
+  return Object.keys(out).length > 0 ? out : undefined
+}
+
+/** The remaining Message Expiry Interval in seconds, rounded up as aedes does on delivery. */
+function remainingSeconds (expiresAt: number, now: number): number {
+  return Math.ceil((expiresAt - now) / 1000)
+}
+
+/**
+ * Packet ids towards the remote. A queued message keeps the id it was first sent with, across reconnects and
+ * restarts (a resent PUBLISH and a PUBREL must carry it), so MQTT.js is given ids from here: the id of the message
+ * it is about to publish when one is pinned, otherwise a free one (subscriptions, state messages, first sends).
+ */
+class PacketIds implements NonNullable<IClientOptions['messageIdProvider']> {
+  private pinned: number | undefined
+  private last = 0
+  private next = 0
+  /** Ids given out for other packets, until MQTT.js hands them back. */
+  private readonly transient = new Set<number>()
+  constructor (private readonly held: Set<number>) {}
+
+  /** The next allocate() returns `id`; `undefined` forgets a pin nothing took. */
+  pin (id: number | undefined): void { this.pinned = id }
+
+  allocate (): number | null {
+    if (this.pinned !== undefined) {
+      this.last = this.pinned
+      this.pinned = undefined
+      return this.last
+    }
+    for (let i = 0; i < MAX_PACKET_ID; i++) {
+      this.next = this.next % MAX_PACKET_ID + 1
+      if (this.held.has(this.next) || this.transient.has(this.next)) continue
+      this.transient.add(this.next)
+      this.last = this.next
+      return this.next
+    }
+    return null
+  }
+
+  getLastAllocated (): number | null { return this.last }
+  register (): boolean { return true }
+  deallocate (id: number): void { this.transient.delete(id) }
+  clear (): void {
+    this.transient.clear()
+    this.pinned = undefined
+  }
+}
 
 export class Bridge {
   readonly stats: BridgeStats = { sent: 0, received: 0, dropped: 0, reconnects: 0, connects: 0 }
@@ -123,10 +185,21 @@ export class Bridge {
   private echoFilter = false
   /** MQTT 5: the largest packet the remote takes (CONNACK Maximum Packet Size); 0 = not said. */
   private remoteMaxPacket = 0
+  /** Packet ids held by queued messages that were sent; with the ids MQTT.js uses for everything else. */
+  private readonly heldIds: Set<number>
+  private readonly ids: PacketIds
+  /** This connection's sent messages by packet id: PUBREC and PUBCOMP find their message here. */
+  private readonly byId = new Map<number, QueuedMessage>()
+  /** The remote kept our session (CONNACK session present): a message past PUBREC needs only its PUBREL again. */
+  private sessionPresent = false
+  /** Client ids of the remote's own bridges (and bridges connected to it), from its notification topics. */
+  private readonly remoteBridges = new Set<string>()
 
   constructor (readonly cfg: BridgeConfig, readonly queue: BridgeQueue, private readonly deps: BridgeDeps) {
     this.delayMs = this.baseDelay()
     this.outFilters = [...new Set(cfg.topics.filter(isOut).map(localFilter))]
+    this.heldIds = queue.packetIds()
+    this.ids = new PacketIds(this.heldIds)
   }
 
   private get log (): Logger {
@@ -147,12 +220,16 @@ export class Bridge {
   private readonly onLocal = (packet: AedesPublishPacket, done: (err?: Error) => void): void => {
     if (this.seen.has(packet)) { done(); return }
     this.seen.add(packet)
-    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.deps.peers?.fromPeer(packet as { clientId?: string }) === true) { done(); return }
+    if (this.injected.has(packet.payload as Buffer) || packet.topic === this.cfg.notificationTopic || this.fromRemotesBridge(packet as { clientId?: string })) { done(); return }
     const m = toRemote(this.cfg.topics, packet.topic)
     if (m === undefined) { done(); return }
     const qos = Math.min(packet.qos, m.rule.qos) as 0 | 1 | 2
     const retain = this.cfg.outgoingRetain && packet.retain === true
     const payload = packet.payload as Buffer
+    const v5 = packet as AedesPublishPacket & { properties?: Record<string, unknown>, messageExpiry?: number }
+    const properties = bridgeProperties(v5.properties)
+    const interval = v5.properties?.messageExpiryInterval as number | undefined
+    const expiresAt = v5.messageExpiry ?? (interval !== undefined && interval > 0 ? Date.now() + interval * 1000 : undefined)
     if (this.cfg.maxPacketSize > 0 && publishSize(m.topic, payload, qos) > this.cfg.maxPacketSize) {
       this.stats.dropped++
       this.log.warn({ bridge: this.cfg.name, topic: packet.topic }, `Bridge ${this.cfg.name}: message on ${packet.topic} larger than bridge_max_packet_size (${this.cfg.maxPacketSize}), dropped.`)
@@ -162,7 +239,7 @@ export class Bridge {
     if (qos === 0) {
       if (this.state === 'connected' && this.client) {
         this.expectEcho(m.topic, payload)
-        this.client.publish(m.topic, payload, { qos: 0, retain })
+        this.client.publish(m.topic, payload, { qos: 0, retain, ...this.publishProperties(properties, expiresAt) })
         this.stats.sent++
         this.touch()
       } else this.stats.dropped++
@@ -178,7 +255,7 @@ export class Bridge {
       done()
       return
     }
-    this.queue.push({ topic: m.topic, payload, qos, retain }).then(() => {
+    this.queue.push({ topic: m.topic, payload, qos, retain, ...(properties ? { properties } : {}), ...(expiresAt !== undefined ? { expiresAt } : {}) }).then(() => {
       this.pump()
       if (this.cfg.startType === 'lazy' && this.state === 'stopped' && this.queue.length >= this.cfg.threshold) this.connect()
       done()
@@ -190,11 +267,28 @@ export class Bridge {
     })
   }
 
+  /**
+   * A message another broker's bridge published here is relayed onward, as mosquitto does (Pi -> relay -> cloud),
+   * except over a bridge whose remote runs that bridge: that would send it straight back (two brokers bridged to each
+   * other; mosquitto 2.0.11 passes such a message back and forth without end). The remote's bridges are known by
+   * their client ids from its notification topics (see onConnected).
+   */
+  private fromRemotesBridge (packet: { clientId?: string }): boolean {
+    return packet.clientId !== undefined && this.remoteBridges.has(packet.clientId)
+  }
+
+  /** MQTT 5 only: the properties of a message, with its remaining expiry interval. */
+  private publishProperties (p: BridgeProperties | undefined, expiresAt: number | undefined): { properties?: Record<string, unknown> } {
+    if (this.cfg.protocolVersion !== 5 || (p === undefined && expiresAt === undefined)) return {}
+    return { properties: { ...p, ...(expiresAt !== undefined ? { messageExpiryInterval: remainingSeconds(expiresAt, Date.now()) } : {}) } }
+  }
+
   /** Sends what the window allows, oldest first. */
   private pump (): void {
     const client = this.client
     if (this.state !== 'connected' || client === undefined) return
-    const oversize: QueuedMessage[] = []
+    const gone: QueuedMessage[] = []
+    const now = Date.now()
     for (const e of this.queue.ready()) {
       if (this.inFlight.size >= this.deps.maxInflight) break
       if (this.inFlight.has(e)) continue
@@ -202,28 +296,102 @@ export class Bridge {
         // the remote would end the connection over it, and it would block the queue for good
         this.stats.dropped++
         this.log.warn({ bridge: this.cfg.name, topic: e.topic }, `Bridge ${this.cfg.name}: message on ${e.topic} larger than the remote's maximum packet size (${this.remoteMaxPacket}), dropped.`)
-        oversize.push(e)
+        gone.push(e)
+        continue
+      }
+      // [MQTT-3.3.2-5] an expired message is not sent on; one already past PUBREC is the remote's now
+      if (e.expiresAt !== undefined && e.expiresAt <= now && !e.released) {
+        this.stats.dropped++
+        gone.push(e)
         continue
       }
       this.inFlight.add(e)
-      const gen = this.gen
-      const dup = e.sent
-      e.sent = true
-      this.expectEcho(e.topic, e.payload)
-      client.publish(e.topic, e.payload, { qos: e.qos, retain: e.retain, dup }, (err) => {
-        if (gen !== this.gen) return
-        this.inFlight.delete(e)
-        if (err) return // the connection is going; the entry is sent again after the reconnect
-        this.stats.sent++
-        if (!this.queue.full) this.fullLogged = false
-        this.touch()
-        this.queue.ack(e).catch((e2: Error) => this.log.error({ bridge: this.cfg.name, err: e2.message }, `Bridge ${this.cfg.name}: could not remove an acknowledged message from the queue: ${e2.message}.`))
-        this.pump()
-      })
+      if (e.released && this.sessionPresent) this.release(client, e)
+      else this.send(client, e)
     }
     // removed after the walk: the walk goes over the queue itself
-    for (const e of oversize) this.queue.ack(e).catch(() => {})
-    if (oversize.length > 0) this.pump()
+    for (const e of gone) this.done(e)
+    if (gone.length > 0) this.pump()
+  }
+
+  /** PUBLISH (again: DUP=1, same packet id); acknowledged by PUBACK or, QoS 2, by PUBCOMP after the PUBREL. */
+  private send (client: MqttClient, e: QueuedMessage): void {
+    const gen = this.gen
+    const dup = e.sent
+    // a new session on the remote knows nothing of the PUBREC it sent: the message goes again from the start
+    e.released = false
+    if (e.packetId === undefined) {
+      const id = this.ids.allocate()
+      if (id === null) { this.inFlight.delete(e); return }
+      this.ids.deallocate(id)
+      e.packetId = id
+      this.heldIds.add(id)
+    }
+    const id = e.packetId
+    if (!dup) {
+      this.queue.mark(e, { packetId: id }).catch((err: Error) => this.log.warn({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not record a message as sent (after a restart it goes again without DUP): ${err.message}.`))
+    }
+    this.byId.set(id, e)
+    this.expectEcho(e.topic, e.payload)
+    this.ids.pin(id)
+    client.publish(e.topic, e.payload, { qos: e.qos, retain: e.retain, dup, ...this.publishProperties(e.properties, e.expiresAt) }, (err) => {
+      if (gen !== this.gen) return
+      if (err) {
+        this.inFlight.delete(e)
+        // the connection is going; the entry is sent again after the reconnect
+        if ((err as Error & { code?: unknown }).code === undefined) return
+        // the remote refused it (MQTT 5 reason code >= 0x80): it would refuse it again
+        this.stats.dropped++
+        this.log.warn({ bridge: this.cfg.name, topic: e.topic, reasonCode: (err as Error & { code?: unknown }).code }, `Bridge ${this.cfg.name}: the remote refused the message on ${e.topic}: ${err.message}.`)
+        this.done(e)
+        this.pump()
+        return
+      }
+      this.acknowledged(e)
+    })
+    // MQTT.js took the pin unless it refused the publish (closing): the next packet must not get this id
+    this.ids.pin(undefined)
+  }
+
+  /** QoS 2 past PUBREC before a reconnect or restart, session kept by the remote: only the PUBREL goes again. */
+  private release (client: MqttClient, e: QueuedMessage): void {
+    const id = e.packetId!
+    this.byId.set(id, e)
+    // MQTT.js has no call for a PUBREL of a message it did not send itself; it ignores the PUBCOMP (see onPacket)
+    client.stream.write(Buffer.from([...PUBREL_HEADER, id >> 8, id & 0xff]))
+  }
+
+  /** PUBREC and PUBCOMP as they arrive, for the messages of this connection. */
+  private onPacket (gen: number, packet: Packet): void {
+    if (gen !== this.gen || (packet.cmd !== 'pubrec' && packet.cmd !== 'pubcomp')) return
+    const id = packet.messageId
+    const e = id === undefined ? undefined : this.byId.get(id)
+    if (e === undefined || !this.inFlight.has(e)) return
+    if (packet.cmd === 'pubrec') {
+      if ((packet.reasonCode ?? 0) >= 0x80) return // MQTT.js calls the publish back with the error
+      this.queue.mark(e, { released: true }).catch((err: Error) => this.log.warn({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not record a PUBREC (after a restart the message goes again): ${err.message}.`))
+    } else if (e.released && this.sessionPresent && this.client?.outgoing[id!] === undefined) {
+      // the PUBCOMP to a PUBREL sent by release(): MQTT.js does not know the message
+      this.acknowledged(e)
+    }
+  }
+
+  private acknowledged (e: QueuedMessage): void {
+    this.inFlight.delete(e)
+    this.stats.sent++
+    if (!this.queue.full) this.fullLogged = false
+    this.touch()
+    this.done(e)
+    this.pump()
+  }
+
+  /** Out of the queue: acknowledged, refused, expired or too large. */
+  private done (e: QueuedMessage): void {
+    if (e.packetId !== undefined) {
+      this.heldIds.delete(e.packetId)
+      if (this.byId.get(e.packetId) === e) this.byId.delete(e.packetId)
+    }
+    this.queue.ack(e).catch((err: Error) => this.log.error({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not remove a message from the queue: ${err.message}.`))
   }
 
   private echoKey (topic: string, payload: Buffer): string | undefined {
@@ -284,7 +452,10 @@ export class Bridge {
     }).then(ok => {
       if (!ok) { refuse(`denied by the ACL for the bridge's local identity (local_username ${this.cfg.localUsername ?? 'not set'})`); return }
       this.injected.add(payload)
-      this.deps.aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false } as AedesPublishPacket, (err?: Error) => cb(err ?? undefined))
+      const props = packet.properties as Record<string, unknown> | undefined
+      const interval = props?.messageExpiryInterval as number | undefined
+      const properties = { ...bridgeProperties(props), ...(interval !== undefined ? { messageExpiryInterval: interval } : {}) }
+      this.deps.aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false, ...(Object.keys(properties).length > 0 ? { properties } : {}) } as AedesPublishPacket, (err?: Error) => cb(err ?? undefined))
     }, (err: Error) => refuse(`ACL check failed: ${err.message}`))
   }
 
@@ -322,6 +493,7 @@ export class Bridge {
       reconnectPeriod: 0,
       connectTimeout: 30_000,
       resubscribe: false,
+      messageIdProvider: this.ids,
       ...(c.remoteUsername !== undefined ? { username: c.remoteUsername } : {}),
       ...(c.remotePassword !== undefined ? { password: c.remotePassword } : {}),
       ...(c.protocolVersion === 5 && c.maxPacketSize > 0 ? { properties: { maximumPacketSize: c.maxPacketSize } } : {})
@@ -375,7 +547,13 @@ export class Bridge {
     if (a.websocket) client = mqttConnect(opts)
     else client = new MqttClient(() => this.stream(a), opts)
     this.client = client
-    client.handleMessage = (packet, cb) => { if (gen === this.gen) this.onRemote(packet, cb); else cb() }
+    client.handleMessage = (packet, cb) => {
+      if (gen !== this.gen) { cb(); return }
+      const bridgeId = REMOTE_BRIDGE_STATE.exec(packet.topic)?.[1]
+      if (bridgeId !== undefined) this.remoteBridges.add(bridgeId)
+      this.onRemote(packet, cb)
+    }
+    client.on('packetreceive', (packet: Packet) => this.onPacket(gen, packet))
     client.on('connect', (connack: IConnackPacket) => { if (gen === this.gen) this.onConnected(where, connack) })
     client.on('error', (err: Error & { code?: unknown }) => {
       if (gen !== this.gen) return
@@ -414,6 +592,7 @@ export class Bridge {
     if (this.stats.connects > 1) this.stats.reconnects++
     this.delayMs = this.baseDelay()
     this.remoteMaxPacket = connack.properties?.maximumPacketSize ?? 0
+    this.sessionPresent = connack.sessionPresent
     this.touch()
     this.log.info({ bridge: c.name, remote: where, sessionPresent: connack.sessionPresent }, `Bridge ${c.name}: connected to ${where} as ${c.remoteClientId} (MQTT ${c.protocolVersion === 5 ? '5' : c.protocolVersion === 4 ? '3.1.1' : '3.1'}, session present ${connack.sessionPresent ? 1 : 0}, ${this.queue.length} queued).`)
     const client = this.client!
@@ -423,6 +602,10 @@ export class Bridge {
       const prev = subs[f]
       subs[f] = { qos: Math.max(prev?.qos ?? 0, t.qos) as 0 | 1 | 2, ...(c.protocolVersion === 5 ? { nl: true, rap: true } : {}) }
     }
+    // the remote's bridges, from the notification each publishes there (mosquitto's and Midge's default topic): a
+    // message one of them published here does not go back over this bridge (fromRemotesBridge)
+    this.remoteBridges.clear()
+    subs[REMOTE_BRIDGE_STATE_FILTER] = { qos: 0, ...(c.protocolVersion === 5 ? { nl: true, rap: true } : {}) }
     if (Object.keys(subs).length > 0) {
       client.subscribe(subs, (err, granted) => {
         if (err) { this.log.warn({ bridge: c.name, err: err.message }, `Bridge ${c.name}: subscribing on the remote failed: ${err.message}.`); return }
@@ -442,7 +625,31 @@ export class Bridge {
     }
     if (c.startType === 'lazy') this.armIdleCheck()
     if (!c.roundRobin && this.addressIndex !== 0) this.armPrimaryProbe()
+    if (c.localCleanSession && this.queue.length > 0) {
+      void this.cleanLocalSession()
+      return
+    }
     this.pump()
+  }
+
+  /**
+   * local_cleansession true (the default with cleansession true): as mosquitto 2.0.11 does, what was queued here
+   * while the bridge was not connected is dropped when it connects (measured: 2 QoS 1 messages published during an
+   * outage reach the remote with local_cleansession false, none with true, on the first connection and on a
+   * reconnection).
+   */
+  private async cleanLocalSession (): Promise<void> {
+    const gen = this.gen
+    this.heldIds.clear()
+    let n = 0
+    try {
+      n = await this.queue.clear()
+    } catch (err) {
+      this.log.error({ bridge: this.cfg.name, err: (err as Error).message }, `Bridge ${this.cfg.name}: could not empty the queue (local_cleansession true): ${(err as Error).message}.`)
+    }
+    this.stats.dropped += n
+    this.log.warn({ bridge: this.cfg.name, dropped: n }, `Bridge ${this.cfg.name}: local_cleansession true: ${n} message(s) queued while not connected dropped.`)
+    if (gen === this.gen) this.pump()
   }
 
   private onClosed (where: string): void {
@@ -474,6 +681,7 @@ export class Bridge {
     this.client = undefined
     this.remote = undefined
     this.inFlight.clear()
+    this.byId.clear()
     this.gen++
     clearInterval(this.idleTimer)
     clearInterval(this.probeTimer)
@@ -552,7 +760,7 @@ export class Bridge {
       if (wasConnected && c.notifications && !c.notificationsLocalOnly) client.publish(c.notificationTopic, '0', { qos: 1, retain: true }, end)
       else end()
     })
-    if (gen === this.gen) { this.client = undefined; this.inFlight.clear() }
+    if (gen === this.gen) { this.client = undefined; this.inFlight.clear(); this.byId.clear() }
     client.end(true)
     if (wasConnected) this.publishLocalState(0)
   }

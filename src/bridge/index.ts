@@ -13,8 +13,9 @@ import type { AuthChain } from '../auth/chain.js'
 import { BrokerError, fileErrorReason } from '../errors.js'
 import { Bridge, type BridgeTlsFiles } from './bridge.js'
 import { BridgeQueue } from './queue.js'
-import type { BridgePeers } from './peers.js'
 import type { BridgeConfig } from '../config/bridge.js'
+import type { RedisClient } from '../cluster/redis.js'
+import { RedisLease } from '../cluster/lease.js'
 
 export type { BridgeConfig } from '../config/bridge.js'
 export { Bridge } from './bridge.js'
@@ -24,7 +25,13 @@ export interface BridgeDeps {
   aedes: Aedes
   auth: AuthChain
   log: Logger
-  peers?: BridgePeers
+  /** cluster_redis: the node's store connection and its broker id (the lease holder). */
+  cluster?: { redis: RedisClient, holder: string }
+}
+
+/** The Redis key of a bridge's lease. */
+export function bridgeLeaseKey (name: string): string {
+  return `midge:bridge:${name}:lease`
 }
 
 function readTlsFile (b: BridgeConfig, option: string, path: string): Buffer {
@@ -68,6 +75,8 @@ export class Bridges {
     this.registerMetrics()
   }
 
+  private readonly leases: RedisLease[] = []
+
   static async start (deps: BridgeDeps): Promise<Bridges> {
     const { config, log } = deps
     const list: Bridge[] = []
@@ -75,21 +84,54 @@ export class Bridges {
     if (config.bridges.length === 0) return set
     // the ACL of the bridge's local identity is the one of the first MQTT listener (global unless per_listener_settings)
     const listener = config.listeners.find(l => l.protocol !== 'http') ?? config.listeners[0]!
+    const cluster = deps.cluster
     try {
       for (const b of config.bridges) {
         const files = tlsFiles(b)
-        const queue = await BridgeQueue.open({
-          name: b.name,
-          ...(config.persistence.enabled ? { location: config.persistence.location } : {}),
-          sync: config.persistence.sync,
-          limit: b.maxQueuedMessages
-        })
-        const where = b.addresses.map(a => a.websocket ? `${a.websocket.secure ? 'wss' : 'ws'}://${a.host}:${a.port}${a.websocket.path}` : `${a.host}:${a.port}`).join(', ')
-        log.info({ bridge: b.name }, `Bridge ${b.name}: start_type ${b.startType} to ${where}${b.tls ? ' (TLS)' : ''}, ${b.topics.length} topic(s), queue ${config.persistence.enabled ? 'in the store' : 'in memory'} (at most ${b.maxQueuedMessages}).`)
-        if (queue.length > 0) log.info({ bridge: b.name, queued: queue.length }, `Bridge ${b.name}: ${queue.length} message(s) from the last run are queued for the remote.`)
-        const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), retainAvailable: config.limits.retainAvailable, messageSizeLimit: config.limits.messageSizeLimit, ...(deps.peers ? { peers: deps.peers } : {}), ...(files ? { tlsFiles: files } : {}) })
-        list.push(bridge)
-        await bridge.start()
+        const open = async (): Promise<Bridge> => {
+          const queue = cluster
+            ? await BridgeQueue.openRedis({ name: b.name, redis: cluster.redis, limit: b.maxQueuedMessages })
+            : await BridgeQueue.open({
+              name: b.name,
+              ...(config.persistence.enabled ? { location: config.persistence.location } : {}),
+              sync: config.persistence.sync,
+              limit: b.maxQueuedMessages
+            })
+          const where = b.addresses.map(a => a.websocket ? `${a.websocket.secure ? 'wss' : 'ws'}://${a.host}:${a.port}${a.websocket.path}` : `${a.host}:${a.port}`).join(', ')
+          const kept = cluster ? 'in Redis' : config.persistence.enabled ? 'in the store' : 'in memory'
+          log.info({ bridge: b.name }, `Bridge ${b.name}: start_type ${b.startType} to ${where}${b.tls ? ' (TLS)' : ''}, ${b.topics.length} topic(s), queue ${kept} (at most ${b.maxQueuedMessages}).`)
+          if (queue.length > 0) log.info({ bridge: b.name, queued: queue.length }, `Bridge ${b.name}: ${queue.length} message(s) ${cluster ? 'left by the previous holder' : 'from the last run'} are queued for the remote.`)
+          const bridge = new Bridge(b, queue, { aedes: deps.aedes, auth: deps.auth, listener, log, maxInflight: Math.max(1, config.limits.maxInflightMessages), retainAvailable: config.limits.retainAvailable, messageSizeLimit: config.limits.messageSizeLimit, ...(files ? { tlsFiles: files } : {}) })
+          try {
+            await bridge.start()
+          } catch (err) {
+            await bridge.close()
+            throw err
+          }
+          return bridge
+        }
+        if (!cluster) {
+          list.push(await open())
+          continue
+        }
+        let running: Bridge | undefined
+        const lease = new RedisLease(cluster.redis, bridgeLeaseKey(b.name), cluster.holder, `bridge ${b.name}`, {
+          acquired: async () => {
+            log.info({ bridge: b.name, lease: bridgeLeaseKey(b.name) }, `Bridge ${b.name}: this node (${cluster.holder}) holds the bridge's lease and runs it.`)
+            running = await open()
+            list.push(running)
+          },
+          lost: async () => {
+            const r = running
+            running = undefined
+            if (r === undefined) return
+            list.splice(list.indexOf(r), 1)
+            log.info({ bridge: b.name }, `Bridge ${b.name}: stopped on this node (${cluster.holder}); another node takes it over.`)
+            await r.close()
+          }
+        }, log)
+        set.leases.push(lease)
+        await lease.start()
       }
     } catch (err) {
       await set.close()
@@ -176,6 +218,8 @@ export class Bridges {
 
   async close (): Promise<void> {
     clearInterval(this.sysTimer)
+    // a cluster node stops its bridges and releases their leases: another node takes them over at once
+    await Promise.all(this.leases.map(l => l.stop()))
     await Promise.all(this.list.map(b => b.close().catch((err: Error) => this.deps.log.error({ bridge: b.cfg.name, err: err.message }, `Bridge ${b.cfg.name}: closing failed: ${err.message}.`))))
   }
 }

@@ -197,11 +197,10 @@ export class Broker {
     ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
-    this.bridgePeers.attach(this.aedes)
     // persistent members stored before this start, before the journal replay routes anything to their groups
     this.shared.attach()
     await this.storeStep(() => this.shared.load(this.persistence.db))
-    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, peers: this.bridgePeers })
+    this.bridges = await Bridges.start({ config, aedes: this.aedes, auth: this.auth, log, ...(cluster ? { cluster: { redis: cluster.conns.store, holder: cluster.brokerId } } : {}) })
     // before the replay too: a replayed message may be due to an offline QoS 0 subscription
     if (config.limits.queueQos0Messages) await this.storeStep(() => this.installQos0Queue())
     // replays the QoS 1 journal into the queues before anyone can connect

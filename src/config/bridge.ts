@@ -343,8 +343,4 @@ export function finishBridges (cfg: Config, p: ConfProblems): void {
     if (t && ws.some(a => !a.websocket!.secure)) at('bridge_cafile with a ws:// address: use wss:// for TLS.')
     if (b.protocolVersion === 3 && b.remoteClientId.length > 23) at(`remote_clientid ${b.remoteClientId} is longer than the 23 characters MQTT 3.1 allows.`)
   }
-  if (cfg.bridges.length > 0 && cfg.cluster) {
-    // a bridge per node would send every message once per node and fight over one remote client id
-    p.error(undefined, `Bridges (connection ${cfg.bridges[0]!.name} at ${cfg.bridges[0]!.source}) are not supported with cluster_redis yet: run the bridge on a Midge outside the cluster, connected to it as a client.`)
-  }
 }

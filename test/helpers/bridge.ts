@@ -1,5 +1,7 @@
 /** Debian's mosquitto as a bridge's remote, and the bridge state it holds. */
 import { userInfo } from 'node:os'
+import net from 'node:net'
+import mqttPacket from 'mqtt-packet'
 import type { OnTestFinishedHandler } from 'vitest'
 import { tempDir } from './start-broker.js'
 import { freePort, spawnMosquitto, writeConf, type Daemon } from './processes.js'
@@ -28,4 +30,24 @@ export async function bridgeState (remoteUrl: string, clientId: string, value: '
   await c.subscribeAsync(topic, { qos: 1 })
   await seen
   await c.endAsync()
+}
+
+/**
+ * A scripted remote broker on a free port: `onPacket` answers each packet the bridge sends (`conn` counts the
+ * bridge's connections from 1); closed when the test ends.
+ */
+export async function fakeRemote (protocolVersion: 4 | 5, onPacket: (p: mqttPacket.Packet, sock: net.Socket, conn: number) => void, onFinished: Finished): Promise<number> {
+  const sockets = new Set<net.Socket>()
+  let conns = 0
+  const server = net.createServer(sock => {
+    sockets.add(sock)
+    const conn = ++conns
+    const parser = mqttPacket.parser({ protocolVersion })
+    parser.on('packet', (p: mqttPacket.Packet) => onPacket(p, sock, conn))
+    sock.on('data', d => parser.parse(d))
+    sock.on('error', () => {})
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  onFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
+  return (server.address() as net.AddressInfo).port
 }

@@ -173,10 +173,15 @@ test.each([
   [`${HEAD}topic x\nbridge_insecure true`, ['Error: bridge TLS options need bridge_cafile or bridge_capath. (connection cloud at m.conf:2)']],
   [`${HEAD}topic x\nremote_clientid same\nlocal_clientid same`, ['Error: local_clientid and remote_clientid must differ: a broker bridged to itself would take over its own session. (connection cloud at m.conf:2)']],
   ['listener 1883\nconnection a/b\naddress h\ntopic x', ['Error: Invalid connection name (a/b): use 1 to 64 letters, digits, \'_\', \'.\' or \'-\'. Error found at m.conf:2.']],
-  [`${HEAD}topic x\naddress host:99999`, ['Error: Invalid bridge address: invalid address (host:99999). Error found at m.conf:5.']],
-  [`${HEAD}topic x\ncluster_redis redis://127.0.0.1:6379`, ['Error: Bridges (connection cloud at m.conf:2) are not supported with cluster_redis yet: run the bridge on a Midge outside the cluster, connected to it as a client.']]
+  [`${HEAD}topic x\naddress host:99999`, ['Error: Invalid bridge address: invalid address (host:99999). Error found at m.conf:5.']]
 ])('%j is refused with %j', (text, expected) => {
   expect(problems(text)).toEqual(expected)
+})
+
+test('bridges are accepted with cluster_redis (each runs on the node holding its lease)', () => {
+  const cfg = load(`${HEAD}topic x\ncluster_redis redis://127.0.0.1:6379`)
+  expect(cfg.bridges.map(b => b.name)).toEqual(['cloud'])
+  expect(cfg.cluster?.redisUrl).toBe('redis://127.0.0.1:6379')
 })
 
 test('midge check: a bridge error exits 3 naming file:line; the remote password never appears in the output', async ({ onTestFinished }) => {

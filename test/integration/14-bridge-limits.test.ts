@@ -10,6 +10,7 @@ import { freePort } from '../helpers/processes.js'
 import { connect, subscriber } from '../helpers/mqtt.js'
 import { startRemote } from '../helpers/bridge.js'
 import { hashToken } from '../../src/admin/auth.js'
+import { hashPasswordSha512 } from '../../src/auth/password-hash.js'
 
 test('incoming messages pass the ACL as local_username: what it may not write is dropped and counted', async ({ onTestFinished }) => {
   const { dir, remove } = await tempDir('midge-bridge-acl-')
@@ -32,6 +33,31 @@ test('incoming messages pass the ACL as local_username: what it may not write is
   await rpub.publishAsync('cmd/light', 'on', { qos: 1 })
   await expect.poll(() => got).toEqual(['cmd/light'])
   expect(local.broker.bridges!.view()[0]).toMatchObject({ received: 2, dropped: 1 })
+})
+
+test('local_password is not checked against password_file (as mosquitto 2.0.11): the ACL of local_username applies', async ({ onTestFinished }) => {
+  // mosquitto 2.0.11 with password_file, local_username bu and a wrong local_password: the bridge's incoming
+  // messages are published as bu (ACL applied); with local_username unknown to the ACL, none are
+  const { dir, remove } = await tempDir('midge-bridge-localpw-')
+  onTestFinished(remove)
+  await writeFile(join(dir, 'passwd'), `bridge:${hashPasswordSha512('right')}\nwatcher:${hashPasswordSha512('w')}\n`)
+  await writeFile(join(dir, 'acl'), 'user bridge\ntopic write cmd/#\nuser watcher\ntopic read #\n')
+  const remote = await startRemote(onTestFinished)
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', `password_file ${dir}/passwd`, `acl_file ${dir}/acl`,
+    'connection cloud', `address 127.0.0.1:${remote.port}`, 'remote_clientid pw-pi', 'restart_timeout 1',
+    'local_username bridge', 'local_password wrong', 'topic cmd/# in 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  await expect.poll(() => local.broker.bridges!.view()[0]!.state, { timeout: 10_000 }).toBe('connected')
+  const sub = await connect(local.url(), { clientId: 'w', username: 'watcher', password: 'w' }, onTestFinished)
+  const got: string[] = []
+  sub.on('message', (t, p) => got.push(`${t} ${p.toString()}`))
+  await sub.subscribeAsync('#', { qos: 1 })
+  const rpub = await connect(remote.url, { clientId: 'rpub' }, onTestFinished)
+  await rpub.publishAsync('cmd/light', 'on', { qos: 1 })
+  await expect.poll(() => got).toEqual(['cmd/light on'])
+  expect(local.broker.bridges!.view()[0]).toMatchObject({ received: 1, dropped: 0 })
 })
 
 test('bridge_max_queued_messages: beyond it new messages are dropped and counted; the queued ones arrive', { timeout: 60_000 }, async ({ onTestFinished }) => {

@@ -110,3 +110,30 @@ test('mosquitto\'s own bridge into Midge: the private-bridge flag is accepted an
   expect([count(piSub.messages, 'chat/up'), count(piSub.messages, 'chat/down'), count(cloudSub.messages, 'chat/up'), count(cloudSub.messages, 'chat/down')]).toEqual([1, 1, 1, 1])
   expect(pi.daemon.output()).not.toMatch(/Connection Refused|unacceptable protocol/i)
 })
+
+test('relaying: what mosquitto\'s bridge brings in is sent on by Midge\'s bridge to the cloud (as mosquitto relays), once', { timeout: 30_000 }, async ({ onTestFinished }) => {
+  const cloud = await startRemote(onTestFinished)
+  const relay = await midge([
+    'listener 0 127.0.0.1', 'allow_anonymous true',
+    'connection cloud', `address 127.0.0.1:${cloud.port}`, 'remote_clientid relay', 'restart_timeout 1', 'topic t/# out 1'
+  ].join('\n'), onTestFinished)
+  await connected(relay)
+  // the Pi: mosquitto with its own bridge into the relay (private-bridge flag, as by default)
+  const pi = await startRemote(onTestFinished, '', `connection up\naddress 127.0.0.1:${relay.port()}\nremote_clientid mosq-pi\ntopic t/# out 1\n`)
+  await expect.poll(() => pi.daemon.output(), { timeout: 10_000 }).toMatch(/Received CONNACK on connection local\.mosq-pi\./)
+  const cloudSub = await subscriber(cloud.url, 'cloud-sub', 't/#', 1, onTestFinished)
+  const relaySub = await subscriber(relay.url(), 'relay-sub', 't/#', 1, onTestFinished)
+  const piPub = await connect(pi.url, { clientId: 'pi-pub' }, onTestFinished)
+  for (let i = 0; i < 3; i++) await piPub.publishAsync(`t/${i}`, `from pi ${i}`, { qos: 1 })
+  await cloudSub.take(3)
+  await relaySub.take(3)
+  // a barrier from the relay itself: anything relayed twice would be here before it
+  const relayPub = await connect(relay.url(), { clientId: 'relay-pub' }, onTestFinished)
+  await relayPub.publishAsync('t/end', 'end', { qos: 1 })
+  await cloudSub.until(g => g.some(m => m.topic === 't/end'), 't/end on the cloud')
+  await relaySub.until(g => g.some(m => m.topic === 't/end'), 't/end on the relay')
+  expect(cloudSub.messages.map(m => m.payload)).toEqual(['from pi 0', 'from pi 1', 'from pi 2', 'end'])
+  expect(relaySub.messages.map(m => m.payload)).toEqual(['from pi 0', 'from pi 1', 'from pi 2', 'end'])
+  // counted at the cloud's PUBACK, which may come after its subscriber has the message
+  await expect.poll(() => relay.broker.bridges!.view()[0]).toMatchObject({ sent: 4, dropped: 0 })
+})

@@ -6,6 +6,7 @@ import { test, expect } from 'vitest'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { connect, collect, subscriber } from '../helpers/mqtt.js'
 import { startRemote, bridgeState } from '../helpers/bridge.js'
+import { freePort } from '../helpers/processes.js'
 
 test('retained messages keep their flag both ways; a clean stop sets the remote state to 0', async ({ onTestFinished }) => {
   const remote = await startRemote(onTestFinished)
@@ -63,4 +64,30 @@ test('bridge_outgoing_retain false clears the flag; notifications_local_only kee
   // nothing on the remote's state topic: no retained state, and the publish above was the only message
   expect(w.messages.map(m => m.topic)).toEqual(['up/r'])
   expect(remote.daemon.output()).not.toMatch(/'\$SYS\/broker\/connection\/noret-pi\/state'/)
+})
+
+test.for([
+  { what: 'local_cleansession true (the default with cleansession true)', extra: [], delivered: 0 },
+  { what: 'local_cleansession false', extra: ['local_cleansession false'], delivered: 2 }
+])('$what: $delivered of 2 messages queued during an outage reach the remote', async ({ extra, delivered }, { onTestFinished }) => {
+  // mosquitto 2.0.11, same settings: none of 2 outage messages arrive with true, both with false
+  const port = await freePort()
+  const local = await startTestBroker([
+    'listener 0 127.0.0.1', 'allow_anonymous true',
+    'connection cloud', `address 127.0.0.1:${port}`, 'remote_clientid lcs-pi', 'restart_timeout 1', 'cleansession true',
+    ...extra, 'topic up/# out 1'
+  ].join('\n'))
+  onTestFinished(() => local.close())
+  const view = () => local.broker.bridges!.view()[0]!
+  const pub = await connect(local.url(), { clientId: 'pub' }, onTestFinished)
+  await pub.publishAsync('up/1', 'outage 1', { qos: 1 })
+  await pub.publishAsync('up/2', 'outage 2', { qos: 1 })
+  expect(view()).toMatchObject({ queued: 2, dropped: 0 })
+  const remote = await startRemote(onTestFinished, '', '', port)
+  await expect.poll(() => view().state, { timeout: 15_000 }).toBe('connected')
+  await expect.poll(() => view()).toMatchObject({ queued: 0, sent: delivered, dropped: 2 - delivered })
+  // messages published while connected go on either way
+  const w = await subscriber(remote.url, 'w', 'up/#', 1, onTestFinished)
+  await pub.publishAsync('up/3', 'connected', { qos: 1 })
+  expect((await w.take(1)).map(m => m.payload)).toEqual(['connected'])
 })

@@ -2,27 +2,11 @@
  * start_type lazy (threshold, idle_timeout) and once, and a remote that never acknowledges: local clients go on.
  */
 import { test, expect } from 'vitest'
-import net from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import { startTestBroker } from '../helpers/start-broker.js'
 import { freePort } from '../helpers/processes.js'
 import { connect, subscriber } from '../helpers/mqtt.js'
-import { startRemote } from '../helpers/bridge.js'
-
-/** A scripted remote broker on a free port: `onPacket` answers each packet the bridge sends; closed when the test ends. */
-async function fakeRemote (protocolVersion: 4 | 5, onPacket: (p: mqttPacket.Packet, sock: net.Socket) => void, onTestFinished: (fn: () => Promise<void>) => void): Promise<number> {
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer(sock => {
-    sockets.add(sock)
-    const parser = mqttPacket.parser({ protocolVersion })
-    parser.on('packet', (p: mqttPacket.Packet) => onPacket(p, sock))
-    sock.on('data', d => parser.parse(d))
-    sock.on('error', () => {})
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  onTestFinished(() => new Promise<void>(resolve => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
-  return (server.address() as net.AddressInfo).port
-}
+import { startRemote, fakeRemote } from '../helpers/bridge.js'
 
 test('lazy: connects once threshold messages are queued, stops after idle_timeout, starts again', { timeout: 60_000 }, async ({ onTestFinished }) => {
   const remote = await startRemote(onTestFinished)
