@@ -1,0 +1,148 @@
+/**
+ * Group commit for the LevelDB store: every write (put, del, batch) made during one turn of the event loop goes
+ * to LevelDB as one batch, and each caller's promise resolves once that batch is written, so whatever waits on a
+ * write (aedes' PUBREC after `incomingStorePacket`, Midge's PUBACK after the journal entry) still waits until it
+ * is in the store. While a batch is being written, new writes gather for the next one: one batch in flight, as
+ * LevelDB writes one batch at a time anyway.
+ *
+ * Why: aedes-persistence-level makes one LevelDB call per store operation (a QoS 1 message to a persistent
+ * session costs a put for the queue, a get and two puts for the message id, a get and a batch for the PUBACK),
+ * and classic-level sends each call to the thread pool on its own. Writes are applied in the order they were
+ * made, which is at least as strict as before (separate calls could complete in any order).
+ *
+ * Reads are not held: a `get` goes to LevelDB at once and sees what is written, as before, when it raced a write
+ * still in the thread pool. `clear` waits for the writes made before it, so that it removes what they wrote.
+ * Calls with options other than the value encoding the store already uses go straight through.
+ */
+import type { ClassicLevel } from 'classic-level'
+
+type Db = ClassicLevel<string, Buffer>
+type Op = { type: 'put', key: string, value: Buffer } | { type: 'del', key: string }
+interface Waiter { resolve: () => void, reject: (err: Error) => void }
+type Opts = Record<string, unknown> | undefined
+
+/** Options a grouped write may carry: the store's own value encoding, which the batch uses too. */
+function groupable (o: Opts): boolean {
+  if (o === undefined || o === null) return true
+  for (const k in o) {
+    if (k !== 'valueEncoding' || (o[k] !== 'buffer' && o[k] !== 'binary')) return false
+  }
+  return true
+}
+
+export interface GroupCommitStats {
+  /** Batches written, and the store operations they held. */
+  batches: number
+  operations: number
+}
+
+export class GroupCommit {
+  private ops: Op[] = []
+  private waiters: Waiter[] = []
+  private scheduled = false
+  private inFlight = false
+  readonly stats: GroupCommitStats = { batches: 0, operations: 0 }
+
+  constructor (private readonly db: Db) {}
+
+  /** Queues writes for the current turn's batch; resolves once they are written. */
+  write (ops: Op[]): Promise<void> {
+    if (ops.length === 0) return Promise.resolve()
+    for (const op of ops) this.ops.push(op)
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject })
+      this.schedule()
+    })
+  }
+
+  /** Resolves once every write queued before the call is written (or failed). */
+  barrier (): Promise<void> {
+    if (this.ops.length === 0 && !this.inFlight) return Promise.resolve()
+    return new Promise<void>(resolve => {
+      // a barrier is a waiter without operations: it settles with the batch it joins
+      this.waiters.push({ resolve, reject: () => resolve() })
+      this.schedule()
+    })
+  }
+
+  private schedule (): void {
+    if (this.scheduled || this.inFlight) return
+    this.scheduled = true
+    setImmediate(this.flush)
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false
+    if (this.waiters.length === 0) return
+    const ops = this.ops
+    const waiters = this.waiters
+    this.ops = []
+    this.waiters = []
+    this.inFlight = true
+    const done = ops.length === 0 ? Promise.resolve() : this.db.batch(ops)
+    done.then(() => {
+      this.stats.batches++
+      this.stats.operations += ops.length
+      this.inFlight = false
+      for (const w of waiters) w.resolve()
+      // what was queued meanwhile, and what the callers just released write next, in the next turn
+      if (this.waiters.length > 0) this.schedule()
+    }, (err: Error) => {
+      this.inFlight = false
+      for (const w of waiters) w.reject(err)
+      if (this.waiters.length > 0) this.schedule()
+    })
+  }
+}
+
+/** A chained batch (`db.batch()` with no arguments) whose `write()` joins the group. */
+class GroupedChainedBatch {
+  private ops: Op[] = []
+  constructor (private readonly group: GroupCommit) {}
+  get length (): number { return this.ops.length }
+  put (key: string, value: Buffer): this { this.ops.push({ type: 'put', key, value }); return this }
+  del (key: string): this { this.ops.push({ type: 'del', key }); return this }
+  clear (): this { this.ops = []; return this }
+  write (opts?: Opts): Promise<void> {
+    if (!groupable(opts)) throw new TypeError('a grouped chained batch takes no write options')
+    const ops = this.ops
+    this.ops = []
+    return this.group.write(ops)
+  }
+
+  close (): Promise<void> { this.ops = []; return Promise.resolve() }
+}
+
+/**
+ * The store with grouped writes. A Proxy, not a subclass: aedes-persistence-level and Midge's own modules call
+ * `put`/`del`/`batch`/`get`/iterators on whatever db they are given.
+ */
+export function groupCommit (db: Db): { db: Db, group: GroupCommit } {
+  const group = new GroupCommit(db)
+  const isBuffer = (v: unknown): v is Buffer => Buffer.isBuffer(v)
+  const put = (key: string, value: Buffer, o?: Opts): Promise<void> =>
+    typeof key === 'string' && isBuffer(value) && groupable(o) ? group.write([{ type: 'put', key, value }]) : db.put(key, value, o as never)
+  const del = (key: string, o?: Opts): Promise<void> =>
+    typeof key === 'string' && groupable(o) ? group.write([{ type: 'del', key }]) : db.del(key, o as never)
+  const batch = (ops?: Array<{ type: string, key: unknown, value?: unknown }>, o?: Opts): unknown => {
+    if (ops === undefined) return new GroupedChainedBatch(group)
+    const plain = groupable(o) && ops.every(op => typeof op.key === 'string' && (op.type === 'del' || (op.type === 'put' && isBuffer(op.value))))
+    return plain ? group.write(ops as Op[]) : (db.batch as (ops: unknown, o: unknown) => Promise<void>)(ops, o)
+  }
+  const clear = (o?: Opts): Promise<void> => group.barrier().then(() => db.clear(o as never))
+  const own = new Map<PropertyKey, unknown>([['put', put], ['del', del], ['batch', batch], ['clear', clear]])
+  // the db's other methods, bound once rather than on every call (a get per message)
+  const bound = new Map<PropertyKey, unknown>()
+  const wrapped = new Proxy(db, {
+    get (target, prop) {
+      const mine = own.get(prop)
+      if (mine !== undefined) return mine
+      const v = Reflect.get(target, prop) as unknown
+      if (typeof v !== 'function') return v
+      let b = bound.get(prop)
+      if (b === undefined) bound.set(prop, b = (v as (...a: unknown[]) => unknown).bind(target))
+      return b
+    }
+  })
+  return { db: wrapped, group }
+}
