@@ -89,3 +89,28 @@ test('clear waits for the writes made before it; options the batch cannot carry 
   expect(group.stats).toEqual({ batches: 1, operations: 1 })
   expect((await raw.get('s'))?.toString()).toBe('synced')
 })
+
+test('a get sees the last write made before it, written or not, without a LevelDB read; a refused write is not read back', async ({ onTestFinished }) => {
+  const raw = await openDb(onTestFinished)
+  await raw.put('old', b('on disk'))
+  const { db } = groupCommit(raw)
+  const realGet = raw.get.bind(raw)
+  const reads: string[] = []
+  raw.get = ((key: string, ...rest: unknown[]) => { reads.push(key); return (realGet as (...a: unknown[]) => unknown)(key, ...rest) }) as typeof raw.get
+  const written = db.put('k', b('1'))
+  // not in LevelDB yet: the batch is written in a later turn
+  expect(await realGet('k')).toBeUndefined()
+  expect((await db.get('k'))?.toString()).toBe('1')
+  const deleted = db.del('k')
+  expect(await db.get('k')).toBeUndefined()
+  await Promise.all([written, deleted])
+  expect((await db.get('old', { valueEncoding: 'buffer' }))?.toString()).toBe('on disk')
+  expect(reads).toEqual(['old'])
+
+  const realBatch = raw.batch.bind(raw)
+  raw.batch = (() => Promise.reject(new Error('disk full'))) as unknown as typeof raw.batch
+  await expect(db.put('lost', b('x'))).rejects.toThrow('disk full')
+  raw.batch = realBatch
+  expect(await db.get('lost')).toBeUndefined()
+  expect(reads).toEqual(['old', 'lost'])
+})
