@@ -19,6 +19,9 @@ interface Store {
   outgoingEnqueueCombi (subs: Array<{ clientId: string }>, packet: unknown): Promise<void>
   outgoingStream (c: { id: string }): Readable
   outgoingClearMessageId (c: { id: string }, p: { messageId: number }): Promise<unknown>
+  incomingStorePacket (c: { id: string }, p: unknown): Promise<void>
+  incomingGetPacket (c: { id: string }, p: { messageId: number }): Promise<{ topic: string }>
+  incomingDelPacket (c: { id: string }, p: { messageId: number }): Promise<void>
 }
 
 async function open (dir: string): Promise<{ db: ClassicLevel<string, Buffer>, store: Store, reads: string[] }> {
@@ -86,3 +89,33 @@ test('a client with nothing stored costs no store call; subscriptions, a will an
   expect(await collect(store.outgoingStream(fresh))).toEqual([])
   expect(reads).toEqual(['subscriptionsByClient', 'delWill', 'outgoingStream'])
 })
+
+test('QoS 2: only the message ids stored for a client are looked up in the store, also after a restart; the others are refused as the store refuses them', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-index-')
+  onTestFinished(remove)
+  let { db, store, reads } = await open(dir)
+  const c = { id: 'pub:ü' }
+  await store.incomingStorePacket(c, { ...packet('q/2', 1), qos: 2, messageId: 7 })
+  reads.length = 0
+  expect((await store.incomingGetPacket(c, { messageId: 7 })).topic).toBe('q/2')
+  await expect(store.incomingGetPacket(c, { messageId: 8 })).rejects.toThrow('no such packet')
+  await expect(store.incomingGetPacket({ id: 'other' }, { messageId: 7 })).rejects.toThrow('no such packet')
+  expect(reads).toEqual(['incomingGetPacket'])
+  await db.close()
+
+  ;({ db, store, reads } = await open(dir))
+  onTestFinished(() => db.close())
+  reads.length = 0
+  expect((await store.incomingGetPacket(c, { messageId: 7 })).topic).toBe('q/2')
+  await store.incomingDelPacket(c, { messageId: 7 })
+  await expect(store.incomingGetPacket(c, { messageId: 7 })).rejects.toThrow('no such packet')
+  expect(reads).toEqual(['incomingGetPacket', 'incomingDelPacket'])
+  // the store agrees: nothing is left under that id
+  await expect((levelRead(db))).resolves.toEqual([])
+})
+
+async function levelRead (db: ClassicLevel<string, Buffer>): Promise<string[]> {
+  const keys: string[] = []
+  for await (const k of db.keys({ gte: 'incoming:', lt: 'incoming;' })) keys.push(k)
+  return keys
+}
