@@ -147,16 +147,15 @@ export class GroupCommit {
 /** A chained batch (`db.batch()` with no arguments) whose `write()` joins the group. */
 class GroupedChainedBatch {
   private ops: Op[] = []
-  constructor (private readonly group: GroupCommit) {}
+  constructor (private readonly group: GroupCommit, private readonly db: Db) {}
   get length (): number { return this.ops.length }
   put (key: string, value: Buffer): this { this.ops.push({ type: 'put', key, value }); return this }
   del (key: string): this { this.ops.push({ type: 'del', key }); return this }
   clear (): this { this.ops = []; return this }
   write (opts?: Opts): Promise<void> {
-    if (!groupable(opts)) throw new TypeError('a grouped chained batch takes no write options')
     const ops = this.ops
     this.ops = []
-    return this.group.write(ops)
+    return groupable(opts) ? this.group.write(ops) : this.db.batch(ops, opts as never)
   }
 
   close (): Promise<void> { this.ops = []; return Promise.resolve() }
@@ -174,7 +173,7 @@ export function groupCommit (db: Db): { db: Db, group: GroupCommit } {
   const del = (key: string, o?: Opts): Promise<void> =>
     typeof key === 'string' && groupable(o) ? group.write([{ type: 'del', key }]) : db.del(key, o as never)
   const batch = (ops?: Array<{ type: string, key: unknown, value?: unknown }>, o?: Opts): unknown => {
-    if (ops === undefined) return new GroupedChainedBatch(group)
+    if (ops === undefined) return new GroupedChainedBatch(group, db)
     const plain = groupable(o) && ops.every(op => typeof op.key === 'string' && (op.type === 'del' || (op.type === 'put' && isBuffer(op.value))))
     return plain ? group.write(ops as Op[]) : (db.batch as (ops: unknown, o: unknown) => Promise<void>)(ops, o)
   }
