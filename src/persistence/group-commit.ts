@@ -14,8 +14,9 @@
  * kept here and a `get` of that key is answered from it, without a LevelDB read. aedes-persistence-level reads back
  * what it has just written on every QoS 1/2 message to a persistent session (the queued message before giving it
  * a message id, the message id on PUBACK): profiled (`node --cpu-prof`, durable-q1-p10 with group commit),
- * LevelDB gets were 25% of the broker's busy time. At most `RECENT_KEYS` keys are kept; a key leaves once its
- * write is in LevelDB and newer writes have pushed it out, so a get that misses here finds it in LevelDB.
+ * LevelDB gets were 25% of the broker's busy time. At most `RECENT_KEYS` keys and `RECENT_BYTES` of values are
+ * kept beyond the writes not yet in LevelDB; a key leaves once its write is in LevelDB and newer writes have pushed
+ * it out (a large retained payload right after its batch), so a get that misses here finds it in LevelDB.
  * `clear` waits for the writes made before it, so that it removes what they wrote, and forgets what it removed.
  * Calls with options other than the value encoding the store already uses go straight through.
  */
@@ -31,6 +32,8 @@ type Opts = Record<string, unknown> | undefined
  * while it is in flight (its queue entry and its message id): 8,192 covers 20 in flight for 200 such sessions.
  */
 const RECENT_KEYS = 8192
+/** Bytes of values kept for reads once written: large payloads (a retained firmware image) are not held on to. */
+const RECENT_BYTES = 4 * 1024 * 1024
 
 /** The last write of a key: its value, or undefined for a deletion; `seq` orders it among the writes. */
 interface Recent { value: Buffer | undefined, seq: number }
@@ -57,6 +60,7 @@ export class GroupCommit {
   private inFlight = false
   /** Last write per key, oldest first (a key written again moves to the end). */
   private readonly recent = new Map<string, Recent>()
+  private recentBytes = 0
   /** Writes queued so far, and the highest of them LevelDB has taken. */
   private seq = 0
   private writtenSeq = 0
@@ -71,7 +75,7 @@ export class GroupCommit {
 
   /** Forgets the kept writes LevelDB holds (a `clear` may have removed them); later ones are not written yet. */
   forgetWritten (): void {
-    for (const [key, r] of this.recent) if (r.seq <= this.writtenSeq) this.recent.delete(key)
+    for (const [key, r] of this.recent) if (r.seq <= this.writtenSeq) this.forget(key, r)
   }
 
   /** Queues writes for the current turn's batch; resolves once they are written. */
@@ -79,8 +83,11 @@ export class GroupCommit {
     if (ops.length === 0) return Promise.resolve()
     for (const op of ops) {
       this.ops.push(op)
-      this.recent.delete(op.key)
-      this.recent.set(op.key, { value: op.type === 'put' ? op.value : undefined, seq: ++this.seq })
+      const old = this.recent.get(op.key)
+      if (old !== undefined) this.forget(op.key, old)
+      const value = op.type === 'put' ? op.value : undefined
+      this.recent.set(op.key, { value, seq: ++this.seq })
+      this.recentBytes += value?.length ?? 0
     }
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject })
@@ -126,21 +133,27 @@ export class GroupCommit {
     }, (err: Error) => {
       this.inFlight = false
       // what LevelDB refused must not be read back as written (a later write of the key stays)
-      for (const op of ops) if ((this.recent.get(op.key)?.seq ?? Infinity) <= upTo) this.recent.delete(op.key)
+      for (const op of ops) {
+        const r = this.recent.get(op.key)
+        if (r !== undefined && r.seq <= upTo) this.forget(op.key, r)
+      }
       for (const w of waiters) w.reject(err)
       if (this.waiters.length > 0) this.schedule()
     })
   }
 
-  /** Drops the oldest kept writes beyond RECENT_KEYS, only those LevelDB holds already. */
+  /** Drops the oldest kept writes beyond RECENT_KEYS or RECENT_BYTES, only those LevelDB holds already. */
   private trim (): void {
-    let excess = this.recent.size - RECENT_KEYS
-    if (excess <= 0) return
+    if (this.recent.size <= RECENT_KEYS && this.recentBytes <= RECENT_BYTES) return
     for (const [key, r] of this.recent) {
-      if (excess <= 0 || r.seq > this.writtenSeq) break
-      this.recent.delete(key)
-      excess--
+      if ((this.recent.size <= RECENT_KEYS && this.recentBytes <= RECENT_BYTES) || r.seq > this.writtenSeq) break
+      this.forget(key, r)
     }
+  }
+
+  private forget (key: string, r: Recent): void {
+    this.recent.delete(key)
+    this.recentBytes -= r.value?.length ?? 0
   }
 }
 

@@ -114,3 +114,19 @@ test('a get sees the last write made before it, written or not, without a LevelD
   expect(await db.get('lost')).toBeUndefined()
   expect(reads).toEqual(['old', 'lost'])
 })
+
+test('a large value is not held for reads once written; small ones are', async ({ onTestFinished }) => {
+  const raw = await openDb(onTestFinished)
+  const { db } = groupCommit(raw)
+  const realGet = raw.get.bind(raw)
+  const reads: string[] = []
+  raw.get = ((key: string, ...rest: unknown[]) => { reads.push(key); return (realGet as (...a: unknown[]) => unknown)(key, ...rest) }) as typeof raw.get
+  const big = Buffer.alloc(5 * 1024 * 1024, 1)
+  const pending = db.put('firmware', big)
+  // not written yet: read from what was written
+  expect((await db.get('firmware'))?.length).toBe(big.length)
+  await Promise.all([pending, db.put('small', b('s'))])
+  expect((await db.get('firmware'))?.length).toBe(big.length)
+  expect((await db.get('small'))?.toString()).toBe('s')
+  expect(reads).toEqual(['firmware'])
+})
