@@ -17,6 +17,7 @@ import type { JournalStore } from './types.js'
 import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
 import { SessionExpiry } from './expiry.js'
 import { DelayedWills, type WillStore } from './will-delay.js'
+import { skipEmptySessions } from './session-index.js'
 
 type Cb = (err?: Error | null) => void
 type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: Cb) => void
@@ -54,8 +55,10 @@ export class Durability {
       maxInflight: l.maxInflightMessages,
       maxBytes: l.maxQueuedBytes
     }, this.stats, log)
+    // LevelDB: a session with nothing stored costs no store read (session-index.ts)
+    const store = backend.db ? skipEmptySessions(backend.aedes as object, backend.db).persistence : backend.aedes as object
     // a store shared by several nodes (cluster_redis) cannot be counted per process: see cluster/store.ts
-    this.persistence = backend.shared === true ? backend.aedes as object : limitPersistence(backend.aedes as object, this.accounting)
+    this.persistence = backend.shared === true ? store : limitPersistence(store, this.accounting)
     // the Redis backend brings its own journal (cluster/journal.ts)
     if (backend.journal) this.journal = backend.journal
     if (backend.db) {

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import type { ClassicLevel } from 'classic-level'
 import { BrokerError } from '../errors.js'
 import type { PersistenceFactory } from './types.js'
+import { groupCommit } from './group-commit.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
 export function storePath (location: string, file: string): string {
@@ -82,7 +83,8 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     if (corrupt !== undefined) throw corruptStoreError(path, corrupt, err)
     throw new BrokerError('STORE_OPEN', `Error: cannot open persistence store ${path}: ${cause?.message ?? (err as Error).message}.`, { cause: err })
   }
-  const db = cfg.sync ? syncWrites(raw) : raw
+  // one LevelDB batch per event-loop turn for every writer of the store (aedes' and Midge's), see group-commit.ts
+  const { db, group } = groupCommit(cfg.sync ? syncWrites(raw) : raw)
   let brokerId: string
   try {
     // a boot counter, so that every start's broker id sorts after the previous ones (see types.ts brokerId)
@@ -110,6 +112,7 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     close: async () => {
       if (closed) return
       closed = true
+      await group.barrier()
       // the raw database is closed next either way, and that is what flushes the data
       await (p as { destroy?: () => Promise<void> }).destroy?.().catch(() => {})
       if (raw.status === 'open') await raw.close()

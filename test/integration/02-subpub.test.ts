@@ -112,8 +112,8 @@ test('unsubscribe stops delivery and is acknowledged with the packet id [MQTT-3.
   expect(c.packets.filter(p => p.cmd === 'publish')).toEqual([])
 })
 
-test('QoS 2 inbound: PUBREC, PUBREL, PUBCOMP with the same packet id, delivered exactly once even with a DUP resend', async ({ onTestFinished }) => {
-  const b = await startTestBroker()
+test.for([['false'], ['true']] as const)('QoS 2 inbound: PUBREC, PUBREL, PUBCOMP with the same packet id, delivered exactly once even with a DUP resend (persistence %s)', async ([persistence], { onTestFinished }) => {
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\npersistence ${persistence}\npersistence_location {dir}\n`)
   onTestFinished(() => b.close())
   const sub = await connect(b.url(), { clientId: 'sub' }, onTestFinished)
   const got = collect(sub)
