@@ -24,6 +24,8 @@ interface RunRecord {
   rssStartKiB?: number
   /** CPU time the hypervisor took from this (virtual) machine during the run, in % of all its CPU time. */
   stealPct?: number
+  /** The machine's 1-minute load average when the run started (other work on a shared machine shows here). */
+  load1?: number
   m?: Measurement
 }
 
@@ -43,6 +45,8 @@ interface ScenarioResult {
   failures: Partial<Record<BrokerName, number>>
   /** CPU steal over all runs of the scenario: median and highest, in %. */
   steal?: { median: number, max: number }
+  /** 1-minute load average at the start of the runs: median and highest. */
+  load?: { median: number, max: number }
 }
 
 const { values } = parseArgs({
@@ -67,12 +71,17 @@ if ((values.cluster || values.bridge) && values.scenario === undefined) {
 
 const scenarios = allScenarios()
 if (values.list) {
-  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(20)} ${s.description}\n`)
+  for (const s of scenarios) {
+    process.stdout.write(`${s.name.padEnd(20)} ${s.description}\n`)
+    for (const d of s.derived ?? []) process.stdout.write(`${d.name.padEnd(20)} ${d.description}\n`)
+  }
   process.exit(0)
 }
 const wanted = values.scenario?.split(',').map(s => s.trim()).filter(Boolean)
-// a name selects that scenario; a name ending with '*' selects every scenario starting with it
-const selected = wanted ? scenarios.filter(s => wanted.some(w => w.endsWith('*') ? s.name.startsWith(w.slice(0, -1)) : s.name === w)) : scenarios
+// a name selects that scenario; a name ending with '*' selects every scenario starting with it; a derived row's
+// name selects the scenario that measures it
+const nameMatches = (w: string, name: string): boolean => w.endsWith('*') ? name.startsWith(w.slice(0, -1)) : name === w
+const selected = wanted ? scenarios.filter(s => wanted.some(w => [s.name, ...(s.derived ?? []).map(d => d.name)].some(n => nameMatches(w, n)))) : scenarios
 if (selected.length === 0) {
   process.stderr.write(`Error: no scenario matches ${values.scenario ?? ''}; --list shows them.\n`)
   process.exit(2)
@@ -105,12 +114,14 @@ const median = (xs: number[]): number => {
 async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunRecord> {
   let broker
   try {
-    broker = await startBroker(name, { persistence: s.needs.persistence, ws: s.needs.ws, tls: s.needs.tls ? certs : undefined })
+    const persistence = s.needs.persistence === 'store' ? name !== 'mosquitto' : s.needs.persistence
+    broker = await startBroker(name, { persistence, ws: s.needs.ws, tls: s.needs.tls ? certs : undefined })
   } catch (err) {
     return { broker: name, run, ok: false, error: (err as Error).message }
   }
   const rssStartKiB = rssKiBOf(broker.pid)
   const ticks0 = machineTicks()
+  const load1 = loadavg()[0]
   try {
     // every scenario is bounded in time, whatever the broker does
     let timer: NodeJS.Timeout | undefined
@@ -119,7 +130,7 @@ async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunR
       s.run({ broker, timing, ca: certs?.ca }),
       new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs) })
     ]).finally(() => clearTimeout(timer))
-    return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, stealPct: stealPct(ticks0, machineTicks()), m }
+    return { broker: name, run, ok: true, startMs: broker.startMs, rssStartKiB, stealPct: stealPct(ticks0, machineTicks()), load1, m }
   } catch (err) {
     const e = broker.exited()
     const msg = e ? `${(err as Error).message}` : (err as Error).message
@@ -140,6 +151,14 @@ function fmt (x: number | undefined, unit = ''): string {
 const pad = (s: string, n: number): string => s.length >= n ? s : s + ' '.repeat(n - s.length)
 const padL = (s: string, n: number): string => s.length >= n ? s : ' '.repeat(n - s.length) + s
 
+/** A derived row as a scenario of its own: the same runs, with the extra figure as the primary one. */
+function derivedOf (s: Scenario, d: NonNullable<Scenario['derived']>[number], records: RunRecord[]): { s: Scenario, records: RunRecord[] } {
+  return {
+    s: { ...s, name: d.name, description: d.description, unit: d.unit, better: d.better, derived: undefined },
+    records: records.map(r => r.m ? { ...r, m: { ...r.m, value: r.m.extra[d.extra] ?? NaN, extra: {}, brokerCpuPct: undefined, genCpuPct: undefined } } : r)
+  }
+}
+
 function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
   const r: ScenarioResult = { name: s.name, description: s.description, unit: s.unit, better: s.better, runs: records, median: {}, spread: {}, brokerCpuPct: {}, genCpuPct: {}, cpuUsPerMsg: {}, failures: {} }
   for (const b of brokers) {
@@ -157,6 +176,8 @@ function summarise (s: Scenario, records: RunRecord[]): ScenarioResult {
   }
   const steals = records.map(x => x.stealPct).filter((x): x is number => x !== undefined)
   if (steals.length > 0) r.steal = { median: median(steals), max: Math.max(...steals) }
+  const loads = records.map(x => x.load1).filter((x): x is number => x !== undefined)
+  if (loads.length > 0) r.load = { median: median(loads), max: Math.max(...loads) }
   return r
 }
 
@@ -182,7 +203,8 @@ function printRow (r: ScenarioResult): void {
     padL(`±${fmt(100 * (r.spread.midge ?? NaN))}%`, 7),
     padL(r.steal ? `${r.steal.median.toFixed(0)}/${r.steal.max.toFixed(0)}` : '-', 6),
     '  ' + brokers.map(b => pad(cpu(b), 10)).join(' '),
-    ' ' + brokers.map(b => padL(us(b), 5)).join(' ')
+    ' ' + brokers.map(b => padL(us(b), 5)).join(' '),
+    padL(r.load ? `${r.load.median.toFixed(1)}/${r.load.max.toFixed(1)}` : '-', 9)
   ].join(' ') + '\n')
 }
 
@@ -191,9 +213,10 @@ function header (): void {
     pad('scenario', 20), pad('unit', 9), padL('midge', 10), padL('aedes', 10), padL('mosquitto', 10),
     padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7), padL('steal%', 6),
     '  ' + brokers.map(b => pad(`cpu% ${b.slice(0, 5)}`, 10)).join(' '),
-    ' ' + brokers.map(b => padL(`us/m ${b[0]!}`, 5)).join(' ')
+    ' ' + brokers.map(b => padL(`us/m ${b[0]!}`, 5)).join(' '),
+    padL('load', 9)
   ].join(' ') + '\n')
-  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message;\n steal% is the CPU time the hypervisor took from this virtual machine during the runs, median/highest: above a few %, processes\n stall for tens to hundreds of ms at a time and the figures, latency above all, say more about the machine than the brokers)\n')
+  process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message;\n steal% is the CPU time the hypervisor took from this virtual machine during the runs, median/highest: above a few %, processes\n stall for tens to hundreds of ms at a time and the figures, latency above all, say more about the machine than the brokers;\n load is the 1-minute load average as the runs started, median/highest)\n')
 }
 
 /** Runs with more CPU steal than this are flagged after the table. */
@@ -218,6 +241,12 @@ try {
     results.push(r)
     if (!headerShown) { header(); headerShown = true }
     printRow(r)
+    for (const d of s.derived ?? []) {
+      const x = derivedOf(s, d, records)
+      const dr = summarise(x.s, x.records)
+      results.push(dr)
+      printRow(dr)
+    }
   }
 } finally {
   rmSync(certDir, { recursive: true, force: true })

@@ -41,12 +41,29 @@ export interface ScenarioContext {
   ca?: string
 }
 
+/** A second figure of the same runs, shown as a row of its own (with its own ratios) under the scenario's. */
+export interface DerivedRow {
+  name: string
+  description: string
+  unit: string
+  better: 'higher' | 'lower'
+  /** The key in `Measurement.extra` it reads. */
+  extra: string
+}
+
+/**
+ * `persistence: 'store'` runs Midge and bare aedes on LevelDB and mosquitto with its default (in memory): the
+ * comparison a Pi owner makes between mosquitto as installed and Midge's durable store.
+ */
+export type PersistenceNeed = boolean | 'store'
+
 export interface Scenario {
   name: string
   description: string
   unit: string
   better: 'higher' | 'lower'
-  needs: Omit<BrokerOptions, 'tls'> & { tls: boolean }
+  needs: Omit<BrokerOptions, 'tls' | 'persistence'> & { tls: boolean, persistence: PersistenceNeed }
+  derived?: DerivedRow[]
   run: (ctx: ScenarioContext) => Promise<Measurement>
 }
 
@@ -203,6 +220,7 @@ function latency (qos: 0 | 1, rate: number): Scenario {
     unit: 'ms p99',
     better: 'lower',
     needs: { persistence: false, ws: false, tls: false },
+    derived: [{ name: `latency-q${qos}-${rate}-p50`, description: `the median of latency-q${qos}-${rate}`, unit: 'ms p50', better: 'lower', extra: 'p50ms' }],
     run: async ctx => {
       const r = await runLoad(ctx, {
         transport: 'tcp',
@@ -227,6 +245,8 @@ const idle: Scenario = {
   unit: 'KiB/conn',
   better: 'lower',
   needs: { persistence: false, ws: false, tls: false },
+  // the same connects, timed: every device returning at once after a broker restart
+  derived: [{ name: 'connect-storm', description: 'the time for the connects of idle-connections (200 in progress per worker, 2 workers)', unit: 'ms', better: 'lower', extra: 'connectMs' }],
   run: async ctx => {
     const n = ctx.timing.idleConnections
     const t = transportOf(ctx, 'tcp')
@@ -249,7 +269,7 @@ const idle: Scenario = {
       const rss1 = rssKiBOf(ctx.broker.pid)
       return {
         value: (rss1 - rss0) / n,
-        extra: { connections: n, connectSeconds: connectS, connectsPerSec: n / connectS, rssBeforeKiB: rss0, rssAfterKiB: rss1, brokerCpuMsToConnect: connectCpuMs }
+        extra: { connections: n, connectMs: connectS * 1000, connectSeconds: connectS, connectsPerSec: n / connectS, rssBeforeKiB: rss0, rssAfterKiB: rss1, brokerCpuMsToConnect: connectCpuMs }
       }
     } finally {
       await Promise.all(workers.map(w => w.close()))
@@ -263,6 +283,7 @@ const retained: Scenario = {
   unit: 'ms',
   better: 'lower',
   needs: { persistence: false, ws: false, tls: false },
+  derived: [{ name: 'retained-publish', description: 'the time to publish the retained messages of retained-delivery (QoS 1, 100 in flight)', unit: 'ms', better: 'lower', extra: 'loadMs' }],
   run: async ctx => {
     const n = ctx.timing.retained
     const t = transportOf(ctx, 'tcp')
@@ -318,6 +339,19 @@ export function allScenarios (): Scenario[] {
         subs: [sub('bench/in/#', 1, 1, { clean: false, idPrefix: 'bench-dsub-' })],
         pubs: [pubs(10, 1, { clean: false, idPrefix: 'bench-dpub-' })]
       }), { persistence: true }),
+    // Midge's and aedes' durable store against mosquitto as installed (in memory, nothing written per message)
+    throughput('durable-q1-p10', 'QoS 1, LevelDB for Midge and aedes, mosquitto in memory, persistent sessions: 10 publishers -> one subscriber',
+      () => ({
+        transport: 'tcp',
+        subs: [sub('bench/in/#', 1, 1, { clean: false, idPrefix: 'bench-dsub-' })],
+        pubs: [pubs(10, 1, { clean: false, idPrefix: 'bench-dpub-' })]
+      }), { persistence: 'store' }),
+    throughput('durable-q2-p10', 'QoS 2, LevelDB for Midge and aedes, mosquitto in memory, persistent sessions: 10 publishers -> one subscriber',
+      () => ({
+        transport: 'tcp',
+        subs: [sub('bench/in/#', 2, 1, { clean: false, idPrefix: 'bench-dsub-' })],
+        pubs: [pubs(10, 2, { clean: false, idPrefix: 'bench-dpub-' })]
+      }), { persistence: 'store' }),
     throughput('ws-q0-p5', 'QoS 0 fan-in over WebSocket: 5 publishers -> one subscriber',
       () => ({ transport: 'ws', subs: [sub('bench/in/#', 0)], pubs: [pubs(5, 0)] }), { ws: true }),
     throughput('ws-q1-p10', 'QoS 1 fan-in over WebSocket: 10 publishers -> one subscriber',
