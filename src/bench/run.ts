@@ -3,7 +3,8 @@
  * alternating order, prints the medians and the Midge/mosquitto ratio, and writes everything as JSON to
  * bench-results/<timestamp>.json.
  *
- *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--out FILE]
+ *   npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--store] [--out FILE]
+ *   (--store: Midge and bare aedes on LevelDB in every scenario, mosquitto in memory as installed)
  *   npm run bench -- --cluster | --bridge   (only the Redis cluster or the bridge comparison; a full run ends with both)
  */
 import { parseArgs } from 'node:util'
@@ -58,7 +59,9 @@ const { values } = parseArgs({
     out: { type: 'string' },
     list: { type: 'boolean', default: false },
     cluster: { type: 'boolean', default: false },
-    bridge: { type: 'boolean', default: false }
+    bridge: { type: 'boolean', default: false },
+    // Midge and bare aedes on LevelDB in every scenario, as config/midge.conf ships; mosquitto as installed (in memory)
+    store: { type: 'boolean', default: false }
   }
 })
 
@@ -114,7 +117,8 @@ const median = (xs: number[]): number => {
 async function runOne (s: Scenario, name: BrokerName, run: number): Promise<RunRecord> {
   let broker
   try {
-    const persistence = s.needs.persistence === 'store' ? name !== 'mosquitto' : s.needs.persistence
+    const need = values.store && s.needs.persistence === false ? 'store' : s.needs.persistence
+    const persistence = need === 'store' ? name !== 'mosquitto' : need
     broker = await startBroker(name, { persistence, ws: s.needs.ws, tls: s.needs.tls ? certs : undefined })
   } catch (err) {
     return { broker: name, run, ok: false, error: (err as Error).message }
@@ -203,7 +207,7 @@ function printRow (r: ScenarioResult): void {
     padL(`±${fmt(100 * (r.spread.midge ?? NaN))}%`, 7),
     padL(r.steal ? `${r.steal.median.toFixed(0)}/${r.steal.max.toFixed(0)}` : '-', 6),
     '  ' + brokers.map(b => pad(cpu(b), 10)).join(' '),
-    ' ' + brokers.map(b => padL(us(b), 5)).join(' '),
+    ' ' + brokers.map(b => padL(us(b), 6)).join(' '),
     padL(r.load ? `${r.load.median.toFixed(1)}/${r.load.max.toFixed(1)}` : '-', 9)
   ].join(' ') + '\n')
 }
@@ -213,7 +217,7 @@ function header (): void {
     pad('scenario', 20), pad('unit', 9), padL('midge', 10), padL('aedes', 10), padL('mosquitto', 10),
     padL('m/mosq', 8), padL('m/aedes', 8), padL('spread', 7), padL('steal%', 6),
     '  ' + brokers.map(b => pad(`cpu% ${b.slice(0, 5)}`, 10)).join(' '),
-    ' ' + brokers.map(b => padL(`us/m ${b[0]!}`, 5)).join(' '),
+    ' ' + brokers.map(b => padL(`us ${b.slice(0, 3)}`, 6)).join(' '),
     padL('load', 9)
   ].join(' ') + '\n')
   process.stdout.write('(medians; m/mosq and m/aedes are Midge divided by the other broker; spread is (max-min)/median of Midge runs;\n cpu% is broker/generator CPU in % of one core over the measured window; us/m is broker CPU microseconds per delivered message;\n steal% is the CPU time the hypervisor took from this virtual machine during the runs, median/highest: above a few %, processes\n stall for tens to hundreds of ms at a time and the figures, latency above all, say more about the machine than the brokers;\n load is the 1-minute load average as the runs started, median/highest)\n')
@@ -222,7 +226,7 @@ function header (): void {
 /** Runs with more CPU steal than this are flagged after the table. */
 const STEAL_WARN_PCT = 5
 const startedAt = new Date()
-process.stdout.write(`midge bench: ${selected.length} scenario(s) x ${brokers.join(', ')} x ${runs} run(s), ${values.quick ? 'quick' : 'full'} timing; node ${process.version}; mosquitto ${mosqVersion ?? 'not installed'}; ${cpus().length} CPU(s) ${cpus()[0]?.model ?? ''}; load ${loadavg().map(x => x.toFixed(2)).join(' ')}\n`)
+process.stdout.write(`midge bench: ${selected.length} scenario(s) x ${brokers.join(', ')} x ${runs} run(s), ${values.quick ? 'quick' : 'full'} timing${values.store ? ', Midge/aedes on LevelDB (--store)' : ''}; node ${process.version}; mosquitto ${mosqVersion ?? 'not installed'}; ${cpus().length} CPU(s) ${cpus()[0]?.model ?? ''}; load ${loadavg().map(x => x.toFixed(2)).join(' ')}\n`)
 const results: ScenarioResult[] = []
 try {
   let headerShown = false
