@@ -21,7 +21,7 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
@@ -69,6 +69,9 @@ export interface BoundListener {
 export interface BrokerOptions {
   log: Logger
 }
+
+/** Socket errors are reported by aedes; one listener for every connection keeps them from being thrown. */
+const ignoreError = (): void => {}
 
 export class Broker {
   readonly router = new HttpRouter()
@@ -275,6 +278,12 @@ export class Broker {
   /** Outgoing packets, counted per written batch (one function for all connections). */
   private readonly countSent = (chunks: readonly Buffer[]): void => { this.stats.packetsOut += countPackets(chunks) }
 
+  /** One close listener for every connection (a stream closes once): its listener's count goes down. */
+  private readonly connectionClosed = ((broker: Broker) => function connectionClosed (this: Duplex): void {
+    const id = broker.contexts.get(this)?.listener.id
+    if (id !== undefined) broker.connections.set(id, (broker.connections.get(id) ?? 1) - 1)
+  })(this)
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
@@ -286,8 +295,8 @@ export class Broker {
       return
     }
     this.connections.set(lc.id, count + 1)
-    stream.once('close', () => this.connections.set(lc.id, (this.connections.get(lc.id) ?? 1) - 1))
     this.contexts.set(stream, ctx)
+    stream.on('close', this.connectionClosed)
     trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
@@ -304,7 +313,7 @@ export class Broker {
         else stream.destroy()
       }
     })
-    stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
+    stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // MQTT 5 AUTH exchanges, where a plug-in does enhanced authentication (enhanced-auth.ts); before the coalescer
     if (this.auth.hasEnhancedAuth(lc)) {
       installEnhancedAuth(stream, {
@@ -325,6 +334,7 @@ export class Broker {
       return amend === undefined ? undefined : amendConnack(first, amend)
     })
     const client = this.aedes.handle(stream, req)
+    leanParserList(client)
     hardenClient(client)
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
