@@ -27,7 +27,7 @@ import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.j
 import { installInboundRules } from './inbound.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
-import { installPacketGuard, type GuardError } from './packet-guard.js'
+import { installPacketGuard, type GuardError, type GuardOptions } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
@@ -284,6 +284,27 @@ export class Broker {
     if (id !== undefined) broker.connections.set(id, (broker.connections.get(id) ?? 1) - 1)
   })(this)
 
+  /** The packet guard's options, one object per listener for all its connections. */
+  private readonly guardOptionsOf = new WeakMap<ConnectionContext['listener'], GuardOptions>()
+  private guardOptions (lc: ConnectionContext['listener']): GuardOptions {
+    let opts = this.guardOptionsOf.get(lc)
+    if (opts !== undefined) return opts
+    const { limits } = this.config
+    opts = {
+      maxRemainingLength: limits.messageSizeLimit > 0 ? limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH,
+      counter: this.stats.packetsIn,
+      acceptVersions: lc.acceptProtocolVersions,
+      onViolation: (err: GuardError, stream: Duplex) => {
+        this.log.warn({ listener: lc.id, remoteAddress: this.contexts.get(stream)?.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
+        // [MQTT-3.1.2-2]
+        if (err.reason === 'bad-protocol') stream.end(err.protocolLevel === 5 ? CONNACK_V5_UNSUPPORTED_PROTOCOL : CONNACK_UNACCEPTABLE_PROTOCOL)
+        else stream.destroy()
+      }
+    }
+    this.guardOptionsOf.set(lc, opts)
+    return opts
+  }
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
@@ -299,20 +320,9 @@ export class Broker {
     stream.on('close', this.connectionClosed)
     trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
-    const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
     // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts)
     capReadBatch(stream, READ_BATCH_PACKETS)
-    installPacketGuard(stream, {
-      maxRemainingLength: limit,
-      counter: this.stats.packetsIn,
-      acceptVersions: lc.acceptProtocolVersions,
-      onViolation: (err: GuardError) => {
-        log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
-        // [MQTT-3.1.2-2]
-        if (err.reason === 'bad-protocol') stream.end(err.protocolLevel === 5 ? CONNACK_V5_UNSUPPORTED_PROTOCOL : CONNACK_UNACCEPTABLE_PROTOCOL)
-        else stream.destroy()
-      }
-    })
+    installPacketGuard(stream, this.guardOptions(lc))
     stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // MQTT 5 AUTH exchanges, where a plug-in does enhanced authentication (enhanced-auth.ts); before the coalescer
     if (this.auth.hasEnhancedAuth(lc)) {
