@@ -21,14 +21,14 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
 import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
-import { installPacketGuard, type GuardError } from './packet-guard.js'
+import { installPacketGuard, type GuardError, type GuardOptions } from './packet-guard.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
@@ -70,6 +70,9 @@ export interface BoundListener {
 export interface BrokerOptions {
   log: Logger
 }
+
+/** Socket errors are reported by aedes; one listener for every connection keeps them from being thrown. */
+const ignoreError = (): void => {}
 
 export class Broker {
   readonly router = new HttpRouter()
@@ -286,6 +289,33 @@ export class Broker {
   /** Outgoing packets, counted per written batch (one function for all connections). */
   private readonly countSent = (chunks: readonly Buffer[]): void => { this.stats.packetsOut += countPackets(chunks) }
 
+  /** One close listener for every connection (a stream closes once): its listener's count goes down. */
+  private readonly connectionClosed = ((broker: Broker) => function connectionClosed (this: Duplex): void {
+    const id = broker.contexts.get(this)?.listener.id
+    if (id !== undefined) broker.connections.set(id, (broker.connections.get(id) ?? 1) - 1)
+  })(this)
+
+  /** The packet guard's options, one object per listener for all its connections. */
+  private readonly guardOptionsOf = new WeakMap<ConnectionContext['listener'], GuardOptions>()
+  private guardOptions (lc: ConnectionContext['listener']): GuardOptions {
+    let opts = this.guardOptionsOf.get(lc)
+    if (opts !== undefined) return opts
+    const { limits } = this.config
+    opts = {
+      maxRemainingLength: limits.messageSizeLimit > 0 ? limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH,
+      counter: this.stats.packetsIn,
+      acceptVersions: lc.acceptProtocolVersions,
+      onViolation: (err: GuardError, stream: Duplex) => {
+        this.log.warn({ listener: lc.id, remoteAddress: this.contexts.get(stream)?.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
+        // [MQTT-3.1.2-2]
+        if (err.reason === 'bad-protocol') stream.end(err.protocolLevel === 5 ? CONNACK_V5_UNSUPPORTED_PROTOCOL : CONNACK_UNACCEPTABLE_PROTOCOL)
+        else stream.destroy()
+      }
+    }
+    this.guardOptionsOf.set(lc, opts)
+    return opts
+  }
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
@@ -297,25 +327,14 @@ export class Broker {
       return
     }
     this.connections.set(lc.id, count + 1)
-    stream.once('close', () => this.connections.set(lc.id, (this.connections.get(lc.id) ?? 1) - 1))
     this.contexts.set(stream, ctx)
+    stream.on('close', this.connectionClosed)
     trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
-    const limit = config.limits.messageSizeLimit > 0 ? config.limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH
     // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts)
     capReadBatch(stream, READ_BATCH_PACKETS)
-    installPacketGuard(stream, {
-      maxRemainingLength: limit,
-      counter: this.stats.packetsIn,
-      acceptVersions: lc.acceptProtocolVersions,
-      onViolation: (err: GuardError) => {
-        log.warn({ listener: lc.id, remoteAddress: ctx.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
-        // [MQTT-3.1.2-2]
-        if (err.reason === 'bad-protocol') stream.end(err.protocolLevel === 5 ? CONNACK_V5_UNSUPPORTED_PROTOCOL : CONNACK_UNACCEPTABLE_PROTOCOL)
-        else stream.destroy()
-      }
-    })
-    stream.on('error', () => {}) // errors are reported by aedes (clientError/connectionError); never crash on one
+    installPacketGuard(stream, this.guardOptions(lc))
+    stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // MQTT 5 AUTH exchanges, where a plug-in does enhanced authentication (enhanced-auth.ts); before the coalescer
     if (this.auth.hasEnhancedAuth(lc)) {
       installEnhancedAuth(stream, {
@@ -336,6 +355,7 @@ export class Broker {
       return amend === undefined ? undefined : amendConnack(first, amend)
     })
     const client = this.aedes.handle(stream, req)
+    leanParserList(client)
     hardenClient(client)
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)

@@ -60,7 +60,7 @@
  * 6. Nothing goes out before the CONNACK [MQTT-3.2.0-1]: see `holdUntilConnack`.
  */
 import type { Client } from 'aedes'
-import { clientInternals, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket } from '../aedes/internals.js'
+import { buildDelivery, deliverThrough, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket, type DeliveryBuilder, type DeliveryPair } from '../aedes/internals.js'
 import { maxMatchingQos } from '../mqtt/topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
@@ -172,6 +172,7 @@ export function keepsUp (client: object): boolean {
  * gets its packet id here). `go(err)` if the connection closes first.
  */
 export function admitStored (client: unknown, packet: StoredPacket, go: (err?: Error) => void): void {
+  if (typeof client === 'object' && client !== null) buildDelivery(client)
   const w = typeof client === 'object' && client !== null ? storedWindows.get(client) : undefined
   if (w === undefined) go()
   else w.admit(packet, go)
@@ -233,10 +234,17 @@ const DUPLICATES: ProxyHandler<SeenFilter> = {
   deleteProperty () { return true }
 }
 
+/** One builder per options object (one per broker). */
+const builders = new WeakMap<DeliveryOptions, DeliveryBuilder>()
+
+/** The layer is built when the client first subscribes or is delivered to (aedes/internals.ts `deliverThrough`). */
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
-  const client = clientInternals(aedesClient)
-  const origQoS = client.deliverQoS
-  const orig0 = client.deliver0
+  let build = builders.get(opts)
+  if (build === undefined) builders.set(opts, build = (client, origQoS, orig0) => buildLayer(client, origQoS, orig0, opts))
+  deliverThrough(aedesClient, build)
+}
+
+function buildLayer (client: ClientInternals, origQoS: Deliver, orig0: Deliver, opts: DeliveryOptions): DeliveryPair {
   /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
   let pending = 0
   let dropping = false
@@ -259,7 +267,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let lastAck = Date.now()
   // (5) until aedes has written the stored queue (`connected`), live QoS 1/2 deliveries wait behind it; the ids of
   // stored messages in flight; the stored packet waiting for a slot
-  let replaying = window > 0
+  let replaying = window > 0 && !client.connected
   let storedIds: Map<number, StoredPacket> | undefined
   let storedWaiting: { packet: StoredPacket, go: (err?: Error) => void } | undefined
 
@@ -506,6 +514,5 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     })
   }
 
-  client.deliverQoS = wrap(origQoS, false)
-  client.deliver0 = wrap(orig0, true)
+  return { deliverQoS: wrap(origQoS, false), deliver0: wrap(orig0, true) }
 }

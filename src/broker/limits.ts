@@ -98,76 +98,90 @@ export class SubscriptionCounter {
  * Cuts only between packets; a packet that is not complete yet is passed through as it is (aedes' parser keeps
  * partial packets). Install it before the packet guard, so the guard sees exactly the bytes aedes gets.
  */
-export function capReadBatch (stream: { read: (size?: number) => unknown }, maxPackets: number): void {
-  const origRead = stream.read.bind(stream) as (size?: number) => Buffer | null
-  let pending: Buffer | null = null
-  /** Bytes still to pass of a packet whose start was already handed out (the next cut can only follow it). */
-  let carry = 0
-  /** Fixed-header bytes of a packet whose header was split across chunks. */
-  let headerPrefix: Buffer | null = null
+type ReadFn = (size?: number) => unknown
 
-  stream.read = function cappedRead (size?: number): Buffer | null {
-    // Node's own `read(0)` calls (maybeReadMore, 'readable' set-up) discard what they get: never hand them `pending`.
-    // Without this, held-back packets vanished: QoS 2 publishes never completed and the parser lost sync
-    // ("Invalid header flag bits") in 15-persist and 15-persist-slow-consumer.
-    if (size === 0) return origRead(0)
-    let buf: Buffer | null
-    if (pending !== null) {
-      buf = pending
-      pending = null
-    } else {
-      buf = origRead(size)
-      if (buf === null) return null
-    }
-    let pos = 0
-    const n = buf.length
-    if (carry > 0) {
-      const step = Math.min(carry, n)
-      carry -= step
-      pos = step
-      if (carry > 0) return buf
-    }
-    let scan = buf
-    let offset = 0 // where `buf` starts inside `scan`
-    if (headerPrefix !== null) {
-      scan = Buffer.concat([headerPrefix, buf.subarray(pos)])
-      offset = headerPrefix.length - pos
-      pos = 0
-      headerPrefix = null
-    }
-    let packets = 0
-    const len = scan.length
-    while (pos < len) {
-      // fixed header: type byte + 1..4 bytes of remaining length
-      let i = pos + 1
-      let length = 0
-      let mult = 1
-      let done = false
-      while (i < len && i - pos <= 4) {
-        const byte = scan[i++]!
-        length += (byte & 0x7f) * mult
-        mult *= 128
-        if ((byte & 0x80) === 0) { done = true; break }
-      }
-      if (!done) {
-        if (i - pos > 4) return buf // malformed: the packet guard closes the connection
-        headerPrefix = Buffer.from(scan.subarray(pos)) // header continues in the next chunk
-        return buf
-      }
-      const end = i + length
-      if (end > len) { carry = end - len; return buf } // the packet continues in the next chunk
-      pos = end
-      packets++
-      // cut only before a complete packet: what is held back then always gives aedes a packet to handle, whose
-      // end makes it read again (read-loop.ts lets no 'readable' event through while a batch is in progress)
-      if (packets >= maxPackets && pos < len && completeAt(scan, pos)) {
-        const cut = pos - offset
-        pending = buf.subarray(cut)
-        return buf.subarray(0, cut)
-      }
-    }
-    return buf
+/** One connection's read cap: what it holds back between reads (no closures per connection). */
+class ReadCap {
+  pending: Buffer | null = null
+  /** Bytes still to pass of a packet whose start was already handed out (the next cut can only follow it). */
+  carry = 0
+  /** Fixed-header bytes of a packet whose header was split across chunks. */
+  headerPrefix: Buffer | null = null
+  constructor (readonly inner: ReadFn, readonly maxPackets: number) {}
+}
+
+const kReadCap = Symbol('read cap')
+type CappedStream = { read: ReadFn, [kReadCap]?: ReadCap }
+
+export function capReadBatch (stream: { read: ReadFn }, maxPackets: number): void {
+  const s = stream as CappedStream
+  s[kReadCap] = new ReadCap(stream.read, maxPackets)
+  s.read = cappedRead
+}
+
+function cappedRead (this: CappedStream, size?: number): Buffer | null {
+  const cap = this[kReadCap]!
+  const maxPackets = cap.maxPackets
+  // Node's own `read(0)` calls (maybeReadMore, 'readable' set-up) discard what they get: never hand them `pending`.
+  // Without this, held-back packets vanished: QoS 2 publishes never completed and the parser lost sync
+  // ("Invalid header flag bits") in 15-persist and 15-persist-slow-consumer.
+  if (size === 0) return cap.inner.call(this, 0) as Buffer | null
+  let buf: Buffer | null
+  if (cap.pending !== null) {
+    buf = cap.pending
+    cap.pending = null
+  } else {
+    buf = cap.inner.call(this, size) as Buffer | null
+    if (buf === null) return null
   }
+  let pos = 0
+  const n = buf.length
+  if (cap.carry > 0) {
+    const step = Math.min(cap.carry, n)
+    cap.carry -= step
+    pos = step
+    if (cap.carry > 0) return buf
+  }
+  let scan = buf
+  let offset = 0 // where `buf` starts inside `scan`
+  if (cap.headerPrefix !== null) {
+    scan = Buffer.concat([cap.headerPrefix, buf.subarray(pos)])
+    offset = cap.headerPrefix.length - pos
+    pos = 0
+    cap.headerPrefix = null
+  }
+  let packets = 0
+  const len = scan.length
+  while (pos < len) {
+    // fixed header: type byte + 1..4 bytes of remaining length
+    let i = pos + 1
+    let length = 0
+    let mult = 1
+    let done = false
+    while (i < len && i - pos <= 4) {
+      const byte = scan[i++]!
+      length += (byte & 0x7f) * mult
+      mult *= 128
+      if ((byte & 0x80) === 0) { done = true; break }
+    }
+    if (!done) {
+      if (i - pos > 4) return buf // malformed: the packet guard closes the connection
+      cap.headerPrefix = Buffer.from(scan.subarray(pos)) // header continues in the next chunk
+      return buf
+    }
+    const end = i + length
+    if (end > len) { cap.carry = end - len; return buf } // the packet continues in the next chunk
+    pos = end
+    packets++
+    // cut only before a complete packet: what is held back then always gives aedes a packet to handle, whose
+    // end makes it read again (read-loop.ts lets no 'readable' event through while a batch is in progress)
+    if (packets >= maxPackets && pos < len && completeAt(scan, pos)) {
+      const cut = pos - offset
+      cap.pending = buf.subarray(cut)
+      return buf.subarray(0, cut)
+    }
+  }
+  return buf
 }
 
 /** Does a complete MQTT packet start at `pos` of `b`? */

@@ -29,23 +29,26 @@ export interface GuardOptions {
   counter?: { count: number }
   /** Protocol levels this listener accepts (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). */
   acceptVersions: readonly number[]
-  onViolation: (err: GuardError) => void
+  onViolation: (err: GuardError, stream: Duplex) => void
 }
 
-export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
-  let state = State.Type
-  let first = true
-  let type = 0
-  let length = 0
-  let multiplier = 1
-  let lengthBytes = 0
-  let skip = 0
-  let dead = false
-  const origRead = stream.read.bind(stream)
-  const counter = opts.counter
+type ReadFn = (size?: number) => unknown
 
-  const scan = (buf: Buffer): GuardError | undefined => {
-    if (first && buf.length > 0 && buf[0] === 0x10) {
+/** One connection's guard: where the scan is in the byte stream (no closures per connection). */
+class Guard {
+  state = State.Type
+  first = true
+  type = 0
+  length = 0
+  multiplier = 1
+  lengthBytes = 0
+  skip = 0
+  dead = false
+  constructor (readonly inner: ReadFn, readonly opts: GuardOptions) {}
+
+  scan (buf: Buffer): GuardError | undefined {
+    const opts = this.opts
+    if (this.first && buf.length > 0 && buf[0] === 0x10) {
       const level = connectProtocolLevel(buf)
       if (level !== undefined && (!level.ok || !opts.acceptVersions.includes(level.level))) {
         return new GuardError(`unsupported protocol ${level.name} level ${level.level}`, 'bad-protocol', level.level)
@@ -54,57 +57,68 @@ export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
     let i = 0
     const n = buf.length
     while (i < n) {
-      if (state === State.Body) {
-        const step = Math.min(skip, n - i)
+      if (this.state === State.Body) {
+        const step = Math.min(this.skip, n - i)
         i += step
-        skip -= step
-        if (skip === 0) state = State.Type
+        this.skip -= step
+        if (this.skip === 0) this.state = State.Type
         continue
       }
       const byte = buf[i++]!
-      if (state === State.Type) {
-        type = byte >> 4
-        if (first) {
-          first = false
-          if (type !== 1) return new GuardError(`first packet is not CONNECT (type ${type})`, 'not-connect')
+      if (this.state === State.Type) {
+        this.type = byte >> 4
+        if (this.first) {
+          this.first = false
+          if (this.type !== 1) return new GuardError(`first packet is not CONNECT (type ${this.type})`, 'not-connect')
         }
-        state = State.Length
-        length = 0
-        multiplier = 1
-        lengthBytes = 0
+        this.state = State.Length
+        this.length = 0
+        this.multiplier = 1
+        this.lengthBytes = 0
         continue
       }
       // State.Length: variable byte integer
-      length += (byte & 0x7f) * multiplier
-      multiplier *= 128
-      lengthBytes++
+      this.length += (byte & 0x7f) * this.multiplier
+      this.multiplier *= 128
+      this.lengthBytes++
       if ((byte & 0x80) !== 0) {
-        if (lengthBytes >= 4) return new GuardError('malformed remaining length', 'malformed')
+        if (this.lengthBytes >= 4) return new GuardError('malformed remaining length', 'malformed')
         continue
       }
-      if (length > opts.maxRemainingLength) {
-        return new GuardError(`packet of ${length} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large')
+      if (this.length > opts.maxRemainingLength) {
+        return new GuardError(`packet of ${this.length} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large')
       }
-      if (counter) counter.count++
-      if (length === 0) state = State.Type
-      else { state = State.Body; skip = length }
+      if (opts.counter) opts.counter.count++
+      if (this.length === 0) this.state = State.Type
+      else { this.state = State.Body; this.skip = this.length }
     }
     return undefined
   }
+}
 
-  stream.read = function guardedRead (size?: number) {
-    if (dead) return null
-    const buf = origRead(size) as Buffer | null
-    if (buf !== null) {
-      const err = scan(buf)
-      if (err) {
-        dead = true
-        opts.onViolation(err)
-        return null
-      }
+const kGuard = Symbol('packet guard')
+type GuardedStream = Duplex & { [kGuard]?: Guard }
+
+/** `opts` may be shared by every connection of a listener: `onViolation` is told which stream broke the rules. */
+export function installPacketGuard (stream: Duplex, opts: GuardOptions): void {
+  const s = stream as GuardedStream
+  s[kGuard] = new Guard(stream.read, opts)
+  s.read = guardedRead
+}
+
+function guardedRead (this: GuardedStream, size?: number): unknown {
+  const g = this[kGuard]!
+  if (g.dead) return null
+  const buf = g.inner.call(this, size) as Buffer | null
+  if (buf !== null) {
+    const err = g.scan(buf)
+    if (err) {
+      g.dead = true
+      g.opts.onViolation(err, this)
+      return null
     }
-    return buf
   }
+  return buf
 }
 
 /** Protocol name and level of a CONNECT at the start of `buf`, when the chunk holds them. */

@@ -23,6 +23,10 @@ export function markResendsDup<T extends object> (persistence: T): T {
     get (target, prop, receiver) {
       if (prop === 'outgoingStream') {
         return (client: unknown) => {
+          const source = p.outgoingStream(client)
+          // a clean session's stale queue is cleared by aedes, not written: no DUP, no window, and no stream of
+          // Midge's per CONNECT (most devices connect with a clean session)
+          if ((client as { clean?: boolean }).clean === true) return source
           const mark = new Transform({
             objectMode: true,
             transform (packet: OutgoingPacket, _enc, cb) {
@@ -32,7 +36,6 @@ export function markResendsDup<T extends object> (persistence: T): T {
           })
           // pipe() does not carry errors: a store read that fails must end aedes' pipeline, not leave it waiting;
           // and a stream that ends early (the client went while it waited for a slot) closes the store's iterator
-          const source = p.outgoingStream(client)
           source.once('error', err => mark.destroy(err))
           mark.once('close', () => source.destroy())
           return source.pipe(mark)

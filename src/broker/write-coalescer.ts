@@ -31,86 +31,104 @@ type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
 /** Chunks at least this large are not copied into the turn's buffer. */
 const COPY_LIMIT = 16 * 1024
 
-export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined): void {
-  const write = stream.write as WriteFn
-  const end = stream.end as (...args: unknown[]) => Duplex
-  let parts: Buffer[] = []
-  let bytes = 0
-  let callbacks: WriteCb[] | undefined
-  let scheduled = false
+/** One connection's batch of the current turn (no closures per connection: the functions below are shared). */
+class Batch {
+  parts: Buffer[] = []
+  bytes = 0
+  callbacks: WriteCb[] | undefined
+  scheduled = false
   /** write() returned false to someone for this batch: a `drain` is owed. */
-  let owed = false
+  owed = false
+  constructor (
+    readonly stream: Duplex,
+    readonly write: WriteFn,
+    readonly end: (...args: unknown[]) => Duplex,
+    readonly onBatch: ((chunks: readonly Buffer[]) => void) | undefined,
+    public rewrite: ((first: Buffer) => Buffer | undefined) | undefined
+  ) {}
+}
 
-  let rewrite = rewriteFirst
-  const flush = (): void => {
-    scheduled = false
-    if (parts.length === 0) return
-    if (rewrite !== undefined) {
-      const first = parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)
-      const out = rewrite(first)
-      rewrite = undefined
-      if (out !== undefined) parts = [out]
-    }
-    const batch = parts
-    const cbs = callbacks
-    parts = []
-    bytes = 0
-    callbacks = undefined
-    if (stream.destroyed) {
-      if (cbs !== undefined) for (const cb of cbs) cb(new Error('write after destroy'))
-      return
-    }
-    onBatch?.(batch)
-    const done: WriteCb | undefined = cbs === undefined ? undefined : err => { for (const cb of cbs) cb(err) }
-    let ok = true
-    let run = 0
-    let runBytes = 0
-    const writeRun = (upTo: number, last: boolean): void => {
-      if (upTo === run) return
-      const chunk = upTo - run === 1 ? batch[run]! : Buffer.concat(batch.slice(run, upTo), runBytes)
-      ok = write.call(stream, chunk, undefined, last ? done : undefined) && ok
-      run = upTo
-      runBytes = 0
-    }
-    for (let i = 0; i < batch.length; i++) {
-      const b = batch[i]!
-      if (b.length >= COPY_LIMIT) {
-        writeRun(i, false)
-        run = i
-        runBytes = b.length
-        writeRun(i + 1, i + 1 === batch.length)
-      } else {
-        runBytes += b.length
-      }
-    }
-    writeRun(batch.length, true)
-    if (owed) {
-      owed = false
-      // the stream took the batch below its high-water mark: it will not emit drain itself
-      if (ok) stream.emit('drain')
+const kBatch = Symbol('write batch')
+type CoalescedStream = Duplex & { [kBatch]?: Batch }
+
+export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined): void {
+  const s = stream as CoalescedStream
+  s[kBatch] = new Batch(stream, stream.write as WriteFn, stream.end as (...args: unknown[]) => Duplex, onBatch, rewriteFirst)
+  stream.write = coalescedWrite as Duplex['write']
+  stream.end = coalescedEnd as Duplex['end']
+}
+
+function flush (b: Batch): void {
+  b.scheduled = false
+  if (b.parts.length === 0) return
+  if (b.rewrite !== undefined) {
+    const first = b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts, b.bytes)
+    const out = b.rewrite(first)
+    b.rewrite = undefined
+    if (out !== undefined) b.parts = [out]
+  }
+  const { stream, write } = b
+  const batch = b.parts
+  const cbs = b.callbacks
+  b.parts = []
+  b.bytes = 0
+  b.callbacks = undefined
+  if (stream.destroyed) {
+    if (cbs !== undefined) for (const cb of cbs) cb(new Error('write after destroy'))
+    return
+  }
+  b.onBatch?.(batch)
+  const done: WriteCb | undefined = cbs === undefined ? undefined : err => { for (const cb of cbs) cb(err) }
+  let ok = true
+  let run = 0
+  let runBytes = 0
+  const writeRun = (upTo: number, last: boolean): void => {
+    if (upTo === run) return
+    const chunk = upTo - run === 1 ? batch[run]! : Buffer.concat(batch.slice(run, upTo), runBytes)
+    ok = write.call(stream, chunk, undefined, last ? done : undefined) && ok
+    run = upTo
+    runBytes = 0
+  }
+  for (let i = 0; i < batch.length; i++) {
+    const c = batch[i]!
+    if (c.length >= COPY_LIMIT) {
+      writeRun(i, false)
+      run = i
+      runBytes = c.length
+      writeRun(i + 1, i + 1 === batch.length)
+    } else {
+      runBytes += c.length
     }
   }
+  writeRun(batch.length, true)
+  if (b.owed) {
+    b.owed = false
+    // the stream took the batch below its high-water mark: it will not emit drain itself
+    if (ok) stream.emit('drain')
+  }
+}
 
-  stream.write = function coalescedWrite (this: Duplex, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
-    if (stream.writableEnded || stream.destroyed) return write.call(this, chunk, encoding, cb)
-    if (typeof encoding === 'function') { cb = encoding; encoding = undefined }
-    const buf = typeof chunk === 'string'
-      ? Buffer.from(chunk, (encoding as BufferEncoding | undefined) ?? 'utf8')
-      : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array)
-    parts.push(buf)
-    bytes += buf.length
-    if (typeof cb === 'function') (callbacks ??= []).push(cb as WriteCb)
-    if (!scheduled) {
-      scheduled = true
-      setImmediate(flush)
-    }
-    if (bytes + stream.writableLength < stream.writableHighWaterMark) return true
-    owed = true
-    return false
-  } as Duplex['write']
+function coalescedWrite (this: CoalescedStream, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+  const b = this[kBatch]!
+  if (this.writableEnded || this.destroyed) return b.write.call(this, chunk, encoding, cb)
+  if (typeof encoding === 'function') { cb = encoding; encoding = undefined }
+  const buf = typeof chunk === 'string'
+    ? Buffer.from(chunk, (encoding as BufferEncoding | undefined) ?? 'utf8')
+    : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array)
+  b.parts.push(buf)
+  b.bytes += buf.length
+  if (typeof cb === 'function') (b.callbacks ??= []).push(cb as WriteCb)
+  if (!b.scheduled) {
+    b.scheduled = true
+    setImmediate(flush, b)
+  }
+  if (b.bytes + this.writableLength < this.writableHighWaterMark) return true
+  b.owed = true
+  return false
+}
 
-  stream.end = function coalescedEnd (this: Duplex, ...args: unknown[]): Duplex {
-    flush()
-    return end.apply(this, args)
-  } as Duplex['end']
+function coalescedEnd (this: CoalescedStream, ...args: unknown[]): Duplex {
+  const b = this[kBatch]!
+  flush(b)
+  return b.end.apply(this, args)
 }
