@@ -18,11 +18,13 @@ export type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) 
 export interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number, properties?: Record<string, unknown> }
 export type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
 
-/** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options. */
-export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number }
+/** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options and identifier. */
+export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number, si?: number }
 
 export interface BrokerInternals {
   id: string
+  /** set as soon as `close()` starts */
+  closed: boolean
   /** aedes' per-broker message counter (brokerCounter); Midge assigns it in arrival order (durability.ts) */
   counter: number
   clients: Record<string, Client>
@@ -48,6 +50,8 @@ export interface ClientInternals {
   conn: Duplex
   deliverQoS: Deliver
   deliver0: Deliver
+  /** v5: writes a DISCONNECT with the reason code, then closes; aedes calls it for takeover, shutdown, 0x93-0x95 */
+  disconnect: (opts?: { reasonCode?: number }, done?: () => void) => void
   duplicates: Record<string, number>
   subscriptions: Record<string, HeldSubscription>
   broker: BrokerInternals
@@ -113,7 +117,7 @@ export function checkAedes (aedes: Aedes): void {
   const version = (aedes as unknown as { version?: string }).version
   if (version !== AEDES_VERSION) problems.push(`version ${version} (Midge is built for ${AEDES_VERSION})`)
   const b = aedes as unknown as Record<string, unknown>
-  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string']]
+  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string'], ['closed', 'boolean']]
   for (const [field, type] of broker) {
     // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
     if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)
@@ -123,7 +127,7 @@ export function checkAedes (aedes: Aedes): void {
   const fields: Array<[string, string]> = [
     ['_nextId', 'number'], ['_parsingBatch', 'number'], ['_nextBatch', 'function'], ['_parser', 'object'],
     ['deliverQoS', 'function'], ['deliver0', 'function'], ['subscriptions', 'object'], ['duplicates', 'object'],
-    ['connackSent', 'boolean'], ['broker', 'object']
+    ['connackSent', 'boolean'], ['broker', 'object'], ['disconnect', 'function']
   ]
   for (const [field, type] of fields) {
     // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
-import { maxMatchingQos } from '../mqtt/topic-match.js'
+import { maxMatchingQos, matchingSubscriptionIds } from '../mqtt/topic-match.js'
 import type { ConnackAmendment } from './connack.js'
 import { subscriptionsOf, clientInternals } from '../aedes/internals.js'
 import mqttPacket from 'mqtt-packet'
@@ -40,6 +40,8 @@ export interface ClientInfo {
   willQos?: number
   /** v5 Session Expiry Interval asked for in CONNECT (seconds). */
   sessionExpiry?: number
+  /** v5: the CONNECT's Clean Start flag. */
+  cleanStart?: boolean
 }
 
 /** MQTT 5 reason codes Midge sends itself. */
@@ -118,6 +120,7 @@ export function createHooks (deps: HookDeps): Hooks {
       if (packet.will) info.willQos = packet.will.qos ?? 0
       clientInfo.set(client, info)
       if (info.protocolVersion === 5) {
+        info.cleanStart = packet.clean !== false
         info.sessionExpiry = (packet.properties as { sessionExpiryInterval?: number } | undefined)?.sessionExpiryInterval ?? 0
         // a v5 client over max_keepalive (or with none) is told the limit, not refused, as mosquitto 2.0 does;
         // aedes times the connection out from the CONNECT's keepalive, so that is where the limit goes
@@ -161,7 +164,7 @@ export function createHooks (deps: HookDeps): Hooks {
           if (d.ok) {
             if (d.username !== undefined) info.username = d.username
             // a will this client may not publish is never stored (auth/connect.ts)
-            screenWill(auth, log, client, info.username, info.ctx).then(() => cb(null, true), (err: Error) => {
+            screenWill(auth, log, client, info.username, info.ctx).then(() => { resumeQueue(client, info); cb(null, true) }, (err: Error) => {
               log.error({ clientId: client.id, err: err.message }, 'will authorisation failed with an error')
               cb(authError(3, 'authentication error'), false)
             })
@@ -176,6 +179,10 @@ export function createHooks (deps: HookDeps): Hooks {
     },
 
     authorizePublish (client, packet, cb) {
+      // a will goes out as a PUBLISH with the will's properties, but Will Delay Interval is a CONNECT (will)
+      // property: aedes leaves it in, and a v5 subscriber rejects a PUBLISH that carries it as malformed
+      const props = packet.properties as { willDelayInterval?: number } | undefined
+      if (props?.willDelayInterval !== undefined) delete props.willDelayInterval
       if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
       // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH
       if (topicTooLong(packet.topic, limits.maxTopicLength)) {
@@ -212,11 +219,14 @@ export function createHooks (deps: HookDeps): Hooks {
         clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
       }).then(ok => {
         if (ok) { cb(null); return }
-        // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection
+        // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection.
+        // The error has no message, so the acknowledgement carries no Reason String (aedes makes one of the
+        // message), as from mosquitto 2.0.11: it would only repeat the code, and some v5 clients (the Paho
+        // interoperability suite's) cannot parse acknowledgements with properties.
         if (v5) {
           log.info({ clientId: client.id, topic, reason: 'not authorised' }, 'publish refused')
           deps.onDropped?.('not authorised', client, topic)
-          cb(new Error('not authorized'))
+          cb(new Error(''))
           return
         }
         dropPublish(client, packet, 'not authorised')
@@ -272,6 +282,20 @@ export function createHooks (deps: HookDeps): Hooks {
     }
   }
 
+  /**
+   * [MQTT-3.1.2-4] [MQTT-3.2.2-2] A v5 CONNECT with Clean Start 0 resumes the session it finds, queued messages
+   * included, whatever Session Expiry Interval it asks for: that interval only says how long the session outlives
+   * this connection. aedes marks a session with interval 0 `clean` at CONNECT and so discards its queue (it
+   * restores the subscriptions and says Session Present 1). The client counts as persistent until aedes has sent
+   * the stored queue (`connected`); then the session is clean again and ends with the connection.
+   */
+  const resumeQueue = (client: Client, info: ClientInfo): void => {
+    if (info.protocolVersion !== 5 || info.cleanStart !== false || !client.clean) return
+    const c = clientInternals(client)
+    c.clean = false
+    c.once('connected', () => { c.clean = true })
+  }
+
   const disconnectV5 = (client: Client, reasonCode: number, why: string): void => {
     log.info({ clientId: client.id, reasonCode }, `Client ${client.id} disconnected: ${why}.`)
     // the PUBLISH is not answered: the connection ends with this DISCONNECT [MQTT-4.13.2-1]
@@ -285,6 +309,8 @@ export function createHooks (deps: HookDeps): Hooks {
       if (info && !auth.authorizeReceive(info.ctx.listener, { clientId: client.id, username: info.username, topic: packet.topic })) return null
     }
     if (packet.qos > 0) clampQos(client, packet)
+    // a routed message (a retained one sent on SUBSCRIBE has no brokerId: it answers that one subscription)
+    if (packet.brokerId && clientInternals(client).version === 5) withAllSubscriptionIds(client, packet)
     // [MQTT-3.1.2-25] never more than the client's Maximum Packet Size: the message is dropped for that client
     const max = clientInternals(client).maximumPacketSize
     if (max !== undefined && tooLarge(packet, max)) {
@@ -306,6 +332,21 @@ function clampQos (client: Client, packet: AedesPublishPacket): void {
   const subs = subscriptionsOf(client)
   const max = maxMatchingQos(subs, packet.topic, packet.qos)
   if (max >= 0 && max < packet.qos) packet.qos = max as 0 | 1 | 2
+}
+
+/**
+ * [MQTT-3.3.4-3] A message matching several of a v5 client's subscriptions goes out once (Midge's duplicate filter
+ * keeps the first copy, delivery.ts) and must carry the Subscription Identifier of each of them: aedes puts only
+ * the identifier of the subscription whose copy that is. The properties object is shared between the copies of
+ * a message, so it is replaced, not changed.
+ */
+function withAllSubscriptionIds (client: Client, packet: AedesPublishPacket): void {
+  const ids = matchingSubscriptionIds(subscriptionsOf(client), packet.topic)
+  if (ids.length === 0) return
+  const p = packet as { properties?: Record<string, unknown> }
+  const props = p.properties
+  if (ids.length === 1 && props?.subscriptionIdentifier === ids[0]) return
+  p.properties = { ...props, subscriptionIdentifier: ids.length === 1 ? ids[0] : ids }
 }
 
 /** Whether the v5 PUBLISH would be more than `max` bytes on the wire (encoded only when it has properties). */

@@ -43,6 +43,7 @@ import { registerCsrRoutes } from '../http/csr.js'
 import { registerAdminRoutes } from '../admin/index.js'
 import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 import { BridgePeers } from '../bridge/peers.js'
+import { lingerAfterServerDisconnect } from './server-disconnect.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -294,6 +295,8 @@ export class Broker {
     })
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
+    // a server DISCONNECT is the last packet, and reaches the client before the connection closes
+    lingerAfterServerDisconnect(client, stream)
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })
