@@ -42,6 +42,8 @@ export interface ClientInfo {
   sessionExpiry?: number
   /** v5: the CONNECT's Clean Start flag. */
   cleanStart?: boolean
+  /** v5: the Topic Alias Maximum the client announced (aliases it accepts from the server). */
+  topicAliasMaximum?: number
 }
 
 /** MQTT 5 reason codes Midge sends itself. */
@@ -121,6 +123,7 @@ export function createHooks (deps: HookDeps): Hooks {
       clientInfo.set(client, info)
       if (info.protocolVersion === 5) {
         info.cleanStart = packet.clean !== false
+        info.topicAliasMaximum = (packet.properties as { topicAliasMaximum?: number } | undefined)?.topicAliasMaximum
         info.sessionExpiry = (packet.properties as { sessionExpiryInterval?: number } | undefined)?.sessionExpiryInterval ?? 0
         // a v5 client over max_keepalive (or with none) is told the limit, not refused, as mosquitto 2.0 does;
         // aedes times the connection out from the CONNECT's keepalive, so that is where the limit goes

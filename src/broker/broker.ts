@@ -20,7 +20,7 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installInboundRules } from './inbound.js'
 import { markResendsDup } from './resend-dup.js'
@@ -44,6 +44,7 @@ import { registerAdminRoutes } from '../admin/index.js'
 import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 import { BridgePeers } from '../bridge/peers.js'
 import { lingerAfterServerDisconnect } from './server-disconnect.js'
+import { OutgoingTopicAliases } from './topic-alias-out.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -289,10 +290,17 @@ export class Broker {
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     // a v5 CONNACK says what this listener's config allows (connack.ts)
     const connackFor = this.hooks.connackAmendment
+    // topic aliases towards a v5 client that accepts them (topic-alias-out.ts), decided when its CONNACK goes out
+    let aliasBatch: ((batch: Buffer) => Buffer) | undefined
     coalesceWrites(stream, this.countSent, first => {
+      const max = this.hooks.clientInfo.get(client)?.topicAliasMaximum
+      if (max !== undefined && max > 0) {
+        const aliases = new OutgoingTopicAliases(max, clientInternals(client).maximumPacketSize)
+        aliasBatch = batch => aliases.rewrite(batch)
+      }
       const amend = connackFor(client)
       return amend === undefined ? undefined : amendConnack(first, amend)
-    })
+    }, () => aliasBatch)
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
     // a server DISCONNECT is the last packet, and reaches the client before the connection closes

@@ -21,7 +21,8 @@
  * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
  * `onBatch` sees each batch before it is written (the broker counts the packets sent in it, sys/wire.ts).
  * `rewriteFirst`, when given, may replace the connection's first batch (it amends a v5 CONNACK, connack.ts); it
- * returns undefined to leave the batch and every later one alone.
+ * returns undefined to leave the batch and every later one alone. `rewriteEach`, asked at every batch, may return a
+ * function that replaces the whole batch, given as one buffer (outgoing topic aliases, topic-alias-out.ts).
  */
 import type { Duplex } from 'node:stream'
 
@@ -31,7 +32,8 @@ type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
 /** Chunks at least this large are not copied into the turn's buffer. */
 const COPY_LIMIT = 16 * 1024
 
-export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined): void {
+export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined,
+  rewriteEach?: () => ((batch: Buffer) => Buffer) | undefined): void {
   const write = stream.write as WriteFn
   const end = stream.end as (...args: unknown[]) => Duplex
   let parts: Buffer[] = []
@@ -51,6 +53,8 @@ export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buff
       rewrite = undefined
       if (out !== undefined) parts = [out]
     }
+    const each = rewriteEach?.()
+    if (each !== undefined) parts = [each(parts.length === 1 ? parts[0]! : Buffer.concat(parts))]
     const batch = parts
     const cbs = callbacks
     parts = []

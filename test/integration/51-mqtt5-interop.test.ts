@@ -124,3 +124,52 @@ test('DISCONNECT 0x93 is the last packet sent, and the connection closes without
 function mqttGenerate (p: Record<string, unknown>): Buffer {
   return mqttPacket.generate(p as never, { protocolVersion: 5 })
 }
+
+test('topic aliases towards a client that announced Topic Alias Maximum: the first PUBLISH on a topic sets one, later ones carry it and no topic; topics beyond the maximum go out in full', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await raw5(b.port(), { properties: { topicAliasMaximum: 2 } })
+  onTestFinished(() => c.end())
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'al/#', qos: 2 }] })
+  await c.next('suback')
+  const sent = ['al/sensor/kitchen/state', 'al/sensor/kitchen/state', 'al/b', 'al/sensor/kitchen/state', 'al/c', 'al/b']
+  const got: Array<[string, unknown, string, number]> = []
+  // one at a time, so that the order on the wire is the order sent
+  for (const [i, topic] of sent.entries()) {
+    c.send({ cmd: 'publish', topic, payload: Buffer.from(String(i)), qos: i % 3, messageId: 10 + i })
+    const p = await c.next('publish')
+    got.push([p.topic, p.properties?.topicAlias, p.payload.toString(), p.qos])
+    if (p.qos === 1) c.send({ cmd: 'puback', messageId: p.messageId })
+    if (p.qos === 2) c.send({ cmd: 'pubrec', messageId: p.messageId })
+  }
+  expect(got).toEqual([
+    ['al/sensor/kitchen/state', 1, '0', 0],
+    ['', 1, '1', 1],
+    ['al/b', 2, '2', 2],
+    ['', 1, '3', 0],
+    ['al/c', undefined, '4', 1],
+    ['', 2, '5', 2]
+  ])
+})
+
+test('no topic aliases towards a client that announced none, nor past its Maximum Packet Size', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const plain = await raw5(b.port(), { clientId: 'plain' })
+  onTestFinished(() => plain.end())
+  // a PUBLISH of 'x/1' with payload 'abc' at QoS 0 is 1 + 1 + 2 + 3 + 1 + 3 = 11 bytes; its alias would add 3
+  const tight = await raw5(b.port(), { clientId: 'tight', properties: { topicAliasMaximum: 5, maximumPacketSize: 11 } })
+  onTestFinished(() => tight.end())
+  for (const c of [plain, tight]) {
+    c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'x/#', qos: 0 }] })
+    await c.next('suback')
+  }
+  plain.send({ cmd: 'publish', topic: 'x/1', payload: Buffer.from('abc'), qos: 0 })
+  plain.send({ cmd: 'publish', topic: 'x/1', payload: Buffer.from('abc'), qos: 0 })
+  for (const c of [plain, tight]) {
+    for (let i = 0; i < 2; i++) {
+      const p = await c.next('publish')
+      expect([p.topic, p.properties?.topicAlias]).toEqual(['x/1', undefined])
+    }
+  }
+})
