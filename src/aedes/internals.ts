@@ -90,6 +90,22 @@ export function takePacketId (client: ClientInternals): number {
 }
 
 /**
+ * Refuses a v5 client's subscription with SUBACK 0x80 (Unspecified error) where aedes would say 0x87 (Not
+ * authorized): aedes picks the code by the client's protocol version when `refuse` (the authorizeSubscribe
+ * callback, given no subscription) runs, synchronously, so the version reads as 3.1.1 for that call only.
+ */
+export function refuseUnspecified (client: Client | object, refuse: () => void): void {
+  const c = clientInternals(client)
+  const version = c.version
+  c.version = 4
+  try {
+    refuse()
+  } finally {
+    c.version = version
+  }
+}
+
+/**
  * aedes 2.0.0-beta.1 keys its client table, each client's subscriptions and its QoS 2 duplicate filter with
  * plain objects, so wire strings such as `constructor` or `toString` read back as inherited functions: a CONNECT
  * with client id `constructor` makes `registerClient` call `.disconnect` on `Object` and the process dies

@@ -10,7 +10,9 @@ import type { AuthChain } from '../auth/chain.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import { maxMatchingQos, matchingSubscriptionIds } from '../mqtt/topic-match.js'
 import type { ConnackAmendment } from './connack.js'
-import { subscriptionsOf, clientInternals } from '../aedes/internals.js'
+import { subscriptionsOf, clientInternals, refuseUnspecified } from '../aedes/internals.js'
+import { isUtf8 } from 'node:buffer'
+import { AckCodes, NO_MATCHING_SUBSCRIBERS, PAYLOAD_FORMAT_INVALID } from './ack-codes.js'
 import mqttPacket from 'mqtt-packet'
 import { checkConnect, screenWill } from '../auth/connect.js'
 import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
@@ -44,6 +46,8 @@ export interface ClientInfo {
   cleanStart?: boolean
   /** v5: the Topic Alias Maximum the client announced (aliases it accepts from the server). */
   topicAliasMaximum?: number
+  /** v5: PUBACK/PUBREC reason codes aedes cannot send, rewritten on the way out (ack-codes.ts). */
+  acks?: AckCodes
 }
 
 /** MQTT 5 reason codes Midge sends itself. */
@@ -64,6 +68,11 @@ export interface HookDeps {
   onDropped?: (reason: string, client: Client | null, topic: string) => void
   /** max_subscriptions_per_client bookkeeping (limits.ts); released by the broker on 'unsubscribe'. */
   subscriptions?: SubscriptionCounter
+  /**
+   * Whether any session (connected or not) or bridge subscribes to a topic: a v5 publish nobody gets is
+   * acknowledged with 0x10. Undefined where it cannot be known (cluster mode: other nodes' subscribers).
+   */
+  hasSubscribers?: (topic: string) => Promise<boolean>
 }
 
 type AuthError = Error & { returnCode: number }
@@ -123,6 +132,7 @@ export function createHooks (deps: HookDeps): Hooks {
       clientInfo.set(client, info)
       if (info.protocolVersion === 5) {
         info.cleanStart = packet.clean !== false
+        info.acks = new AckCodes()
         info.topicAliasMaximum = (packet.properties as { topicAliasMaximum?: number } | undefined)?.topicAliasMaximum
         info.sessionExpiry = (packet.properties as { sessionExpiryInterval?: number } | undefined)?.sessionExpiryInterval ?? 0
         // a v5 client over max_keepalive (or with none) is told the limit, not refused, as mosquitto 2.0 does;
@@ -211,6 +221,15 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(new Error(`QoS ${packet.qos} exceeds max_qos ${info.ctx.listener.maxQos}`))
         return
       }
+      // Payload Format Indicator 1 promises UTF-8: a v5 publish that breaks it is refused, PUBACK/PUBREC 0x99
+      // (mosquitto 2.0.11 does not check, and routes it)
+      if (v5 && (packet.properties as { payloadFormatIndicator?: boolean } | undefined)?.payloadFormatIndicator === true && typeof packet.payload !== 'string' && !isUtf8(packet.payload)) {
+        log.info({ clientId: client.id, topic: packet.topic, reason: 'payload format invalid' }, 'publish refused')
+        deps.onDropped?.('payload format invalid', client, packet.topic)
+        if (packet.qos > 0 && packet.messageId !== undefined) info?.acks?.set(packet.messageId, PAYLOAD_FORMAT_INVALID)
+        cb(new Error(''))
+        return
+      }
       const topic = packet.topic
       if (topic.startsWith(SYS_PREFIX) || topic.startsWith(MIDGE_PREFIX)) {
         dropPublish(client, packet, 'reserved topic')
@@ -221,7 +240,7 @@ export function createHooks (deps: HookDeps): Hooks {
       auth.authorize({
         clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
       }).then(ok => {
-        if (ok) { cb(null); return }
+        if (ok) { accepted(client, info, packet, cb); return }
         // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection.
         // The error has no message, so the acknowledgement carries no Reason String (aedes makes one of the
         // message), as from mosquitto 2.0.11: it would only repeat the code, and some v5 clients (the Paho
@@ -256,10 +275,14 @@ export function createHooks (deps: HookDeps): Hooks {
         cb(null, null)
         return
       }
-      auth.authorize({
+      auth.decide({
         clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
-      }).then(ok => {
-        if (!ok) log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
+      }).then(d => {
+        const ok = d.ok
+        if (!d.ok) {
+          log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
+          if (info.protocolVersion === 5 && d.by?.subscriptionRefusal === 'unspecified') { refuseUnspecified(client, () => cb(null, null)); return }
+        }
         // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit
         if (ok && deps.subscriptions && !deps.subscriptions.reserve(client, sub.topic)) {
           log.info({ clientId: client.id, topic: sub.topic }, `subscription refused: max_subscriptions_per_client (${limits.maxSubscriptionsPerClient}) reached`)
@@ -297,6 +320,24 @@ export function createHooks (deps: HookDeps): Hooks {
     const c = clientInternals(client)
     c.clean = false
     c.once('connected', () => { c.clean = true })
+  }
+
+  /**
+   * An authorised publish goes on; a v5 client's QoS 1/2 one that no subscription matches is acknowledged with
+   * 0x10 (No matching subscribers), as from mosquitto 2.0.11 (which sends it in PUBACK only).
+   */
+  const accepted = (client: Client, info: ClientInfo, packet: PublishPacket, cb: (err?: Error | null) => void): void => {
+    const acks = info.acks
+    const has = deps.hasSubscribers
+    if (acks === undefined || has === undefined || packet.qos === 0 || packet.messageId === undefined) { cb(null); return }
+    const id = packet.messageId
+    has(packet.topic).then(yes => {
+      if (!yes) acks.set(id, NO_MATCHING_SUBSCRIBERS)
+      cb(null)
+    }, (err: Error) => {
+      log.warn({ clientId: client.id, topic: packet.topic, err: err.message }, 'could not look up subscribers: acknowledged with 0x00')
+      cb(null)
+    })
   }
 
   const disconnectV5 = (client: Client, reasonCode: number, why: string): void => {

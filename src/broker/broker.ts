@@ -45,6 +45,7 @@ import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 import { BridgePeers } from '../bridge/peers.js'
 import { lingerAfterServerDisconnect } from './server-disconnect.js'
 import { OutgoingTopicAliases } from './topic-alias-out.js'
+import type { AckCodes } from './ack-codes.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -122,17 +123,28 @@ export class Broker {
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
-    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
-    const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
     const cluster = clusterStore?.cluster
+    const emitter = cluster ? undefined : new TopicEmitter()
+    const durability = this.durability
+    this.hooks = createHooks({
+      config,
+      auth: this.auth,
+      log,
+      contexts: this.contexts,
+      subscriptions: this.subscriptionCounter,
+      onDropped: () => { this.stats.publishDropped++ },
+      // connected clients and bridges in the emitter, sessions away in the store; a cluster's other nodes are unknown
+      hasSubscribers: emitter === undefined ? undefined : async topic => emitter.match(topic).length > 0 || await durability.hasStoredSubscriber(topic)
+    })
+    const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
       persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold'), (err) => log.warn({ err: err.message }, 'reading retained messages for a new subscription failed')), // cheap QoS 2 lookups
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
-      mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
+      mq: (cluster?.mq ?? emitter) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
@@ -292,15 +304,24 @@ export class Broker {
     const connackFor = this.hooks.connackAmendment
     // topic aliases towards a v5 client that accepts them (topic-alias-out.ts), decided when its CONNACK goes out
     let aliasBatch: ((batch: Buffer) => Buffer) | undefined
+    // and v5 acknowledgement codes aedes cannot send (ack-codes.ts), while one waits
+    let acks: AckCodes | undefined
     coalesceWrites(stream, this.countSent, first => {
-      const max = this.hooks.clientInfo.get(client)?.topicAliasMaximum
+      const info = this.hooks.clientInfo.get(client)
+      acks = info?.acks
+      const max = info?.topicAliasMaximum
       if (max !== undefined && max > 0) {
         const aliases = new OutgoingTopicAliases(max, clientInternals(client).maximumPacketSize)
         aliasBatch = batch => aliases.rewrite(batch)
       }
       const amend = connackFor(client)
       return amend === undefined ? undefined : amendConnack(first, amend)
-    }, () => aliasBatch)
+    }, () => {
+      if (acks === undefined || !acks.pending) return aliasBatch
+      const ackBatch = acks.rewrite
+      const alias = aliasBatch
+      return alias === undefined ? ackBatch : batch => alias(ackBatch(batch))
+    })
     const client = this.aedes.handle(stream, req)
     hardenClient(client)
     // a server DISCONNECT is the last packet, and reaches the client before the connection closes

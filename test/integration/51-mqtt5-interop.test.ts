@@ -136,7 +136,7 @@ test('topic aliases towards a client that announced Topic Alias Maximum: the fir
   const got: Array<[string, unknown, string, number]> = []
   // one at a time, so that the order on the wire is the order sent
   for (const [i, topic] of sent.entries()) {
-    c.send({ cmd: 'publish', topic, payload: Buffer.from(String(i)), qos: i % 3, messageId: 10 + i })
+    c.send({ cmd: 'publish', topic, payload: Buffer.from(String(i)), qos: (i % 3) as 0 | 1 | 2, messageId: 10 + i })
     const p = await c.next('publish')
     got.push([p.topic, p.properties?.topicAlias, p.payload.toString(), p.qos])
     if (p.qos === 1) c.send({ cmd: 'puback', messageId: p.messageId })
@@ -172,4 +172,60 @@ test('no topic aliases towards a client that announced none, nor past its Maximu
       expect([p.topic, p.properties?.topicAlias]).toEqual(['x/1', undefined])
     }
   }
+})
+
+test('PUBACK/PUBREC 0x10 for a v5 publish no subscription matches; 0x00 when a connected client, or a session away, subscribes', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const away = await connect5(b.url(), { clientId: 'away', clean: true, properties: { sessionExpiryInterval: 300 } })
+  await away.client.subscribeAsync('off/#', { qos: 1 })
+  await away.client.endAsync()
+  const sub = await raw5(b.port(), { clientId: 'sub' })
+  onTestFinished(() => sub.end())
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'some/#', qos: 0 }] })
+  await sub.next('suback')
+  const c = await raw5(b.port(), { clientId: 'pub' })
+  onTestFinished(() => c.end())
+  const ack = async (cmd: 'puback' | 'pubrec', topic: string, qos: 1 | 2, messageId: number): Promise<number[]> => {
+    const before = Buffer.concat(c.received).length
+    c.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos, messageId })
+    await c.next(cmd)
+    return [...Buffer.concat(c.received).subarray(before)]
+  }
+  expect(await ack('puback', 'nobody/here', 1, 3)).toEqual([0x40, 0x03, 0x00, 0x03, 0x10])
+  expect(await ack('pubrec', 'nobody/here', 2, 4)).toEqual([0x50, 0x03, 0x00, 0x04, 0x10])
+  c.send({ cmd: 'pubrel', messageId: 4 })
+  expect((await c.next('pubcomp')).reasonCode ?? 0).toBe(0)
+  expect(await ack('puback', 'some/x', 1, 5)).toEqual([0x40, 0x04, 0x00, 0x05, 0x00, 0x00])
+  expect(await ack('puback', 'off/x', 1, 6)).toEqual([0x40, 0x04, 0x00, 0x06, 0x00, 0x00])
+})
+
+test('Payload Format Indicator 1 with a payload that is not UTF-8: PUBACK 0x99 and not routed; valid UTF-8 goes through', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await raw5(b.port())
+  onTestFinished(() => c.end())
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'pf/#', qos: 1 }] })
+  await c.next('suback')
+  c.send({ cmd: 'publish', topic: 'pf/bad', payload: Buffer.from([0xff, 0xfe]), qos: 1, messageId: 2, properties: { payloadFormatIndicator: true } })
+  const bad = await c.next('puback')
+  expect([bad.messageId, bad.reasonCode]).toEqual([2, 0x99])
+  c.send({ cmd: 'publish', topic: 'pf/good', payload: Buffer.from('grüße'), qos: 1, messageId: 3, properties: { payloadFormatIndicator: true } })
+  expect((await c.next('puback')).reasonCode ?? 0).toBe(0)
+  const m = await c.next('publish')
+  expect([m.topic, m.payload.toString(), m.properties?.payloadFormatIndicator]).toEqual(['pf/good', 'grüße', true])
+  await c.ping()
+  expect(c.packets.filter(p => p.cmd === 'publish')).toEqual([])
+})
+
+test('a subscription the acl_file refuses (a filter under a deny rule) gets SUBACK 0x80 in v5 too, as in 3.1.1', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  await writeFile(`${dir}/acl`, 'topic readwrite #\ntopic deny test/nosubscribe\n')
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\nacl_file ${dir}/acl\n`)
+  onTestFinished(() => b.close())
+  const c = await raw5(b.port())
+  onTestFinished(() => c.end())
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'test/nosubscribe', qos: 2 }, { topic: 'test/other', qos: 2 }] })
+  expect((await c.next('suback')).granted).toEqual([0x80, 2])
 })
