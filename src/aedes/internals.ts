@@ -18,6 +18,9 @@ export type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) 
 export interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number, properties?: Record<string, unknown> }
 export type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
 
+/** A packet as aedes' parser (mqtt-packet) emits it, with the fields Midge reads ahead of aedes. */
+export interface ParsedPacket { cmd: string, messageId?: number, protocolVersion?: number, properties?: { receiveMaximum?: number, topicAlias?: number } }
+
 /** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options and identifier. */
 export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number, si?: number }
 
@@ -61,7 +64,10 @@ export interface ClientInternals {
   _parsingBatch: number
   /** reads and parses the next batch (aedes' 'readable' listener) */
   _nextBatch: () => void
-  _parser: { prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void }
+  _parser: {
+    prependListener: (event: 'packet', fn: (p: ParsedPacket) => void) => void
+    removeListener: (event: 'packet', fn: (p: ParsedPacket) => void) => void
+  }
 }
 
 export function brokerInternals (aedes: Aedes): BrokerInternals {
@@ -150,6 +156,7 @@ export function checkAedes (aedes: Aedes): void {
     if (typeof client[field] !== type) problems.push(`client.${field} is not a ${type}`)
   }
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
+  if (typeof (client._parser as { removeListener?: unknown } | undefined)?.removeListener !== 'function') problems.push('client._parser has no removeListener')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)

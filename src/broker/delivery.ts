@@ -60,7 +60,7 @@
  * 6. Nothing goes out before the CONNACK [MQTT-3.2.0-1]: see `holdUntilConnack`.
  */
 import type { Client } from 'aedes'
-import { clientInternals, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket } from '../aedes/internals.js'
+import { clientInternals, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket, type ParsedPacket } from '../aedes/internals.js'
 import { maxMatchingQos } from '../mqtt/topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
@@ -141,6 +141,9 @@ export interface DeliveryOptions {
   accounting?: QueueAccounting
   log: Logger
 }
+
+/** What MQTT 5 assumes when a client announces no Receive Maximum: no bound beyond the packet identifiers. */
+const RECEIVE_MAXIMUM_DEFAULT = 65_535
 
 /** How many delivered `brokerId:counter` keys a client remembers for the duplicate filter. */
 const SEEN_LIMIT = 1024
@@ -241,7 +244,9 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
   let pending = 0
   let dropping = false
   // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
-  const window = opts.maxInflight ?? 0
+  // without `max_inflight_messages`, a v5 client that announces a Receive Maximum gets that as its window (set
+  // when its CONNECT is parsed, below)
+  let window = opts.maxInflight ?? 0
   // a v5 client's Receive Maximum narrows the window [MQTT-3.3.4-7]; aedes sets it from CONNECT, before any delivery
   const slots = (): number => {
     const r = client.receiveMaximum
@@ -459,7 +464,7 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
     }
   }
 
-  if (window > 0) {
+  const startWindow = (): void => {
     captureForward(client.broker)
     // PUBACK frees a QoS 1 slot, PUBCOMP a QoS 2 one; an identifier this window did not send frees nothing
     client._parser.prependListener('packet', (p) => {
@@ -504,6 +509,21 @@ export function installDelivery (aedesClient: Client, opts: DeliveryOptions): vo
       waitHead = 0
       for (const w of left) w?.release?.()
     })
+  }
+  if (window > 0) {
+    startWindow()
+  } else {
+    // [MQTT-3.3.4-7] the client's Receive Maximum bounds what it is sent even with no window of the broker's own:
+    // read off its CONNECT, ahead of aedes (no delivery can come before it)
+    const onConnect = (p: ParsedPacket): void => {
+      client._parser.removeListener('packet', onConnect)
+      const r = p.cmd === 'connect' && p.protocolVersion === 5 ? p.properties?.receiveMaximum : undefined
+      if (r === undefined || r <= 0 || r >= RECEIVE_MAXIMUM_DEFAULT) return
+      window = r
+      replaying = true
+      startWindow()
+    }
+    client._parser.prependListener('packet', onConnect)
   }
 
   client.deliverQoS = wrap(origQoS, false)
