@@ -135,7 +135,12 @@ export class Broker {
       subscriptions: this.subscriptionCounter,
       onDropped: () => { this.stats.publishDropped++ },
       // connected clients and bridges in the emitter, sessions away in the store; a cluster's other nodes are unknown
-      hasSubscribers: emitter === undefined ? undefined : async topic => emitter.match(topic).length > 0 || await durability.hasStoredSubscriber(topic)
+      hasSubscribers: emitter === undefined ? undefined : async topic => emitter.match(topic).length > 0 || await durability.hasStoredSubscriber(topic),
+      // the memory and LevelDB stores have it; aedes-persistence-redis 11 does not
+      cleanIncoming: async client => {
+        const store = brokerInternals(this.aedes).persistence as { cleanIncoming?: (c: { id: string }) => Promise<void> }
+        await store.cleanIncoming?.(client)
+      }
     })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     this.aedes = await this.storeStep(() => Aedes.createBroker({

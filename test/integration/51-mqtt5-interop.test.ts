@@ -252,3 +252,40 @@ test('max_inflight_messages 0: a v5 client\'s Receive Maximum still bounds the Q
   await c.ping()
   expect(c.packets.filter(p => p.cmd === 'publish')).toEqual([])
 })
+
+test('a clean start forgets the QoS 2 messages the previous connection left unreleased: a new PUBLISH reusing the packet id is routed (v5 and 3.1.1, as mosquitto 2.0.11); a resumed session still takes a resend as one', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const sub = await raw5(b.port(), { clientId: 'q2sub' })
+  onTestFinished(() => sub.end())
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q2/#', qos: 0 }] })
+  await sub.next('suback')
+  for (const version of [5, 4] as const) {
+    const connect = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clientId: `q2pub${version}`, keepalive: 60 }
+    const first = await RawClient.connect(b.port(), '127.0.0.1', version)
+    first.send({ ...connect, clean: false, ...(version === 5 ? { properties: { sessionExpiryInterval: 60 } } : {}) })
+    await first.next('connack')
+    first.send({ cmd: 'publish', topic: `q2/${version}/first`, payload: Buffer.from('a'), qos: 2, messageId: 7 })
+    await first.next('pubrec')
+    first.end()
+    await first.closed
+    // the session resumed: the same packet id is a resend, not routed again
+    const resumed = await RawClient.connect(b.port(), '127.0.0.1', version)
+    resumed.send({ ...connect, clean: false, ...(version === 5 ? { properties: { sessionExpiryInterval: 60 } } : {}) })
+    await resumed.next('connack')
+    resumed.send({ cmd: 'publish', topic: `q2/${version}/first`, payload: Buffer.from('a'), qos: 2, messageId: 7, dup: true })
+    await resumed.next('pubrec')
+    resumed.end()
+    await resumed.closed
+    const fresh = await RawClient.connect(b.port(), '127.0.0.1', version)
+    onTestFinished(() => fresh.end())
+    fresh.send({ ...connect, clean: true })
+    await fresh.next('connack')
+    fresh.send({ cmd: 'publish', topic: `q2/${version}/second`, payload: Buffer.from('b'), qos: 2, messageId: 7 })
+    await fresh.next('pubrec')
+    fresh.send({ cmd: 'pubrel', messageId: 7 })
+    await fresh.next('pubcomp')
+  }
+  await sub.ping()
+  expect(sub.packets.filter(p => p.cmd === 'publish').map(p => p.topic)).toEqual(['q2/5/first', 'q2/5/second', 'q2/4/first', 'q2/4/second'])
+})
