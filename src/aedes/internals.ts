@@ -19,11 +19,16 @@ export type Deliver = (packet: DeliverPacket, cb: (err?: Error | null) => void) 
 export interface DeliverPacket { topic: string, qos: number, brokerId?: string | null, brokerCounter?: number, messageId?: number, properties?: Record<string, unknown> }
 export type AuthorizeForward = (client: unknown, packet: DeliverPacket) => DeliverPacket | null | undefined
 
-/** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options. */
-export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number, /** v5 Subscription Identifier */ si?: number }
+/** A packet as aedes' parser (mqtt-packet) emits it, with the fields Midge reads ahead of aedes. */
+export interface ParsedPacket { cmd: string, messageId?: number, protocolVersion?: number, properties?: { receiveMaximum?: number, topicAlias?: number } }
+
+/** A subscription as aedes keeps it on the client: QoS plus, for v5, the subscription options and identifier. */
+export interface HeldSubscription { qos: number, nl?: boolean, rap?: boolean, rh?: number, si?: number }
 
 export interface BrokerInternals {
   id: string
+  /** set as soon as `close()` starts */
+  closed: boolean
   /** aedes' per-broker message counter (brokerCounter); Midge assigns it in arrival order (durability.ts) */
   counter: number
   clients: Record<string, Client>
@@ -49,6 +54,8 @@ export interface ClientInternals {
   conn: Duplex
   deliverQoS: Deliver
   deliver0: Deliver
+  /** v5: writes a DISCONNECT with the reason code, then closes; aedes calls it for takeover, shutdown, 0x93-0x95 */
+  disconnect: (opts?: { reasonCode?: number }, done?: () => void) => void
   duplicates: Record<string, number>
   subscriptions: Record<string, HeldSubscription>
   broker: BrokerInternals
@@ -59,10 +66,10 @@ export interface ClientInternals {
   /** reads and parses the next batch (aedes' 'readable' listener) */
   _nextBatch: () => void
   _parser: {
-    prependListener: (event: 'packet', fn: (p: { cmd: string, messageId?: number }) => void) => void
+    prependListener: (event: 'packet', fn: (p: ParsedPacket) => void) => void
+    removeListener: (event: 'packet', fn: (p: ParsedPacket) => void) => void
     /** mqtt-packet keeps the CONNECT here once parsed: the protocol version, known while later packets of the same read are parsed (aedes sets `version` only when it handles the CONNECT) */
     settings: { protocolVersion?: number }
-    removeListener: (event: 'packet', fn: (p: { cmd: string }) => void) => void
     /** the bytes read and not parsed yet */
     _list: { length: number, append: (buf: Buffer) => unknown }
   }
@@ -126,20 +133,21 @@ export function takePacketId (client: ClientInternals): number {
 
 /** The pair of functions that replaces a client's `deliverQoS` and `deliver0`. */
 export interface DeliveryPair { deliverQoS: Deliver, deliver0: Deliver }
-export type DeliveryBuilder = (client: ClientInternals, origQoS: Deliver, orig0: Deliver) => DeliveryPair
+/** `connect`: the CONNECT being parsed, when the layer is built ahead of aedes handling it. */
+export type DeliveryBuilder = (client: ClientInternals, origQoS: Deliver, orig0: Deliver, connect?: ParsedPacket) => DeliveryPair
 
 interface Unbuilt { client: ClientInternals, origQoS: Deliver, orig0: Deliver, build: DeliveryBuilder }
 /** Clients whose delivery functions are not built yet, by their parser: aedes' own pair and the builder. */
 const unbuilt = new WeakMap<object, Unbuilt>()
 
 /** Builds the client's delivery functions now, if they are not built yet. */
-export function buildDelivery (client: object): void {
+export function buildDelivery (client: object, connect?: ParsedPacket): void {
   const c = clientInternals(client)
   const u = unbuilt.get(c._parser)
   if (u === undefined) return
   unbuilt.delete(c._parser)
   c._parser.removeListener('packet', buildBeforeSubscribing)
-  const pair = u.build(c, u.origQoS, u.orig0)
+  const pair = u.build(c, u.origQoS, u.orig0, connect)
   c.deliverQoS = pair.deliverQoS
   c.deliver0 = pair.deliver0
 }
@@ -156,10 +164,10 @@ function deliver0Unbuilt (this: ClientInternals, packet: DeliverPacket, cb: (err
   buildDelivery(this)
   this.deliver0(packet, cb)
 }
-function buildBeforeSubscribing (this: object, packet: { cmd: string, clean?: boolean }): void {
+function buildBeforeSubscribing (this: object, packet: ParsedPacket & { clean?: boolean }): void {
   if (packet.cmd === 'subscribe' || (packet.cmd === 'connect' && packet.clean === false)) {
     const u = unbuilt.get(this)
-    if (u !== undefined) buildDelivery(u.client)
+    if (u !== undefined) buildDelivery(u.client, packet.cmd === 'connect' ? packet : undefined)
   }
 }
 
@@ -191,6 +199,22 @@ export function leanParserList (client: Client): void {
 }
 
 /**
+ * Refuses a v5 client's subscription with SUBACK 0x80 (Unspecified error) where aedes would say 0x87 (Not
+ * authorized): aedes picks the code by the client's protocol version when `refuse` (the authorizeSubscribe
+ * callback, given no subscription) runs, synchronously, so the version reads as 3.1.1 for that call only.
+ */
+export function refuseUnspecified (client: Client | object, refuse: () => void): void {
+  const c = clientInternals(client)
+  const version = c.version
+  c.version = 4
+  try {
+    refuse()
+  } finally {
+    c.version = version
+  }
+}
+
+/**
  * aedes 2.0.0-beta.1 keys its client table, each client's subscriptions and its QoS 2 duplicate filter with
  * plain objects, so wire strings such as `constructor` or `toString` read back as inherited functions: a CONNECT
  * with client id `constructor` makes `registerClient` call `.disconnect` on `Object` and the process dies
@@ -218,7 +242,7 @@ export function checkAedes (aedes: Aedes): void {
   const version = (aedes as unknown as { version?: string }).version
   if (version !== AEDES_VERSION) problems.push(`version ${version} (Midge is built for ${AEDES_VERSION})`)
   const b = aedes as unknown as Record<string, unknown>
-  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string'], ['scheduleWill', 'function'], ['publishWill', 'function']]
+  const broker: Array<[string, string]> = [['clients', 'object'], ['counter', 'number'], ['authorizeForward', 'function'], ['persistence', 'object'], ['id', 'string'], ['scheduleWill', 'function'], ['publishWill', 'function'], ['closed', 'boolean']]
   for (const [field, type] of broker) {
     // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
     if (typeof b[field] !== type) problems.push(`broker.${field} is not a ${type}`)
@@ -228,7 +252,7 @@ export function checkAedes (aedes: Aedes): void {
   const fields: Array<[string, string]> = [
     ['_nextId', 'number'], ['_parsingBatch', 'number'], ['_nextBatch', 'function'], ['_parser', 'object'],
     ['deliverQoS', 'function'], ['deliver0', 'function'], ['subscriptions', 'object'], ['duplicates', 'object'],
-    ['connackSent', 'boolean'], ['connected', 'boolean'], ['broker', 'object']
+    ['connackSent', 'boolean'], ['connected', 'boolean'], ['broker', 'object'], ['disconnect', 'function']
   ]
   for (const [field, type] of fields) {
     // eslint-disable-next-line valid-typeof -- the expected typeof comes from the table above
@@ -239,6 +263,7 @@ export function checkAedes (aedes: Aedes): void {
   else if (typeof (PlainBufferList.prototype as unknown as Record<string, unknown>).readUInt8 !== 'function') problems.push('bl/BufferList has no readUInt8')
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
   if (typeof (client._parser as { settings?: unknown } | undefined)?.settings !== 'object') problems.push('client._parser has no settings')
+  if (typeof (client._parser as { removeListener?: unknown } | undefined)?.removeListener !== 'function') problems.push('client._parser has no removeListener')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)

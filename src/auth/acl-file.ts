@@ -7,7 +7,8 @@
  *   grants is denied (the provider defers, the chain denies);
  * - a rule that does not start with `$` never matches a `$` topic;
  * - a client id or username containing `+` or `#` gets no pattern rules at all (topic injection).
- * Beyond mosquitto 2.0: a subscription whose filter falls entirely under a `deny` rule is refused (SUBACK 0x80).
+ * Beyond mosquitto 2.0: a subscription whose filter falls entirely under a `deny` rule is refused (SUBACK 0x80, for
+ * v5 clients too).
  *
  * The read check runs for every delivered message (aedes authorizeForward, synchronous), so rules are compiled
  * once per (username, client id) and results are cached per topic; both caches are bounded, and a reload
@@ -178,6 +179,9 @@ export class Acl {
 
 export class AclFileProvider implements AuthProvider {
   readonly name: string
+  // mosquitto 2.0's file ACL never refuses a subscription; this provider refuses only a filter that can match
+  // nothing but denied topics, a refusal beyond mosquitto, told as the 0x80 a 3.1.1 client gets
+  readonly subscriptionRefusal = 'unspecified'
   private acl: Acl
 
   constructor (readonly file: string, private readonly log: Logger, private readonly opts: AclOptions = {}) {

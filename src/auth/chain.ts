@@ -9,6 +9,7 @@ import type { AuthProvider, AuthenticateRequest, AuthorizeRequest, ReceiveReques
 import { authProviderFactories } from './index.js'
 
 export type ConnectDecision = { ok: true } | { ok: false, returnCode: 4 | 5, reason: string }
+export type AuthorizeDecision = { ok: true } | { ok: false, by?: AuthProvider }
 
 class ProviderSet {
   readonly hasAuthenticate: boolean
@@ -50,14 +51,19 @@ class ProviderSet {
   }
 
   async authorize (req: AuthorizeRequest): Promise<boolean> {
-    if (!this.hasAuthorize) return true
+    return (await this.decide(req)).ok
+  }
+
+  /** The verdict and, for a denial, the provider that denied (none when every provider deferred). */
+  async decide (req: AuthorizeRequest): Promise<AuthorizeDecision> {
+    if (!this.hasAuthorize) return { ok: true }
     for (const p of this.providers) {
       if (!p.authorize) continue
       const r = await p.authorize(req)
-      if (r === 'allow') return true
-      if (r === 'deny') return false
+      if (r === 'allow') return { ok: true }
+      if (r === 'deny') return { ok: false, by: p }
     }
-    return false
+    return { ok: false }
   }
 
   receive (req: ReceiveRequest): boolean {
@@ -122,6 +128,11 @@ export class AuthChain {
   /** The first answer of an enhanced-authentication exchange: the first provider that does not defer decides. */
   enhancedAuth (req: EnhancedAuthRequest): Promise<EnhancedAuthAnswer> {
     return this.set(req.conn.listener).enhancedAuth(req)
+  }
+
+  /** As `authorize`, naming the provider that denied. */
+  decide (req: AuthorizeRequest): Promise<AuthorizeDecision> {
+    return this.set(req.conn.listener).decide(req)
   }
 
   /** Synchronous read check for every delivered message. */

@@ -63,6 +63,11 @@ export interface AuthProvider {
   readonly name: string
   /** MQTT 5 enhanced authentication; a client that uses it is not asked `authenticate` (as in mosquitto). */
   enhancedAuth?(req: EnhancedAuthRequest): Promise<EnhancedAuthAnswer>
+  /**
+   * How a v5 client hears that this provider denied its subscription: 'unspecified' (SUBACK 0x80, what 3.1.1
+   * clients get) or, by default, 'not-authorized' (0x87).
+   */
+  readonly subscriptionRefusal?: 'unspecified' | 'not-authorized'
   authenticate?(req: AuthenticateRequest): Promise<AuthResult>
   authorize?(req: AuthorizeRequest): Promise<AuthResult>
   /** Synchronous: aedes' authorizeForward is synchronous. Called for every delivered message. */

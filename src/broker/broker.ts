@@ -21,7 +21,7 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, type Hooks } from './aedes-hooks.js'
-import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
@@ -46,6 +46,9 @@ import { registerCsrRoutes } from '../http/csr.js'
 import { registerAdminRoutes } from '../admin/index.js'
 import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 import { BridgePeers } from '../bridge/peers.js'
+import { lingerAfterServerDisconnect } from './server-disconnect.js'
+import { OutgoingTopicAliases } from './topic-alias-out.js'
+import type { AckCodes } from './ack-codes.js'
 
 /** Largest remaining length MQTT can express. */
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455
@@ -144,22 +147,39 @@ export class Broker {
     this.auth = await AuthChain.create(config, log)
     this.rateLimiter = new ConnectionRateLimiter(config.limits.maxConnectionRate)
     this.subscriptionCounter = new SubscriptionCounter(config.limits.maxSubscriptionsPerClient)
-    this.hooks = createHooks({ config, auth: this.auth, log, contexts: this.contexts, enhancedAuth: this.enhancedAuth, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ } })
+    // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
+    const cluster = clusterStore?.cluster
+    const emitter = cluster ? undefined : new TopicEmitter()
+    const durability = this.durability
+    this.hooks = createHooks({
+      config,
+      auth: this.auth,
+      log,
+      contexts: this.contexts,
+      enhancedAuth: this.enhancedAuth,
+      subscriptions: this.subscriptionCounter,
+      onDropped: () => { this.stats.publishDropped++ },
+      // connected clients and bridges in the emitter, sessions away in the store; a cluster's other nodes are unknown
+      hasSubscribers: emitter === undefined ? undefined : async topic => emitter.match(topic).length > 0 || await durability.hasStoredSubscriber(topic),
+      // the memory and LevelDB stores have it; aedes-persistence-redis 11 does not
+      cleanIncoming: async client => {
+        const store = brokerInternals(this.aedes).persistence as { cleanIncoming?: (c: { id: string }) => Promise<void> }
+        await store.cleanIncoming?.(client)
+      }
+    })
     const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, aedes: () => this.aedes, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
     this.shared.watchStore(this.persistence.aedes as object)
     this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
     this.stats.sharedSubscriptions = () => this.shared.count()
     this.durability.queuesShared = topic => this.shared.queuesFor(topic)
-    // cluster_redis: routing through Redis, heartbeat, CONNECT/PUBLISH refused while Redis is down
-    const cluster = clusterStore?.cluster
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
       persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold'), (err) => log.warn({ err: err.message }, 'reading retained messages for a new subscription failed')), // cheap QoS 2 lookups
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
-      mq: (cluster?.mq ?? new TopicEmitter()) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
+      mq: (cluster?.mq ?? emitter) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
@@ -350,13 +370,31 @@ export class Broker {
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     // a v5 CONNACK says what this listener's config allows (connack.ts)
     const connackFor = this.hooks.connackAmendment
+    // topic aliases towards a v5 client that accepts them (topic-alias-out.ts), decided when its CONNACK goes out
+    let aliasBatch: ((batch: Buffer) => Buffer) | undefined
+    // and v5 acknowledgement codes aedes cannot send (ack-codes.ts), while one waits
+    let acks: AckCodes | undefined
     coalesceWrites(stream, this.countSent, first => {
+      const info = this.hooks.clientInfo.get(client)
+      acks = info?.acks
+      const max = info?.topicAliasMaximum
+      if (max !== undefined && max > 0) {
+        const aliases = new OutgoingTopicAliases(max, clientInternals(client).maximumPacketSize)
+        aliasBatch = batch => aliases.rewrite(batch)
+      }
       const amend = connackFor(client)
       return amend === undefined ? undefined : amendConnack(first, amend)
+    }, () => {
+      if (acks === undefined || !acks.pending) return aliasBatch
+      const ackBatch = acks.rewrite
+      const alias = aliasBatch
+      return alias === undefined ? ackBatch : batch => alias(ackBatch(batch))
     })
     const client = this.aedes.handle(stream, req)
     leanParserList(client)
     hardenClient(client)
+    // a server DISCONNECT is the last packet, and reaches the client before the connection closes
+    lingerAfterServerDisconnect(client, stream)
     installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
       log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
     })

@@ -60,7 +60,7 @@
  * 6. Nothing goes out before the CONNACK [MQTT-3.2.0-1]: see `holdUntilConnack`.
  */
 import type { Client } from 'aedes'
-import { buildDelivery, deliverThrough, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket, type DeliveryBuilder, type DeliveryPair } from '../aedes/internals.js'
+import { buildDelivery, deliverThrough, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket, type DeliveryBuilder, type DeliveryPair, type ParsedPacket } from '../aedes/internals.js'
 import { maxMatchingQos } from '../mqtt/topic-match.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
@@ -240,16 +240,29 @@ const builders = new WeakMap<DeliveryOptions, DeliveryBuilder>()
 /** The layer is built when the client first subscribes or is delivered to (aedes/internals.ts `deliverThrough`). */
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
   let build = builders.get(opts)
-  if (build === undefined) builders.set(opts, build = (client, origQoS, orig0) => buildLayer(client, origQoS, orig0, opts))
+  if (build === undefined) builders.set(opts, build = (client, origQoS, orig0, connect) => buildLayer(client, origQoS, orig0, opts, connect))
   deliverThrough(aedesClient, build)
 }
 
-function buildLayer (client: ClientInternals, origQoS: Deliver, orig0: Deliver, opts: DeliveryOptions): DeliveryPair {
+/** What MQTT 5 assumes when a client announces no Receive Maximum: no bound beyond the packet identifiers. */
+const RECEIVE_MAXIMUM_DEFAULT = 65_535
+
+/** The Receive Maximum a v5 client announced, from its CONNECT (`connect`, when aedes has not handled it yet). */
+function announcedReceiveMaximum (client: ClientInternals, connect: ParsedPacket | undefined): number | undefined {
+  const r = connect !== undefined
+    ? (connect.protocolVersion === 5 ? connect.properties?.receiveMaximum : undefined)
+    : (client.version === 5 ? client.receiveMaximum : undefined)
+  return r !== undefined && r > 0 && r < RECEIVE_MAXIMUM_DEFAULT ? r : undefined
+}
+
+function buildLayer (client: ClientInternals, origQoS: Deliver, orig0: Deliver, opts: DeliveryOptions, connect: ParsedPacket | undefined): DeliveryPair {
   /** Messages handed to aedes for this client whose write has not completed (waiting for the socket to drain). */
   let pending = 0
   let dropping = false
   // (4) the outgoing window: sent and unacknowledged QoS 1/2 messages (packet id -> QoS), and those waiting for a slot
-  const window = opts.maxInflight ?? 0
+  // without `max_inflight_messages`, a v5 client that announces a Receive Maximum gets that as its window
+  // [MQTT-3.3.4-7]
+  const window = (opts.maxInflight ?? 0) > 0 ? opts.maxInflight! : announcedReceiveMaximum(client, connect) ?? 0
   // a v5 client's Receive Maximum narrows the window [MQTT-3.3.4-7]; aedes sets it from CONNECT, before any delivery
   const slots = (): number => {
     const r = client.receiveMaximum

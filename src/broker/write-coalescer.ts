@@ -21,7 +21,8 @@
  * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
  * `onBatch` sees each batch before it is written (the broker counts the packets sent in it, sys/wire.ts).
  * `rewriteFirst`, when given, may replace the connection's first batch (it amends a v5 CONNACK, connack.ts); it
- * returns undefined to leave the batch and every later one alone.
+ * returns undefined to leave the batch and every later one alone. `rewriteEach`, asked at every batch, may return a
+ * function that replaces the whole batch, given as one buffer (outgoing topic aliases, topic-alias-out.ts).
  */
 import type { Duplex } from 'node:stream'
 
@@ -44,16 +45,18 @@ class Batch {
     readonly write: WriteFn,
     readonly end: (...args: unknown[]) => Duplex,
     readonly onBatch: ((chunks: readonly Buffer[]) => void) | undefined,
-    public rewrite: ((first: Buffer) => Buffer | undefined) | undefined
+    public rewrite: ((first: Buffer) => Buffer | undefined) | undefined,
+    readonly rewriteEach: (() => ((batch: Buffer) => Buffer) | undefined) | undefined
   ) {}
 }
 
 const kBatch = Symbol('write batch')
 type CoalescedStream = Duplex & { [kBatch]?: Batch }
 
-export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined): void {
+export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined,
+  rewriteEach?: () => ((batch: Buffer) => Buffer) | undefined): void {
   const s = stream as CoalescedStream
-  s[kBatch] = new Batch(stream, stream.write as WriteFn, stream.end as (...args: unknown[]) => Duplex, onBatch, rewriteFirst)
+  s[kBatch] = new Batch(stream, stream.write as WriteFn, stream.end as (...args: unknown[]) => Duplex, onBatch, rewriteFirst, rewriteEach)
   stream.write = coalescedWrite as Duplex['write']
   stream.end = coalescedEnd as Duplex['end']
 }
@@ -67,6 +70,8 @@ function flush (b: Batch): void {
     b.rewrite = undefined
     if (out !== undefined) b.parts = [out]
   }
+  const each = b.rewriteEach?.()
+  if (each !== undefined) b.parts = [each(b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts))]
   const { stream, write } = b
   const batch = b.parts
   const cbs = b.callbacks

@@ -46,3 +46,16 @@ export function maxMatchingQos (subscriptions: Record<string, { qos: number }>, 
   }
   return max
 }
+
+/**
+ * The Subscription Identifiers of every subscription in `subscriptions` whose filter matches `topic`, each once, in
+ * the order found: a message matching several of a client's subscriptions carries all of them [MQTT-3.3.4-3].
+ */
+export function matchingSubscriptionIds (subscriptions: Record<string, { si?: number }>, topic: string): number[] {
+  const ids: number[] = []
+  for (const filter in subscriptions) {
+    const si = subscriptions[filter]!.si
+    if (si !== undefined && !ids.includes(si) && topicMatches(filter, topic)) ids.push(si)
+  }
+  return ids
+}

@@ -122,6 +122,11 @@ export class Durability {
     }
   }
 
+  /** Whether a persistent session, connected or not, subscribes to the topic. */
+  async hasStoredSubscriber (topic: string): Promise<boolean> {
+    return (await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(topic)).length > 0
+  }
+
   /** Retained, or matching a persistent session's QoS 1/2 subscription: otherwise nothing of it outlives the process. */
   private async needsJournal (packet: PublishPacket): Promise<boolean> {
     if (packet.retain || this.queuesShared?.(packet.topic) === true) return true
