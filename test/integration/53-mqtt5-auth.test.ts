@@ -108,10 +108,10 @@ test('raw bytes: AUTH 0x18, AUTH 0x18, CONNACK 0x00 in that order; the plug-in\'
   expect(connack.properties.authenticationData).toEqual(hmac(keyOf('raw'), 'server', ...auths.map(a => a.properties.authenticationData as Buffer)))
   // nothing else was sent before the CONNACK
   expect(c.packets).toEqual([])
-  // the ACL sees "dev-raw": ok/# may be published, other topics are refused (PUBACK 0x87)
+  // the ACL sees "dev-raw": ok/# may be published (nobody subscribes: PUBACK 0x10), other topics are refused (0x87)
   c.send({ cmd: 'publish', topic: 'ok/1', payload: 'x', qos: 1, messageId: 1 })
   c.send({ cmd: 'publish', topic: 'no/1', payload: 'x', qos: 1, messageId: 2 })
-  expect([(await c.next('puback')).reasonCode, (await c.next('puback')).reasonCode]).toEqual([0, 0x87])
+  expect([(await c.next('puback')).reasonCode, (await c.next('puback')).reasonCode]).toEqual([0x10, 0x87])
 })
 
 test('a wrong answer in the second round: CONNACK 0x87 and the connection closes', async ({ onTestFinished }) => {
