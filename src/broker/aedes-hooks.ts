@@ -56,6 +56,7 @@ export interface ClientInfo {
 /** MQTT 5 reason codes Midge sends itself. */
 export const V5 = {
   NOT_AUTHORIZED: 0x87,
+  KEEP_ALIVE_TIMEOUT: 0x8d,
   TOPIC_NAME_INVALID: 0x90,
   PACKET_TOO_LARGE: 0x95,
   RETAIN_NOT_SUPPORTED: 0x9a,

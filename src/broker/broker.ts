@@ -20,7 +20,7 @@ import { installDelivery, keepsUp, type DeliveryOptions } from './delivery.js'
 import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
-import { createHooks, type Hooks } from './aedes-hooks.js'
+import { createHooks, V5, type Hooks } from './aedes-hooks.js'
 import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
@@ -34,7 +34,7 @@ import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
-import { coalesceWrites } from './write-coalescer.js'
+import { coalesceWrites, flushWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wrapForward } from '../sys/forward.js'
@@ -435,6 +435,12 @@ export class Broker {
     })
     this.aedes.on('keepaliveTimeout', (c: Client) => {
       log.info({ clientId: c.id }, `Client ${c.id} has exceeded timeout, disconnecting.`)
+      // a v5 client is told why before the close [MQTT-3.14.2.1] (mosquitto 2.0.11 closes without a word); aedes
+      // destroys the socket right after this event, so the DISCONNECT is written now, not at the end of the turn
+      if (c.version === 5) {
+        c.disconnect({ reasonCode: V5.KEEP_ALIVE_TIMEOUT })
+        flushWrites(c.conn as Duplex)
+      }
     })
     // aedes emits clientError once per failed packet of a read batch: a flooding client whose batch of thousands of
     // packets fails produced thousands of synchronous log lines and stalled the event loop for seconds (23-flood

@@ -61,6 +61,17 @@ export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buff
   stream.end = coalescedEnd as Duplex['end']
 }
 
+/**
+ * Writes what this turn has collected now, for a last packet that must leave before a close the caller cannot
+ * delay (aedes destroys the socket right after its keep-alive timeout event). mqtt-packet corks the stream for the
+ * rest of the tick; a corked write would be discarded by that destroy, so the stream is uncorked too.
+ */
+export function flushWrites (stream: Duplex): void {
+  const b = (stream as CoalescedStream)[kBatch]
+  if (b !== undefined && b.parts.length > 0) flush(b)
+  while (stream.writableCorked > 0) stream.uncork()
+}
+
 function flush (b: Batch): void {
   b.scheduled = false
   if (b.parts.length === 0) return

@@ -289,3 +289,19 @@ test('a clean start forgets the QoS 2 messages the previous connection left unre
   await sub.ping()
   expect(sub.packets.filter(p => p.cmd === 'publish').map(p => p.topic)).toEqual(['q2/5/first', 'q2/5/second', 'q2/4/first', 'q2/4/second'])
 })
+
+test('keep alive timeout: a v5 client gets DISCONNECT 0x8D before the close (1.5 x its keep alive), a 3.1.1 client a plain close', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const v5 = await raw5(b.port(), { clientId: 'sleepy5', keepalive: 1 })
+  const t0 = Date.now()
+  const d = await v5.next('disconnect', 5000)
+  expect(d.reasonCode).toBe(0x8d)
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(1400)
+  await v5.closed
+  expect(v5.packets).toEqual([])
+  const v4 = await RawClient.connect(b.port())
+  expect((await v4.connectMqtt({ clientId: 'sleepy4', keepalive: 1 })).returnCode).toBe(0)
+  await v4.closed
+  expect(v4.packets).toEqual([])
+})
