@@ -12,6 +12,7 @@ const PUBACK = 4
 const PUBREC = 5
 
 export const NO_MATCHING_SUBSCRIBERS = 0x10
+export const QUOTA_EXCEEDED = 0x97
 export const PAYLOAD_FORMAT_INVALID = 0x99
 
 export class AckCodes {

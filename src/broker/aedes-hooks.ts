@@ -13,7 +13,7 @@ import type { ConnackAmendment } from './connack.js'
 import type { EnhancedAuthOutcome } from './enhanced-auth.js'
 import { subscriptionsOf, clientInternals, refuseUnspecified } from '../aedes/internals.js'
 import { isUtf8 } from 'node:buffer'
-import { AckCodes, NO_MATCHING_SUBSCRIBERS, PAYLOAD_FORMAT_INVALID } from './ack-codes.js'
+import { AckCodes, NO_MATCHING_SUBSCRIBERS, PAYLOAD_FORMAT_INVALID, QUOTA_EXCEEDED } from './ack-codes.js'
 import mqttPacket from 'mqtt-packet'
 import { checkConnect, screenWill, type ConnectCheck } from '../auth/connect.js'
 import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
@@ -75,10 +75,11 @@ export interface HookDeps {
   /** Connections an enhanced-authentication exchange allowed (enhanced-auth.ts), by stream. */
   enhancedAuth?: WeakMap<Duplex, EnhancedAuthOutcome>
   /**
-   * Whether any session (connected or not) or bridge subscribes to a topic: a v5 publish nobody gets is
-   * acknowledged with 0x10. Undefined where it cannot be known (cluster mode: other nodes' subscribers).
+   * Who would take a message of `bytes` on a topic: nobody (no session, connected or not, no bridge: a v5 publish
+   * is acknowledged with 0x10), only persistent sessions away whose queues are all full (0x97), or someone ('room').
+   * Undefined where it cannot be known (cluster mode: other nodes' subscribers).
    */
-  hasSubscribers?: (topic: string) => Promise<boolean>
+  subscribers?: (topic: string, bytes: number) => Promise<'none' | 'full' | 'room'>
   /** Drops the QoS 2 messages of a client id still awaiting PUBREL (the store's `cleanIncoming`), where it has one. */
   cleanIncoming?: (client: Client) => Promise<void>
 }
@@ -357,15 +358,17 @@ export function createHooks (deps: HookDeps): Hooks {
 
   /**
    * An authorised publish goes on; a v5 client's QoS 1/2 one that no subscription matches is acknowledged with
-   * 0x10 (No matching subscribers), as from mosquitto 2.0.11 (which sends it in PUBACK only).
+   * 0x10 (No matching subscribers), as from mosquitto 2.0.11 (which sends it in PUBACK only), and one that only
+   * persistent sessions away would take, each with a full queue, with 0x97 (Quota exceeded): it reaches nobody.
    */
   const accepted = (client: Client, info: ClientInfo, packet: PublishPacket, cb: (err?: Error | null) => void): void => {
     const acks = info.acks
-    const has = deps.hasSubscribers
-    if (acks === undefined || has === undefined || packet.qos === 0 || packet.messageId === undefined) { cb(null); return }
+    const who = deps.subscribers
+    if (acks === undefined || who === undefined || packet.qos === 0 || packet.messageId === undefined) { cb(null); return }
     const id = packet.messageId
-    has(packet.topic).then(yes => {
-      if (!yes) acks.set(id, NO_MATCHING_SUBSCRIBERS)
+    who(packet.topic, packet.payload.length).then(verdict => {
+      if (verdict === 'none') acks.set(id, NO_MATCHING_SUBSCRIBERS)
+      else if (verdict === 'full') acks.set(id, QUOTA_EXCEEDED)
       cb(null)
     }, (err: Error) => {
       log.warn({ clientId: client.id, topic: packet.topic, err: err.message }, 'could not look up subscribers: acknowledged with 0x00')

@@ -160,7 +160,7 @@ export class Broker {
       subscriptions: this.subscriptionCounter,
       onDropped: () => { this.stats.publishDropped++ },
       // connected clients and bridges in the emitter, sessions away in the store; a cluster's other nodes are unknown
-      hasSubscribers: emitter === undefined ? undefined : async topic => emitter.match(topic).length > 0 || await durability.hasStoredSubscriber(topic),
+      subscribers: emitter === undefined ? undefined : async (topic, bytes) => emitter.match(topic).length > 0 ? 'room' : await durability.storedSubscribers(topic, bytes),
       // the memory and LevelDB stores have it; aedes-persistence-redis 11 does not
       cleanIncoming: async client => {
         const store = brokerInternals(this.aedes).persistence as { cleanIncoming?: (c: { id: string }) => Promise<void> }

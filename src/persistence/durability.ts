@@ -123,8 +123,14 @@ export class Durability {
   }
 
   /** Whether a persistent session, connected or not, subscribes to the topic. */
-  async hasStoredSubscriber (topic: string): Promise<boolean> {
-    return (await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(topic)).length > 0
+  /**
+   * The persistent sessions a message of `bytes` on `topic` would be queued for: none, all of them with a full
+   * queue (`max_queued_messages` / `max_queued_bytes`), or at least one with room.
+   */
+  async storedSubscribers (topic: string, bytes: number): Promise<'none' | 'full' | 'room'> {
+    const subs = await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(topic)
+    if (subs.length === 0) return 'none'
+    return subs.some(s => this.accounting.hasRoom(s.clientId, bytes)) ? 'room' : 'full'
   }
 
   /** Retained, or matching a persistent session's QoS 1/2 subscription: otherwise nothing of it outlives the process. */

@@ -104,16 +104,28 @@ export class QueueAccounting {
     return hit
   }
 
-  /** True if one more message of `bytes` fits; counts and logs the drop otherwise. */
-  admit (clientId: string, bytes: number, topic: string, packet?: { brokerId?: string, brokerCounter?: number }): boolean {
+  /** The message limit for this client now: its in-flight messages are in the store too while it is connected. */
+  private maxMessagesFor (clientId: string): number {
+    return this.limits.maxMessages > 0 ? this.limits.maxMessages + (this.isOnline(clientId) ? this.limits.maxInflight : 0) : 0
+  }
+
+  /** True if one more message of `bytes` would fit in this client's queue (nothing counted). */
+  hasRoom (clientId: string, bytes: number): boolean {
     const q = this.queues.get(clientId)
     if (q === undefined) return true
     // its publishers wait for it (broker/delivery.ts (2)): what waits is bounded by their read batches
     if (this.keepsUp(clientId)) return true
+    const maxMessages = this.maxMessagesFor(clientId)
     const { maxBytes } = this.limits
-    const maxMessages = this.limits.maxMessages > 0 ? this.limits.maxMessages + (this.isOnline(clientId) ? this.limits.maxInflight : 0) : 0
-    const full = (maxMessages > 0 && q.count >= maxMessages) || (maxBytes > 0 && q.bytes + bytes > maxBytes)
-    if (!full) return true
+    return !((maxMessages > 0 && q.count >= maxMessages) || (maxBytes > 0 && q.bytes + bytes > maxBytes))
+  }
+
+  /** True if one more message of `bytes` fits; counts and logs the drop otherwise. */
+  admit (clientId: string, bytes: number, topic: string, packet?: { brokerId?: string, brokerCounter?: number }): boolean {
+    if (this.hasRoom(clientId, bytes)) return true
+    const q = this.queues.get(clientId)!
+    const maxMessages = this.maxMessagesFor(clientId)
+    const { maxBytes } = this.limits
     this.stats.droppedQueueFull++
     if (packet && this.isOnline(clientId)) {
       let set = this.refused.get(clientId)

@@ -9,6 +9,7 @@ import { once, type EventEmitter } from 'node:events'
 import { writeFile } from 'node:fs/promises'
 import mqtt, { type MqttClient, type IClientOptions, type IConnackPacket } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
+import type { AedesPublishPacket } from 'aedes'
 import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
 
@@ -304,4 +305,36 @@ test('keep alive timeout: a v5 client gets DISCONNECT 0x8D before the close (1.5
   expect((await v4.connectMqtt({ clientId: 'sleepy4', keepalive: 1 })).returnCode).toBe(0)
   await v4.closed
   expect(v4.packets).toEqual([])
+})
+
+test('PUBACK/PUBREC 0x97 when only sessions away with full queues would take the message; 0x10 when nobody would; 0x00 otherwise', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_queued_messages 2\n')
+  onTestFinished(() => b.close())
+  const away = await connect5(b.url(), { clientId: 'away5', clean: false, properties: { sessionExpiryInterval: 300 } })
+  await away.client.subscribeAsync('q/#', { qos: 1 })
+  const gone = new Promise<void>(resolve => b.broker.aedes.once('clientDisconnect', () => resolve()))
+  await away.client.endAsync()
+  await gone
+  const pub = await raw5(b.port(), { clientId: 'pub5' })
+  onTestFinished(() => pub.end())
+  /** Publishes, and waits until the broker has routed it (its offline queue written) before the next one. */
+  const publish = async (id: number, qos: 1 | 2, topic: string): Promise<number> => {
+    const routed = new Promise<void>(resolve => {
+      const on = (p: AedesPublishPacket): void => { if (p.topic === topic && p.payload.toString() === `m${id}`) { b.broker.aedes.off('publish', on); resolve() } }
+      b.broker.aedes.on('publish', on)
+    })
+    pub.send({ cmd: 'publish', topic, payload: `m${id}`, qos, messageId: id })
+    const ack = await pub.next(qos === 1 ? 'puback' : 'pubrec')
+    if (qos === 2) { pub.send({ cmd: 'pubrel', messageId: id }); await pub.next('pubcomp') }
+    await routed
+    return ack.reasonCode as number
+  }
+  expect([await publish(1, 1, 'q/a'), await publish(2, 1, 'q/a'), await publish(3, 1, 'q/a'), await publish(4, 2, 'q/a'), await publish(5, 1, 'nobody/here')])
+    .toEqual([0x00, 0x00, 0x97, 0x97, 0x10])
+  // the session comes back with the two that fitted
+  const back = mqtt.connect(b.url(), { protocolVersion: 5, reconnectPeriod: 0, clientId: 'away5', clean: false, properties: { sessionExpiryInterval: 300 } })
+  onTestFinished(() => back.endAsync(true))
+  const got: string[] = []
+  await new Promise<void>(resolve => back.on('message', (_t, p) => { got.push(p.toString()); if (got.length === 2) resolve() }))
+  expect(got).toEqual(['m1', 'm2'])
 })
