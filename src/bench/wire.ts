@@ -3,6 +3,7 @@
  * mqtt-packet or MQTT.js so that a generator process costs a few integer operations per message and the broker,
  * not the generator, is the bottleneck.
  */
+import { encodeVarInt, readVarInt } from '../mqtt/var-int.js'
 
 export const PUBLISH = 3
 export const PUBACK = 4
@@ -13,17 +14,6 @@ export const SUBACK = 9
 export const CONNACK = 2
 export const PINGRESP = 13
 
-function remainingLength (n: number): number[] {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return out
-}
-
 function str (s: string): Buffer {
   const b = Buffer.from(s, 'utf8')
   const len = Buffer.alloc(2)
@@ -32,7 +22,7 @@ function str (s: string): Buffer {
 }
 
 function packet (type: number, flags: number, body: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([(type << 4) | flags, ...remainingLength(body.length)]), body])
+  return Buffer.concat([Buffer.from([(type << 4) | flags, ...encodeVarInt(body.length)]), body])
 }
 
 export type Version = 4 | 5
@@ -81,7 +71,7 @@ export function publishTemplate (topic: string, payload: Buffer, qos: number, re
   const id = qos > 0 ? Buffer.alloc(2) : Buffer.alloc(0)
   const p = props(version)
   const body = Buffer.concat([t, id, p, payload])
-  const header = Buffer.from([(PUBLISH << 4) | (qos << 1) | (retain ? 1 : 0), ...remainingLength(body.length)])
+  const header = Buffer.from([(PUBLISH << 4) | (qos << 1) | (retain ? 1 : 0), ...encodeVarInt(body.length)])
   const buf = Buffer.concat([header, body])
   return { buf, idOffset: header.length + t.length, payloadOffset: header.length + t.length + id.length + p.length }
 }
@@ -108,17 +98,11 @@ export class Scanner {
     while (i < n) {
       if (i + 2 > n) break
       const first = buf[i]!
-      let len = 0
-      let mul = 1
-      let j = i + 1
-      let complete = false
-      while (j < n && j < i + 5) {
-        const b = buf[j++]!
-        len += (b & 0x7f) * mul
-        mul *= 128
-        if ((b & 0x80) === 0) { complete = true; break }
-      }
-      if (!complete || j + len > n) break
+      const header = readVarInt(buf, i + 1)
+      if (header === undefined) break
+      const [len, lenBytes] = header
+      const j = i + 1 + lenBytes
+      if (j + len > n) break
       this.onPacket(first >> 4, first & 0x0f, buf, j, j + len)
       i = j + len
     }

@@ -5,8 +5,10 @@
  * batch, as for topic aliases), and only while a code waits, so other traffic is not parsed.
  *
  * - 0x10 No matching subscribers: the message was accepted, nobody gets it.
+ * - 0x97 Quota exceeded: only persistent sessions away would take it, and each of their queues is full.
  * - 0x99 Payload format invalid: Payload Format Indicator 1 and a payload that is not UTF-8; the message is refused.
  */
+import { readVarInt } from '../mqtt/var-int.js'
 
 const PUBACK = 4
 const PUBREC = 5
@@ -33,20 +35,15 @@ export class AckCodes {
     let copied = 0
     let at = 0
     while (at + 1 < buf.length) {
-      let len = 0
-      let mul = 1
-      let i = 1
-      for (; i <= 4 && at + i < buf.length; i++) {
-        const b = buf[at + i]!
-        len += (b & 0x7f) * mul
-        if ((b & 0x80) === 0) break
-        mul *= 128
-      }
-      const end = at + i + 1 + len
+      const header = readVarInt(buf, at + 1)
+      if (header === undefined) break
+      const [len, lenBytes] = header
+      const body = at + 1 + lenBytes
+      const end = body + len
       if (end > buf.length) break
       const type = buf[at]! >> 4
       if ((type === PUBACK || type === PUBREC) && len >= 2) {
-        const id = buf.readUInt16BE(at + i + 1)
+        const id = buf.readUInt16BE(body)
         const code = this.codes.get(id)
         if (code !== undefined) {
           this.codes.delete(id)

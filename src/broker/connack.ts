@@ -9,6 +9,7 @@
  * will above `max_qos`), where aedes would map the 3.1.1 return code to the generic one.
  */
 import mqttPacket, { type IConnackPacket } from 'mqtt-packet'
+import { packetLength } from '../mqtt/var-int.js'
 
 const CONNACK = 0x20
 
@@ -26,19 +27,6 @@ export interface ConnackAmendment {
   authenticationData?: Buffer
   /** aedes says 0; Midge routes `$share/` itself outside cluster mode (shared-subscriptions.ts). */
   sharedSubscriptionAvailable?: boolean
-}
-
-/** Length in bytes of the MQTT packet at the start of `buf`, or undefined when the header is incomplete. */
-function packetLength (buf: Buffer): number | undefined {
-  let len = 0
-  let mul = 1
-  for (let i = 1; i < 5 && i < buf.length; i++) {
-    const b = buf[i]!
-    len += (b & 0x7f) * mul
-    if ((b & 0x80) === 0) return i + 1 + len
-    mul *= 128
-  }
-  return undefined
 }
 
 /** `buf` with its leading v5 CONNACK amended; any other first packet is returned as it is. */

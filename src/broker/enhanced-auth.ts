@@ -26,6 +26,7 @@ import mqttPacket, { type IAuthPacket, type IConnectPacket, type Packet } from '
 import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import type { EnhancedAuthAnswer, EnhancedAuthRequest } from '../auth/types.js'
+import { packetLength } from '../mqtt/var-int.js'
 
 /**
  * Client AUTH answers held while the plug-in has not yet sent the challenge they answer: mosquitto 2.0 takes an AUTH
@@ -70,19 +71,6 @@ export interface EnhancedAuthGateOptions {
 
 type Phase = 'connect' | 'exchange' | 'open' | 'off' | 'dead'
 type ReadFn = (size?: number) => Buffer | null
-
-/** Total length of the packet at the start of `b`, or undefined when its fixed header is incomplete. */
-function packetLength (b: Buffer): number | undefined {
-  let length = 0
-  let mult = 1
-  for (let i = 1; i < b.length && i <= 4; i++) {
-    const byte = b[i]!
-    length += (byte & 0x7f) * mult
-    mult *= 128
-    if ((byte & 0x80) === 0) return i + 1 + length
-  }
-  return undefined
-}
 
 /** The one MQTT 5 packet in `bytes`, parsed; undefined when it does not parse. */
 function parseOne (bytes: Buffer, protocolVersion?: 5): Packet | undefined {

@@ -11,32 +11,12 @@
  * Maximum Packet Size keeps its topic. Aliases live as long as the connection [MQTT-3.3.2-10].
  */
 
+import { encodeVarInt, readVarInt } from '../mqtt/var-int.js'
+
 const PUBLISH = 3
 const TOPIC_ALIAS = 0x23
 
-/** Reads the Variable Byte Integer at `at`: its value and how many bytes it took; undefined if incomplete. */
-function readVbi (buf: Buffer, at: number): [number, number] | undefined {
-  let value = 0
-  let mul = 1
-  for (let i = 0; i < 4 && at + i < buf.length; i++) {
-    const b = buf[at + i]!
-    value += (b & 0x7f) * mul
-    if ((b & 0x80) === 0) return [value, i + 1]
-    mul *= 128
-  }
-  return undefined
-}
-
-function vbi (n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
+const varInt = (n: number): Buffer => Buffer.from(encodeVarInt(n))
 
 export class OutgoingTopicAliases {
   private readonly aliases = new Map<string, number>()
@@ -50,7 +30,7 @@ export class OutgoingTopicAliases {
     let copied = 0
     let at = 0
     while (at < buf.length) {
-      const len = readVbi(buf, at + 1)
+      const len = readVarInt(buf, at + 1)
       if (len === undefined) break
       const end = at + 1 + len[1] + len[0]
       if (end > buf.length) break
@@ -77,7 +57,7 @@ export class OutgoingTopicAliases {
     const topic = buf.toString('latin1', at + 2, at + 2 + topicLen)
     at += 2 + topicLen
     const idEnd = ((first >> 1) & 3) > 0 ? at + 2 : at
-    const props = readVbi(buf, idEnd)
+    const props = readVarInt(buf, idEnd)
     if (topicLen === 0 || props === undefined) return undefined
     const propsStart = idEnd + props[1]
     let alias = this.aliases.get(topic)
@@ -88,8 +68,8 @@ export class OutgoingTopicAliases {
     }
     const newTopicLen = known ? 0 : topicLen
     const propsLen = props[0] + 3
-    const remaining = 2 + newTopicLen + (idEnd - at) + vbi(propsLen).length + propsLen + (end - propsStart - props[0])
-    const lengthBytes = vbi(remaining)
+    const remaining = 2 + newTopicLen + (idEnd - at) + varInt(propsLen).length + propsLen + (end - propsStart - props[0])
+    const lengthBytes = varInt(remaining)
     if (this.maxPacketSize !== undefined && 1 + lengthBytes.length + remaining > this.maxPacketSize) return undefined
     if (!known) this.aliases.set(topic, alias)
     const head = Buffer.alloc(1 + lengthBytes.length + 2)
@@ -101,7 +81,7 @@ export class OutgoingTopicAliases {
       head,
       known ? Buffer.alloc(0) : buf.subarray(start + header + 2, at),
       buf.subarray(at, idEnd),
-      vbi(propsLen),
+      varInt(propsLen),
       aliasProp,
       buf.subarray(propsStart, end)
     ])
