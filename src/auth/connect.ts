@@ -6,6 +6,7 @@ import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import type { AuthChain, ConnectDecision } from './chain.js'
 import { addressKey, type LoginThrottle } from './throttle.js'
+import { reservedForPublish } from '../mqtt/reserved-topics.js'
 
 export type ConnectCheck = ConnectDecision & { /** the username the client acts as (from its certificate) */ username?: string }
 
@@ -75,7 +76,7 @@ export async function screenWill (auth: AuthChain, log: Logger, client: unknown,
   const c = client as WillHolder
   const will = c._will
   if (!will) return
-  const reserved = will.topic.startsWith('$SYS/') || will.topic.startsWith('$MIDGE')
+  const reserved = reservedForPublish(will.topic)
   const ok = !reserved && await auth.authorize({ clientId: c.id, username, conn: ctx, action: 'publish', topic: will.topic, qos: will.qos, retain: will.retain })
   if (!ok) {
     c._will = undefined

@@ -20,12 +20,7 @@ import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
 
-/** Where publishes that the broker acknowledges but must not route (ACL deny, $SYS) are sent. Nobody can subscribe to it. */
-export const DROP_TOPIC = '$MIDGE/dropped'
-/** A filter every SUBSCRIBE is refused (inbound.ts renames filters aedes cannot handle to it). */
-export const REFUSED_FILTER = '$MIDGE/refused'
-const SYS_PREFIX = '$SYS/'
-const MIDGE_PREFIX = '$MIDGE'
+import { DROP_TOPIC, reservedForPublish, reservedForSubscribe } from '../mqtt/reserved-topics.js'
 
 /** Per-client facts from CONNECT that aedes does not keep (it replaces an empty client id, for one). */
 export interface ClientInfo {
@@ -251,7 +246,7 @@ export function createHooks (deps: HookDeps): Hooks {
         return
       }
       const topic = packet.topic
-      if (topic.startsWith(SYS_PREFIX) || topic.startsWith(MIDGE_PREFIX)) {
+      if (reservedForPublish(topic)) {
         dropPublish(client, packet, 'reserved topic')
         cb(null)
         return
@@ -277,7 +272,7 @@ export function createHooks (deps: HookDeps): Hooks {
     },
 
     authorizeSubscribe (client, sub, cb) {
-      if (sub.topic.startsWith(MIDGE_PREFIX)) { cb(null, null); return }
+      if (reservedForSubscribe(sub.topic)) { cb(null, null); return }
       // an over-long filter closes the connection, as an over-long PUBLISH topic does
       if (topicTooLong(sub.topic, limits.maxTopicLength)) {
         cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))

@@ -18,7 +18,7 @@
  */
 import type { Client } from 'aedes'
 import { clientInternals } from '../aedes/internals.js'
-import { REFUSED_FILTER } from './aedes-hooks.js'
+import { REFUSED_FILTER } from '../mqtt/reserved-topics.js'
 
 export const INBOUND_QOS2_LIMIT_V3 = 1000
 const RECEIVE_MAXIMUM_EXCEEDED = 0x93

@@ -40,14 +40,15 @@ import type { ClassicLevel } from 'classic-level'
 import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
-import { REFUSED_FILTER, type ClientInfo } from './aedes-hooks.js'
+import type { ClientInfo } from './aedes-hooks.js'
+import { REFUSED_FILTER, SHARED_PREFIX, reservedForSubscribe } from '../mqtt/reserved-topics.js'
 import type { SubscriptionCounter } from './limits.js'
 import { keepsUp } from './delivery.js'
 import { topicMatches } from '../mqtt/topic-match.js'
 
 export const SHARE_PREFIX = '$share/'
 /** What aedes holds for a shared subscription: under `$MIDGE`, which nothing can publish to. */
-export const INTERNAL_PREFIX = '$MIDGE/share/'
+export const INTERNAL_PREFIX = SHARED_PREFIX
 const SHARE_BARE = '$share'
 const MALFORMED_PACKET = 0x81
 const PROTOCOL_ERROR = 0x82
@@ -328,7 +329,7 @@ export class SharedSubscriptions {
       if (s === undefined || !this.deps.enabled) { inner(client, sub, cb); return }
       const name = sub.topic
       // `$MIDGE` is where refused publishes go: never a filter of a group
-      if (s.filter.startsWith('$MIDGE')) { cb(null, null); return }
+      if (reservedForSubscribe(s.filter)) { cb(null, null); return }
       const asked: Subscription = { ...sub, topic: displayFilter(name) }
       inner(client, asked, (err, granted) => {
         if (err || !granted) { cb(err, granted); return }

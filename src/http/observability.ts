@@ -8,6 +8,7 @@ import type { ListenerConfig } from '../config/schema.js'
 import type { HttpRouter } from './router.js'
 
 import type { StoreView } from '../sys/stats.js'
+import { HEALTH_TOPIC } from '../mqtt/reserved-topics.js'
 
 type RetainedStore = Pick<StoreView, 'storeRetained'>
 
@@ -18,9 +19,6 @@ export interface ObservabilityDeps {
   /** How long the store may take to answer before /healthz says 503. */
   timeoutMs?: number
 }
-
-/** Topic of the probe written and deleted by /healthz: `$MIDGE` topics can be neither subscribed nor published. */
-export const HEALTH_TOPIC = '$MIDGE/healthz'
 
 function metricsEnabled (l: ListenerConfig): boolean {
   return l.http?.metrics !== false

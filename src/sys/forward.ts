@@ -12,14 +12,12 @@ import { subscriptionsOf } from '../aedes/internals.js'
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
 import { topicMatches } from '../mqtt/topic-match.js'
+import { isAedesBookkeeping } from '../mqtt/reserved-topics.js'
 import { matchingFilter } from '../broker/shared-subscriptions.js'
 
 export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
 
 const DOLLAR = 36
-const MIDGE_SYS = '$SYS/broker/'
-/** Every topic aedes 1.2 publishes for its own bookkeeping (aedes.js, handlers/subscribe.js, handlers/unsubscribe.js). */
-const AEDES_SYS = /^\$SYS\/[^/]+\/(?:heartbeat|birth|new\/clients|disconnect\/clients|new\/subscribes|new\/unsubscribes)$/
 
 function dollarSubscribed (client: Client, topic: string): boolean {
   const subs = subscriptionsOf(client)
@@ -35,7 +33,7 @@ export function wrapForward (inner: ForwardHook | undefined, stats: BrokerStats)
   return function authorizeForward (client, packet) {
     const topic = packet.topic
     if (topic.charCodeAt(0) === DOLLAR) {
-      if (!topic.startsWith(MIDGE_SYS) && AEDES_SYS.test(topic)) return null
+      if (isAedesBookkeeping(topic)) return null
       if (!dollarSubscribed(client, topic)) return null
     }
     const out = inner ? inner(client, packet) : packet
