@@ -310,7 +310,7 @@ export class Bridge {
       else this.send(client, e)
     }
     // removed after the walk: the walk goes over the queue itself
-    for (const e of gone) this.done(e)
+    for (const e of gone) void this.done(e)
     if (gone.length > 0) this.pump()
   }
 
@@ -343,7 +343,7 @@ export class Bridge {
         // the remote refused it (MQTT 5 reason code >= 0x80): it would refuse it again
         this.stats.dropped++
         this.log.warn({ bridge: this.cfg.name, topic: e.topic, reasonCode: (err as Error & { code?: unknown }).code }, `Bridge ${this.cfg.name}: the remote refused the message on ${e.topic}: ${err.message}.`)
-        this.done(e)
+        void this.done(e)
         this.pump()
         return
       }
@@ -377,21 +377,24 @@ export class Bridge {
   }
 
   private acknowledged (e: QueuedMessage): void {
-    this.inFlight.delete(e)
     this.stats.sent++
     if (!this.queue.full) this.fullLogged = false
     this.touch()
-    this.done(e)
-    this.pump()
+    // its slot is freed once its removal is written: a SIGKILL then sends again at most max_inflight_messages
+    // messages (in flight, or acknowledged and not yet removed), however slow the store is
+    void this.done(e).then(() => {
+      this.inFlight.delete(e)
+      this.pump()
+    })
   }
 
-  /** Out of the queue: acknowledged, refused, expired or too large. */
-  private done (e: QueuedMessage): void {
+  /** Out of the queue: acknowledged, refused, expired or too large. Resolves once the removal is written (or failed). */
+  private done (e: QueuedMessage): Promise<void> {
     if (e.packetId !== undefined) {
       this.heldIds.delete(e.packetId)
       if (this.byId.get(e.packetId) === e) this.byId.delete(e.packetId)
     }
-    this.queue.ack(e).catch((err: Error) => this.log.error({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not remove a message from the queue: ${err.message}.`))
+    return this.queue.ack(e).catch((err: Error) => this.log.error({ bridge: this.cfg.name, err: err.message }, `Bridge ${this.cfg.name}: could not remove a message from the queue: ${err.message}.`))
   }
 
   private echoKey (topic: string, payload: Buffer): string | undefined {
