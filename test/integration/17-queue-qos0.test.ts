@@ -172,15 +172,20 @@ test('v5: a clean start drops the queue; a continued session gets the remaining 
   expect(fresh).toEqual([])
 })
 
-test('LevelDB: sessions stored before a restart get QoS 0 messages published after it', async ({ onTestFinished }) => {
+/** A LevelDB Midge that stored the persistent session dev0 (QoS 0 on a/#, away) and was restarted: the second run. */
+async function restartedWithStoredSession (extra: string, onTestFinished: (fn: () => Promise<void>) => void): Promise<{ broker: Broker, url: string }> {
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
-  const first = await levelBroker(dir, 'queue_qos0_messages true\n', onTestFinished)
+  const first = await levelBroker(dir, extra, onTestFinished)
   const c = await connect(first.url, { clientId: 'dev0', clean: false })
   await c.subscribeAsync('a/#', { qos: 0 })
   await c.endAsync()
   await first.broker.close()
-  const second = await levelBroker(dir, 'queue_qos0_messages true\n', onTestFinished)
+  return await levelBroker(dir, extra, onTestFinished)
+}
+
+test('LevelDB: sessions stored before a restart get QoS 0 messages published after it', async ({ onTestFinished }) => {
+  const second = await restartedWithStoredSession('queue_qos0_messages true\n', onTestFinished)
   await publishFive(second.url)
   const { client, got } = await returnAndDrain(second.broker, second.url, 'dev0')
   onTestFinished(() => client.endAsync(true))
@@ -197,14 +202,7 @@ function mqttWithPackets (url: string, opts: IClientOptions, into: Array<{ paylo
 }
 
 test('LevelDB, without the option: after a restart a QoS 0 subscription of a persistent session gets no stored queue (as before the restart, and as mosquitto)', async ({ onTestFinished }) => {
-  const { dir, remove } = await tempDir()
-  onTestFinished(remove)
-  const first = await levelBroker(dir, '', onTestFinished)
-  const c = await connect(first.url, { clientId: 'dev0', clean: false })
-  await c.subscribeAsync('a/#', { qos: 0 })
-  await c.endAsync()
-  await first.broker.close()
-  const second = await levelBroker(dir, '', onTestFinished)
+  const second = await restartedWithStoredSession('', onTestFinished)
   await publishFive(second.url)
   // aedes-persistence-level reads the QoS 0 subscription into its index at start-up: q1-3 and q2-5 were stored for
   // it, sent at QoS 0 at each return (never acknowledged, so never deleted)

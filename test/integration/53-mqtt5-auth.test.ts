@@ -250,12 +250,8 @@ async function v5Connack (port: number, clientId: string, username?: string, pas
   return p.reasonCode === 0 ? 'accepted' : Buffer.concat(c.received).toString('hex')
 }
 
-test('v5 CONNACK codes of the password file, anonymous access and clientid_prefixes are mosquitto 2.0.11\'s; plug-ins give 0x87 and 0x88', async ({ onTestFinished }) => {
-  const { dir, remove } = await tempDir()
-  onTestFinished(remove)
-  const pw = join(dir, 'pw')
-  writeFileSync(pw, `alice:${hashPasswordSha512('secret')}\n`)
-  const common = `allow_anonymous false\npassword_file ${pw}\nclientid_prefixes dev-\n`
+/** Debian's mosquitto and an in-process Midge on the same auth options: mosquitto's port and the Midge. */
+async function bothBrokers (dir: string, common: string, onTestFinished: (fn: () => Promise<void>) => void): Promise<{ port: number, b: TestBroker }> {
   const port = await freePort()
   const conf = join(dir, 'mosquitto.conf')
   writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nlog_dest stderr\n${common}`)
@@ -263,6 +259,16 @@ test('v5 CONNACK codes of the password file, anonymous access and clientid_prefi
   onTestFinished(() => mosq.stop())
   const b = await startTestBroker(`listener 0 127.0.0.1\n${common}`)
   onTestFinished(() => b.close())
+  return { port, b }
+}
+
+test('v5 CONNACK codes of the password file, anonymous access and clientid_prefixes are mosquitto 2.0.11\'s; plug-ins give 0x87 and 0x88', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir()
+  onTestFinished(remove)
+  const pw = join(dir, 'pw')
+  writeFileSync(pw, `alice:${hashPasswordSha512('secret')}\n`)
+  const common = `allow_anonymous false\npassword_file ${pw}\nclientid_prefixes dev-\n`
+  const { port, b } = await bothBrokers(dir, common, onTestFinished)
   const cases: Array<[string, string, string | undefined, string | undefined, string]> = [
     ['wrong password', 'dev-1', 'alice', 'wrong', '2003008700'],
     ['unknown user', 'dev-1', 'bob', 'secret', '2003008700'],
@@ -289,13 +295,7 @@ test('an empty client id refused by allow_zero_length_clientid false: 0x85 (Clie
   const common = 'allow_anonymous true\nallow_zero_length_clientid false\n'
   const { dir, remove } = await tempDir()
   onTestFinished(remove)
-  const port = await freePort()
-  const conf = join(dir, 'mosquitto.conf')
-  writeFileSync(conf, `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nlog_dest stderr\n${common}`)
-  const mosq = await spawnMosquitto(conf)
-  onTestFinished(() => mosq.stop())
-  const b = await startTestBroker(`listener 0 127.0.0.1\n${common}`)
-  onTestFinished(() => b.close())
+  const { port, b } = await bothBrokers(dir, common, onTestFinished)
   expect(await v5Connack(b.port(), '')).toBe('2003008500')
   expect(await v5Connack(port, '')).toBe('2003008000')
 })
