@@ -4,12 +4,12 @@
  * only: API tokens). Bodies are JSON objects; every field is validated and unknown fields are refused.
  */
 import { connectedClients, subscriptionsOf } from '../aedes/internals.js'
-import { displayFilter } from '../broker/shared-subscriptions.js'
+import { displayFilter } from '../mqtt/shared-names.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Aedes, Client } from 'aedes'
 import type { Config, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
-import type { ConnectionContext } from '../listeners/types.js'
+import type { ConnectionContext } from '../mqtt/connection.js'
 import { storeOf, type BrokerStats } from '../sys/stats.js'
 import { validFilter } from '../auth/topic-match.js'
 import { VERSION } from '../version.js'

@@ -3,7 +3,7 @@
  * use_subject_as_username) and failed-login throttling per client address.
  */
 import type { Logger } from '../logging/logger.js'
-import type { ConnectionContext } from '../listeners/types.js'
+import type { ConnectionContext } from '../mqtt/connection.js'
 import type { AuthChain, ConnectDecision } from './chain.js'
 import { addressKey, type LoginThrottle } from './throttle.js'
 import { reservedForPublish } from '../mqtt/reserved-topics.js'

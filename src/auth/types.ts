@@ -1,4 +1,4 @@
-import type { ConnectionContext } from '../listeners/types.js'
+import type { ConnectionContext } from '../mqtt/connection.js'
 import type { AuthConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 

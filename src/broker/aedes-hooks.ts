@@ -85,13 +85,45 @@ function authError (returnCode: number, message: string): AuthError {
   return Object.assign(new Error(message), { returnCode })
 }
 
+/** aedes' hooks as Midge types them (aedes 2.0.0-beta.1 types/instance.d.ts, with Midge's error shapes). */
+export type PreConnect = (client: Client, packet: ConnectPacket, cb: (err: Error | null, ok: boolean) => void) => void
+export type Authenticate = (client: Client, username: Readonly<string | undefined>, password: Readonly<Buffer | undefined>, cb: (err: AuthError | null, ok: boolean | null) => void) => void
+export type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void) => void
+export type AuthorizeSubscribe = (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
+/** Synchronous, once per message delivered to a client: the hot path. */
+export type AuthorizeForward = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+export type Published = (packet: AedesPublishPacket, client: Client | null, cb: (err?: Error | null) => void) => void
+/** A stage that runs before the rest of a hook (`next`): built once at start-up, so no closure per call. */
+export type Wrap<H> = (next: H) => H
+
+/**
+ * Midge's own stages of the aedes hooks; broker/hook-stages.ts puts them in order with the other modules' stages.
+ * Where a hook has several (publish, subscribe), each is one rule of it, in the order they run.
+ */
 export interface Hooks {
   clientInfo: WeakMap<Client, ClientInfo>
-  preConnect: (client: Client, packet: ConnectPacket, cb: (err: Error | null, ok: boolean) => void) => void
-  authenticate: (client: Client, username: Readonly<string | undefined>, password: Readonly<Buffer | undefined>, cb: (err: AuthError | null, ok: boolean | null) => void) => void
-  authorizePublish: (client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void) => void
-  authorizeSubscribe: (client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void) => void
-  authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
+  /** The will topic's checks; the connection's facts kept (ClientInfo). */
+  preConnect: PreConnect
+  /** Client id rules, password file / plug-ins (auth/connect.ts), will screen, resumed queue, clean start's QoS 2. */
+  authenticate: Authenticate
+  publish: {
+    /** max_topic_length, U+0000, message_size_limit, retain_available, max_qos, payload format (v5 0x99). */
+    limits: Wrap<AuthorizePublish>
+    /** `$SYS/` and `$MIDGE` are not the clients' to publish to: acknowledged and dropped (mqtt/reserved-topics.ts). */
+    dollarTopics: Wrap<AuthorizePublish>
+    /** The auth chain's publish check; v5 PUBACK codes 0x87, 0x10, 0x97. */
+    acl: AuthorizePublish
+  }
+  subscribe: {
+    /** `$MIDGE` filters refused (mqtt/reserved-topics.ts). */
+    dollarTopics: Wrap<AuthorizeSubscribe>
+    /** max_topic_length, U+0000, max_qos, deny_bare_wildcard_subscription. */
+    limits: Wrap<AuthorizeSubscribe>
+    /** The auth chain's subscribe check (v5 0x80 / 0x87), max_subscriptions_per_client. */
+    acl: AuthorizeSubscribe
+  }
+  /** Read ACL, QoS clamp, every matching v5 Subscription Identifier, the client's Maximum Packet Size. */
+  authorizeForward: AuthorizeForward
   /** What a v5 client's CONNACK must say beyond aedes' version of it; undefined for 3.1/3.1.1 clients. */
   connackAmendment: (client: Client) => ConnackAmendment | undefined
 }
@@ -206,106 +238,132 @@ export function createHooks (deps: HookDeps): Hooks {
       })
     },
 
-    authorizePublish (client, packet, cb) {
-      // a will goes out as a PUBLISH with the will's properties, but Will Delay Interval is a CONNECT (will)
-      // property: aedes leaves it in, and a v5 subscriber rejects a PUBLISH that carries it as malformed
-      const props = packet.properties as { willDelayInterval?: number } | undefined
-      if (props?.willDelayInterval !== undefined) delete props.willDelayInterval
-      if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
-      // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH
-      if (topicTooLong(packet.topic, limits.maxTopicLength)) {
-        cb(new Error(`topic exceeds max_topic_length ${limits.maxTopicLength}`))
-        return
-      }
-      if (hasNul(packet.topic)) { cb(new Error('U+0000 in topic')); return }
-      if (limits.messageSizeLimit > 0 && packet.payload.length > limits.messageSizeLimit) {
-        cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
-        return
-      }
-      const info = clientInfo.get(client)
-      const v5 = info?.protocolVersion === 5
-      if (packet.retain && !limits.retainAvailable) {
-        // a v5 client was told in its CONNACK (Retain Available 0): DISCONNECT 0x9A [MQTT-3.3.1-7]
-        if (v5) { disconnectV5(client, V5.RETAIN_NOT_SUPPORTED, 'retain is not available'); return }
-        cb(new Error('retained messages are not available (retain_available false)'))
-        return
-      }
-      if (info !== undefined && packet.qos > info.ctx.listener.maxQos) {
-        // max_qos: the client is disconnected, as from mosquitto; a v5 client hears why (0x9B) [MQTT-3.2.2-11]
-        if (v5) { disconnectV5(client, V5.QOS_NOT_SUPPORTED, `QoS ${packet.qos} is above max_qos`); return }
-        cb(new Error(`QoS ${packet.qos} exceeds max_qos ${info.ctx.listener.maxQos}`))
-        return
-      }
-      // Payload Format Indicator 1 promises UTF-8: a v5 publish that breaks it is refused, PUBACK/PUBREC 0x99
-      // (mosquitto 2.0.11 does not check, and routes it)
-      if (v5 && (packet.properties as { payloadFormatIndicator?: boolean } | undefined)?.payloadFormatIndicator === true && typeof packet.payload !== 'string' && !isUtf8(packet.payload)) {
-        log.info({ clientId: client.id, topic: packet.topic, reason: 'payload format invalid' }, 'publish refused')
-        deps.onDropped?.('payload format invalid', client, packet.topic)
-        if (packet.qos > 0 && packet.messageId !== undefined) info?.acks?.set(packet.messageId, PAYLOAD_FORMAT_INVALID)
-        cb(new Error(''))
-        return
-      }
-      const topic = packet.topic
-      if (reservedForPublish(topic)) {
-        dropPublish(client, packet, 'reserved topic')
-        cb(null)
-        return
-      }
-      if (!info) { cb(null); return }
-      auth.authorize({
-        clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
-      }).then(ok => {
-        if (ok) { accepted(client, info, packet, cb); return }
-        // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection.
-        // The error has no message, so the acknowledgement carries no Reason String (aedes makes one of the
-        // message), as from mosquitto 2.0.11: it would only repeat the code, and some v5 clients (the Paho
-        // interoperability suite's) cannot parse acknowledgements with properties.
-        if (v5) {
-          log.info({ clientId: client.id, topic, reason: 'not authorised' }, 'publish refused')
-          deps.onDropped?.('not authorised', client, topic)
+    publish: {
+      limits: next => (client, packet, cb) => {
+        // a will goes out as a PUBLISH with the will's properties, but Will Delay Interval is a CONNECT (will)
+        // property: aedes leaves it in, and a v5 subscriber rejects a PUBLISH that carries it as malformed
+        const props = packet.properties as { willDelayInterval?: number } | undefined
+        if (props?.willDelayInterval !== undefined) delete props.willDelayInterval
+        if (client === null) { cb(null); return } // wills of vanished clients: checked when they connected
+        // an error here makes aedes close the connection: 3.1.1 has no way to refuse one PUBLISH
+        if (topicTooLong(packet.topic, limits.maxTopicLength)) {
+          cb(new Error(`topic exceeds max_topic_length ${limits.maxTopicLength}`))
+          return
+        }
+        if (hasNul(packet.topic)) { cb(new Error('U+0000 in topic')); return }
+        if (limits.messageSizeLimit > 0 && packet.payload.length > limits.messageSizeLimit) {
+          cb(new Error(`payload of ${packet.payload.length} bytes exceeds message_size_limit ${limits.messageSizeLimit}`))
+          return
+        }
+        const info = clientInfo.get(client)
+        const v5 = info?.protocolVersion === 5
+        if (packet.retain && !limits.retainAvailable) {
+          // a v5 client was told in its CONNACK (Retain Available 0): DISCONNECT 0x9A [MQTT-3.3.1-7]
+          if (v5) { disconnectV5(client, V5.RETAIN_NOT_SUPPORTED, 'retain is not available'); return }
+          cb(new Error('retained messages are not available (retain_available false)'))
+          return
+        }
+        if (info !== undefined && packet.qos > info.ctx.listener.maxQos) {
+          // max_qos: the client is disconnected, as from mosquitto; a v5 client hears why (0x9B) [MQTT-3.2.2-11]
+          if (v5) { disconnectV5(client, V5.QOS_NOT_SUPPORTED, `QoS ${packet.qos} is above max_qos`); return }
+          cb(new Error(`QoS ${packet.qos} exceeds max_qos ${info.ctx.listener.maxQos}`))
+          return
+        }
+        // Payload Format Indicator 1 promises UTF-8: a v5 publish that breaks it is refused, PUBACK/PUBREC 0x99
+        // (mosquitto 2.0.11 does not check, and routes it)
+        if (v5 && (packet.properties as { payloadFormatIndicator?: boolean } | undefined)?.payloadFormatIndicator === true && typeof packet.payload !== 'string' && !isUtf8(packet.payload)) {
+          log.info({ clientId: client.id, topic: packet.topic, reason: 'payload format invalid' }, 'publish refused')
+          deps.onDropped?.('payload format invalid', client, packet.topic)
+          if (packet.qos > 0 && packet.messageId !== undefined) info?.acks?.set(packet.messageId, PAYLOAD_FORMAT_INVALID)
           cb(new Error(''))
           return
         }
-        dropPublish(client, packet, 'not authorised')
-        cb(null)
-      }, (err: Error) => cb(err))
-    },
+        next(client, packet, cb)
+      },
 
-    authorizeSubscribe (client, sub, cb) {
-      if (reservedForSubscribe(sub.topic)) { cb(null, null); return }
-      // an over-long filter closes the connection, as an over-long PUBLISH topic does
-      if (topicTooLong(sub.topic, limits.maxTopicLength)) {
-        cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))
-        return
-      }
-      if (hasNul(sub.topic)) { cb(new Error('U+0000 in topic filter')); return }
-      const info = clientInfo.get(client)
-      if (!info) { cb(null, sub); return }
-      // [MQTT-3.8.4-6] granted at most max_qos
-      if (sub.qos > info.ctx.listener.maxQos) sub.qos = info.ctx.listener.maxQos
-      // deny_bare_wildcard_subscription (Midge extension): test.mosquitto.org refuses `#` to anonymous clients
-      const bare = info.ctx.listener.denyBareWildcard
-      if (bare !== undefined && sub.topic === '#' && (bare === 'all' || info.username === undefined)) {
-        log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused: deny_bare_wildcard_subscription')
-        cb(null, null)
-        return
-      }
-      auth.decide({
-        clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
-      }).then(d => {
-        const ok = d.ok
-        if (!d.ok) {
-          log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
-          if (info.protocolVersion === 5 && d.by?.subscriptionRefusal === 'unspecified') { refuseUnspecified(client, () => cb(null, null)); return }
-        }
-        // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit
-        if (ok && deps.subscriptions && !deps.subscriptions.reserve(client, sub.topic)) {
-          log.info({ clientId: client.id, topic: sub.topic }, `subscription refused: max_subscriptions_per_client (${limits.maxSubscriptionsPerClient}) reached`)
-          cb(null, null)
+      dollarTopics: next => (client, packet, cb) => {
+        if (client !== null && reservedForPublish(packet.topic)) {
+          dropPublish(client, packet, 'reserved topic')
+          cb(null)
           return
         }
-        cb(null, ok ? sub : null)
-      }, (err: Error) => cb(err))
+        next(client, packet, cb)
+      },
+
+      acl (client, packet, cb) {
+        if (client === null) { cb(null); return }
+        const info = clientInfo.get(client)
+        if (!info) { cb(null); return }
+        const v5 = info.protocolVersion === 5
+        const topic = packet.topic
+        auth.authorize({
+          clientId: client.id, username: info.username, conn: info.ctx, action: 'publish', topic, qos: packet.qos, retain: packet.retain
+        }).then(ok => {
+          if (ok) { accepted(client, info, packet, cb); return }
+          // v5 can refuse one PUBLISH: aedes answers a QoS 1/2 one with PUBACK/PUBREC 0x87 and keeps the connection.
+          // The error has no message, so the acknowledgement carries no Reason String (aedes makes one of the
+          // message), as from mosquitto 2.0.11: it would only repeat the code, and some v5 clients (the Paho
+          // interoperability suite's) cannot parse acknowledgements with properties.
+          if (v5) {
+            log.info({ clientId: client.id, topic, reason: 'not authorised' }, 'publish refused')
+            deps.onDropped?.('not authorised', client, topic)
+            cb(new Error(''))
+            return
+          }
+          dropPublish(client, packet, 'not authorised')
+          cb(null)
+        }, (err: Error) => cb(err))
+      }
+    },
+
+    subscribe: {
+      dollarTopics: next => (client, sub, cb) => {
+        if (reservedForSubscribe(sub.topic)) { cb(null, null); return }
+        next(client, sub, cb)
+      },
+
+      limits: next => (client, sub, cb) => {
+        // an over-long filter closes the connection, as an over-long PUBLISH topic does
+        if (topicTooLong(sub.topic, limits.maxTopicLength)) {
+          cb(new Error(`topic filter exceeds max_topic_length ${limits.maxTopicLength}`))
+          return
+        }
+        if (hasNul(sub.topic)) { cb(new Error('U+0000 in topic filter')); return }
+        const info = clientInfo.get(client)
+        if (info !== undefined) {
+          // [MQTT-3.8.4-6] granted at most max_qos
+          if (sub.qos > info.ctx.listener.maxQos) sub.qos = info.ctx.listener.maxQos
+          // deny_bare_wildcard_subscription (Midge extension): test.mosquitto.org refuses `#` to anonymous clients
+          const bare = info.ctx.listener.denyBareWildcard
+          if (bare !== undefined && sub.topic === '#' && (bare === 'all' || info.username === undefined)) {
+            log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused: deny_bare_wildcard_subscription')
+            cb(null, null)
+            return
+          }
+        }
+        next(client, sub, cb)
+      },
+
+      acl (client, sub, cb) {
+        const info = clientInfo.get(client)
+        if (!info) { cb(null, sub); return }
+        auth.decide({
+          clientId: client.id, username: info.username, conn: info.ctx, action: 'subscribe', topic: sub.topic, qos: sub.qos, retain: false
+        }).then(d => {
+          const ok = d.ok
+          if (!d.ok) {
+            log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused')
+            if (info.protocolVersion === 5 && d.by?.subscriptionRefusal === 'unspecified') { refuseUnspecified(client, () => cb(null, null)); return }
+          }
+          // max_subscriptions_per_client: SUBACK 0x80 for filters beyond the limit
+          if (ok && deps.subscriptions && !deps.subscriptions.reserve(client, sub.topic)) {
+            log.info({ clientId: client.id, topic: sub.topic }, `subscription refused: max_subscriptions_per_client (${limits.maxSubscriptionsPerClient}) reached`)
+            cb(null, null)
+            return
+          }
+          cb(null, ok ? sub : null)
+        }, (err: Error) => cb(err))
+      }
     },
 
     authorizeForward: (_c, p) => p,

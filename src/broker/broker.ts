@@ -5,6 +5,7 @@
  */
 import { writeFileSync, rmSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
+import type { EventEmitter } from 'node:events'
 import type { AddressInfo, Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import { Aedes, type Client } from 'aedes'
@@ -21,6 +22,7 @@ import { isCorruption, corruptStoreError, storePath } from '../persistence/level
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, V5, type Hooks } from './aedes-hooks.js'
+import { hookStages, composeHooks, stageNames, type HookName } from './hook-stages.js'
 import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
@@ -33,11 +35,10 @@ import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch
 import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
-import { clusterAedesOptions, gatePublish, attachCluster } from '../cluster/wire.js'
+import { clusterAedesOptions, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites, flushWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
-import { wrapForward } from '../sys/forward.js'
 import { wireStats, trackConnection, countPackets } from '../sys/wire.js'
 import { SysPublisher } from '../sys/sys-publisher.js'
 import { createMetrics } from '../sys/metrics.js'
@@ -96,6 +97,8 @@ export class Broker {
   private sys: SysPublisher | undefined
   aedes!: Aedes
   hooks!: Hooks
+  /** Each aedes hook's stages, outermost first (hook-stages.ts). */
+  hookStages!: Record<HookName, string[]>
   auth!: AuthChain
   persistence!: PersistenceBackend
   /** QoS 1 journal, queue limits, session expiry, slow consumers (src/persistence/durability.ts). */
@@ -167,11 +170,13 @@ export class Broker {
         await store.cleanIncoming?.(client)
       }
     })
-    const { clientInfo: _ci, connackAmendment: _ca, ...aedesHooks } = this.hooks
     this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, aedes: () => this.aedes, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
     this.shared.watchStore(this.persistence.aedes as object)
     this.hooks.connackAmendment = this.shared.wrapConnack(this.hooks.connackAmendment)
     this.stats.sharedSubscriptions = () => this.shared.count()
+    const stages = hookStages({ base: this.hooks, bridgePeers: this.bridgePeers, shared: this.shared, durability: this.durability, stats: this.stats, ...(cluster ? { cluster } : {}) })
+    this.hookStages = stageNames(stages)
+    log.debug({ stages: this.hookStages }, 'aedes hook stages, outermost first')
     this.durability.queuesShared = topic => this.shared.queuesFor(topic)
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits
@@ -179,7 +184,7 @@ export class Broker {
       // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
       persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold'), (err) => log.warn({ err: err.message }, 'reading retained messages for a new subscription failed')), // cheap QoS 2 lookups
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
-      mq: (cluster?.mq ?? emitter) as unknown as NonNullable<Parameters<typeof Aedes.createBroker>[0]>['mq'],
+      mq: cluster?.mq ?? emitter,
       connectTimeout: config.limits.connectTimeoutMs,
       // one stuck subscriber must not stall delivery to everyone (REFERENCE.md: aedes facts)
       drainTimeout: 30_000,
@@ -189,15 +194,9 @@ export class Broker {
       topicAliasMaximum: Math.max(0, ...config.listeners.map(l => l.maxTopicAlias)),
       // the inbound window a v5 client is given: max_inflight_messages, as mosquitto sends it
       receiveMaximum: config.limits.maxInflightMessages,
-      ...aedesHooks,
-      ...(cluster ? clusterAedesOptions(cluster, aedesHooks) : {}),
-      preConnect: this.bridgePeers.preConnect(aedesHooks.preConnect),
-      authorizeSubscribe: this.shared.authorizeSubscribe(aedesHooks.authorizeSubscribe),
-      // QoS 1: journalled before PUBACK, entry removed once stored (src/persistence/journal.ts)
-      authorizePublish: this.durability.authorizePublish(cluster ? gatePublish(cluster, aedesHooks.authorizePublish) : aedesHooks.authorizePublish),
-      published: this.durability.published,
-      // counts publishes sent; keeps aedes' own $SYS/<id>/... topics from clients (src/sys/forward.ts)
-      authorizeForward: this.bridgePeers.forward(wrapForward(aedesHooks.authorizeForward, this.stats))
+      ...(cluster ? clusterAedesOptions(cluster) : {}),
+      // every hook as its ordered stages (hook-stages.ts)
+      ...composeHooks(stages)
     }))
     checkAedes(this.aedes)
     hardenBroker(this.aedes)
@@ -217,7 +216,8 @@ export class Broker {
       accounting: this.durability.accounting,
       log
     }
-    ;(this.aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
+    const events: EventEmitter = this.aedes
+    events.on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
     // before the journal replay: a replayed message must reach the bridges' queues too
     // persistent members stored before this start, before the journal replay routes anything to their groups

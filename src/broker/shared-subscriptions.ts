@@ -41,15 +41,15 @@ import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, 
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ClientInfo } from './aedes-hooks.js'
-import { REFUSED_FILTER, SHARED_PREFIX, reservedForSubscribe } from '../mqtt/reserved-topics.js'
+import { REFUSED_FILTER, reservedForSubscribe } from '../mqtt/reserved-topics.js'
+import { SHARE_PREFIX, INTERNAL_PREFIX, parseShare, internalName, fromInternal, displayFilter } from '../mqtt/shared-names.js'
 import type { SubscriptionCounter } from './limits.js'
 import { keepsUp } from './delivery.js'
 import { topicMatches } from '../mqtt/topic-match.js'
 
-export const SHARE_PREFIX = '$share/'
-/** What aedes holds for a shared subscription: under `$MIDGE`, which nothing can publish to. */
-export const INTERNAL_PREFIX = SHARED_PREFIX
-const SHARE_BARE = '$share'
+// the names are parsed in mqtt/shared-names.ts; re-exported for the callers that route
+export { SHARE_PREFIX, INTERNAL_PREFIX, parseShare, matchingFilter, displayFilter, type ParsedShare } from '../mqtt/shared-names.js'
+
 const MALFORMED_PACKET = 0x81
 const PROTOCOL_ERROR = 0x82
 /** Separates the publisher's broker id from the group in a shared copy's broker id. */
@@ -69,46 +69,6 @@ interface Store {
   subscriptionsByClient (client: { id: string }): Promise<SubscribeRequest[]>
   outgoingStream (client: { id: string }): AsyncIterable<unknown>
   cleanSubscriptions (client: { id: string }): Promise<void>
-}
-
-/** A shared filter split into its parts; `invalid` names the rule it breaks. */
-export type ParsedShare = { group: string, filter: string } | { invalid: 'malformed' | 'protocol' }
-
-/** `$share/GROUP/FILTER` -> its parts; undefined for a filter that is not a shared one. */
-export function parseShare (topic: string): ParsedShare | undefined {
-  if (topic === SHARE_BARE) return { invalid: 'protocol' }
-  if (!topic.startsWith(SHARE_PREFIX)) return undefined
-  const slash = topic.indexOf('/', SHARE_PREFIX.length)
-  const group = slash < 0 ? topic.slice(SHARE_PREFIX.length) : topic.slice(SHARE_PREFIX.length, slash)
-  // [MQTT-4.8.2-2] no wildcard in the share name: mosquitto treats it as a malformed packet
-  if (group.includes('+') || group.includes('#')) return { invalid: 'malformed' }
-  // [MQTT-4.8.2-1] a share name of one character at least, then "/" and a topic filter
-  if (slash < 0 || group.length === 0 || slash === topic.length - 1) return { invalid: 'protocol' }
-  return { group, filter: topic.slice(slash + 1) }
-}
-
-/** The name aedes holds for `$share/GROUP/FILTER`. */
-function internalName (group: string, filter: string): string {
-  return `${INTERNAL_PREFIX}${group}/${filter}`
-}
-
-/** The shared filter a name aedes holds stands for, or undefined for a normal filter. */
-function fromInternal (name: string): { group: string, filter: string } | undefined {
-  if (!name.startsWith(INTERNAL_PREFIX)) return undefined
-  const slash = name.indexOf('/', INTERNAL_PREFIX.length)
-  if (slash < 0) return undefined
-  return { group: name.slice(INTERNAL_PREFIX.length, slash), filter: name.slice(slash + 1) }
-}
-
-/** The topic filter a name aedes holds matches topics with: FILTER of a shared one, the name itself otherwise. */
-export function matchingFilter (name: string): string {
-  return fromInternal(name)?.filter ?? name
-}
-
-/** The filter as the client wrote it (`$share/g/f`) for a name aedes holds; other names unchanged. */
-export function displayFilter (name: string): string {
-  const s = fromInternal(name)
-  return s === undefined ? name : `${SHARE_PREFIX}${s.group}/${s.filter}`
 }
 
 interface Member {

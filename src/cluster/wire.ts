@@ -1,7 +1,8 @@
 /**
- * What the Broker adds to aedes for a cluster node, kept here so that broker.ts only calls two functions:
- * `clusterAedesOptions` (routing, heartbeat, the Redis gate on CONNECT and PUBLISH) before `Aedes.createBroker`,
- * `attachCluster` (journal sweep, disconnecting clients when Redis is lost) after it.
+ * What the Broker adds to aedes for a cluster node: `clusterAedesOptions` (routing, heartbeat) for
+ * `Aedes.createBroker`, the Redis gate as a stage of `authenticate` and of `authorizePublish` (`gateAuthenticate`,
+ * `gatePublish`, put in order by broker/hook-stages.ts), and `attachCluster` (journal sweep, disconnecting clients
+ * when Redis is lost) after it.
  */
 import { connectedClients } from '../aedes/internals.js'
 import type { Aedes, Client, PublishPacket } from 'aedes'
@@ -11,38 +12,43 @@ import { HEARTBEAT_MS, type ClusterNode } from './node.js'
 type Cb = (err?: Error | null) => void
 type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: Cb) => void
 type Authenticate = (client: Client, username: Readonly<string | undefined>, password: Readonly<Buffer | undefined>, cb: (err: (Error & { returnCode: number }) | null, ok: boolean | null) => void) => void
+/** What the gates read of a node: whether Redis answers (health.ts). */
+export interface RedisGate { readonly health: { readonly up: boolean } }
 
 const NO_REDIS = 'Redis is unreachable'
 
-export interface ClusterHooks {
+export interface ClusterOptions {
   mq: unknown
   heartbeatInterval: number
-  authenticate: Authenticate
 }
 
-/**
- * While Redis is down (health.ts): CONNECT gets CONNACK 3 (server unavailable) and a PUBLISH closes the client's
- * connection before any PUBACK/PUBREC, so that the client keeps its QoS 1/2 message and sends it again later.
- */
-export function clusterAedesOptions (node: ClusterNode, hooks: { authenticate: Authenticate }): ClusterHooks {
-  const health = node.health
+export function clusterAedesOptions (node: ClusterNode): ClusterOptions {
   return {
     mq: node.mq,
     // a node that stops beating for 3 intervals is gone: its clients' wills fire on the other nodes
-    heartbeatInterval: HEARTBEAT_MS,
-    authenticate (client, username, password, cb) {
-      if (!health.up) { cb(Object.assign(new Error(`${NO_REDIS}: server unavailable`), { returnCode: 3 }), null); return }
-      hooks.authenticate(client, username, password, cb)
-    }
+    heartbeatInterval: HEARTBEAT_MS
   }
 }
 
-export function gatePublish (node: ClusterNode, inner: AuthorizePublish): AuthorizePublish {
+/*
+ * While Redis is down (health.ts): CONNECT gets CONNACK 3 (server unavailable) and a PUBLISH closes the client's
+ * connection before any PUBACK/PUBREC, so that the client keeps its QoS 1/2 message and sends it again later.
+ */
+
+export function gateAuthenticate (node: RedisGate, next: Authenticate): Authenticate {
+  const health = node.health
+  return (client, username, password, cb) => {
+    if (!health.up) { cb(Object.assign(new Error(`${NO_REDIS}: server unavailable`), { returnCode: 3 }), null); return }
+    next(client, username, password, cb)
+  }
+}
+
+export function gatePublish (node: RedisGate, next: AuthorizePublish): AuthorizePublish {
   const health = node.health
   return (client, packet, cb) => {
     // client === null: a will or a $SYS message of this node, which cannot reach anyone either
     if (!health.up && client !== null) { cb(new Error(`${NO_REDIS}: publish refused`)); return }
-    inner(client, packet, cb)
+    next(client, packet, cb)
   }
 }
 

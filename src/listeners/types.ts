@@ -3,17 +3,11 @@ import type { AddressInfo } from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ListenerConfig, Transport } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
+import type { ConnectionContext } from '../mqtt/connection.js'
 
 export type { Transport }
-
-/** What the broker knows about a connection before MQTT CONNECT: kept in a WeakMap keyed by the stream. */
-export interface ConnectionContext {
-  listener: ListenerConfig
-  remoteAddress?: string
-  remotePort?: number
-  /** Set on TLS listeners that asked for a client certificate. */
-  tlsPeer?: { authorized: boolean, subject?: string, commonName?: string, authorizationError?: string, /** TLS-PSK: the identity the handshake proved */ pskIdentity?: string }
-}
+// defined beside the MQTT types, where the auth chain reads it without depending on the listeners
+export type { ConnectionContext } from '../mqtt/connection.js'
 
 export type ConnectionHandler = (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage) => void
 
