@@ -744,7 +744,9 @@ export class Bridge {
     if (!this.cfg.notifications) return
     const payload = Buffer.from(String(v))
     this.injected.add(payload)
-    this.deps.aedes.publish({ cmd: 'publish', topic: this.cfg.notificationTopic, payload, qos: 1, retain: true, dup: false } as AedesPublishPacket, () => {})
+    this.deps.aedes.publish({ cmd: 'publish', topic: this.cfg.notificationTopic, payload, qos: 1, retain: true, dup: false } as AedesPublishPacket, err => {
+      if (err) this.log.warn({ bridge: this.cfg.name, topic: this.cfg.notificationTopic, err: err.message }, `Bridge ${this.cfg.name}: could not publish its state locally: ${err.message}.`)
+    })
   }
 
   /** A clean end: the remote's state topic set to 0 (a DISCONNECT discards the will), then DISCONNECT. */

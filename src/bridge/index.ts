@@ -160,7 +160,12 @@ export class Bridges {
         const text = String(v)
         if (this.lastSys.get(topic) === text) continue
         this.lastSys.set(topic, text)
-        this.deps.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(text), qos: 0, retain: true, dup: false } as AedesPublishPacket, () => {})
+        this.deps.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(text), qos: 0, retain: true, dup: false } as AedesPublishPacket, err => {
+          if (err === undefined || err === null) return
+          // not stored: forgotten, so that the next round publishes the value again
+          if (this.lastSys.get(topic) === text) this.lastSys.delete(topic)
+          this.deps.log.warn({ topic, err: err.message }, 'could not publish a bridge $SYS topic')
+        })
       }
     }
   }

@@ -210,6 +210,7 @@ export class SharedSubscriptions {
       if (g === undefined) { this.deps.onDropped?.(); continue }
       const original: Emitted = { ...p, brokerId: p.brokerId!.slice(0, at), dup: false }
       delete original.messageId
+      // route reports no error: a failed delivery is logged and counted where it fails
       this.route(g, original, () => {})
     }
   }

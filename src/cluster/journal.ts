@@ -128,6 +128,7 @@ export class RedisJournal {
     try {
       await this.redis.rename(old, mine)
     } catch {
+      // nothing under the old key (no entry was written): only its name in the set remains
       await this.redis.srem(SET_KEY, `${this.brokerId}|${old}`)
       return []
     }

@@ -50,6 +50,7 @@ export class SessionExpiry {
   async stop (): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
+    // only waits for a running sweep: its failure is logged by the timer that started it
     await this.sweeping?.catch(() => {})
   }
 

@@ -198,6 +198,7 @@ export function limitPersistence (inner: object, acct: QueueAccounting): object 
     removeSubscriptions (client: unknown, topics: unknown) {
       const id = (client as { id: string }).id
       const done = call('removeSubscriptions', client, topics)
+      // for the order only: the caller gets the removal's failure from `done`
       const settled = done.then(() => {}, () => {})
       removing.set(id, settled)
       void settled.then(() => { if (removing.get(id) === settled) removing.delete(id) })

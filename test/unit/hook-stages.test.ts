@@ -5,6 +5,7 @@ import type { AedesPublishPacket, Client, ConnectPacket, PublishPacket, Subscrip
 import { hookStages, composeHooks, stageNames, renderHookDiagram, type StageSources } from '../../src/broker/hook-stages.js'
 import type { Wrap } from '../../src/broker/aedes-hooks.js'
 import { BrokerStats } from '../../src/sys/stats.js'
+import { startTestBroker } from '../helpers/start-broker.js'
 
 /** Sources whose every stage notes its name in `trace` and goes on (the cluster gate and sys/forward are the real ones). */
 function sources (trace: string[], cluster?: { health: { up: boolean } }): StageSources {
@@ -87,4 +88,10 @@ test('ARCHITECTURE.md shows the hook stages exactly as the table lists them', ()
   const doc = readFileSync(new URL('../../ARCHITECTURE.md', import.meta.url), 'utf8')
   const diagram = renderHookDiagram(hookStages(sources([])), hookStages(sources([], { health: { up: true } })))
   expect(doc).toContain('```\n' + diagram + '\n```')
+})
+
+test('a started broker keeps the stages it composed', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  expect(b.broker.hookStages).toEqual(SINGLE)
 })
