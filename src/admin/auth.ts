@@ -156,8 +156,9 @@ export class AdminAuth {
   private async adminHash (username: string): Promise<ParsedHash | undefined> {
     if (!this.opts.passwordFile) return undefined
     let text: string
-    try { text = await readFile(this.opts.passwordFile, 'utf8') } catch {
-      throw new AdminError('INTERNAL', 'the admin_password_file cannot be read')
+    try { text = await readFile(this.opts.passwordFile, 'utf8') } catch (err) {
+      // not an AdminError: the API's handler logs the reason and answers MIDGE_ERR_ADMIN_INTERNAL without it
+      throw new Error(`the admin_password_file ${this.opts.passwordFile} cannot be read: ${fileErrorReason(err)}`, { cause: err })
     }
     return parsePasswordFile(text, this.opts.passwordFile).users.get(username)
   }
