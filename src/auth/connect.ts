@@ -6,7 +6,7 @@ import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../mqtt/connection.js'
 import type { AuthChain, ConnectDecision } from './chain.js'
 import { addressKey, type LoginThrottle } from './throttle.js'
-import { reservedForPublish } from '../mqtt/reserved-topics.js'
+import { dollarAllowed } from '../mqtt/reserved-topics.js'
 
 export type ConnectCheck = ConnectDecision & { /** the username the client acts as (from its certificate) */ username?: string }
 
@@ -76,8 +76,7 @@ export async function screenWill (auth: AuthChain, log: Logger, client: unknown,
   const c = client as WillHolder
   const will = c._will
   if (!will) return
-  const reserved = reservedForPublish(will.topic)
-  const ok = !reserved && await auth.authorize({ clientId: c.id, username, conn: ctx, action: 'publish', topic: will.topic, qos: will.qos, retain: will.retain })
+  const ok = dollarAllowed('will', will.topic) && await auth.authorize({ clientId: c.id, username, conn: ctx, action: 'publish', topic: will.topic, qos: will.qos, retain: will.retain })
   if (!ok) {
     c._will = undefined
     log.info({ clientId: c.id, topic: will.topic }, 'will dropped: not authorised')

@@ -20,7 +20,7 @@ import { clientIdBeforeAuth, clientIdAfterAuth } from '../auth/client-id.js'
 import { LoginThrottle } from '../auth/throttle.js'
 import { topicTooLong, badWillTopic, hasNul, type SubscriptionCounter } from './limits.js'
 
-import { DROP_TOPIC, reservedForPublish, reservedForSubscribe } from '../mqtt/reserved-topics.js'
+import { DROP_TOPIC, dollarAllowed } from '../mqtt/reserved-topics.js'
 
 /** Per-client facts from CONNECT that aedes does not keep (it replaces an empty client id, for one). */
 export interface ClientInfo {
@@ -282,7 +282,7 @@ export function createHooks (deps: HookDeps): Hooks {
       },
 
       dollarTopics: next => (client, packet, cb) => {
-        if (client !== null && reservedForPublish(packet.topic)) {
+        if (client !== null && !dollarAllowed('publish', packet.topic)) {
           dropPublish(client, packet, 'reserved topic')
           cb(null)
           return
@@ -318,7 +318,7 @@ export function createHooks (deps: HookDeps): Hooks {
 
     subscribe: {
       dollarTopics: next => (client, sub, cb) => {
-        if (reservedForSubscribe(sub.topic)) { cb(null, null); return }
+        if (!dollarAllowed('subscribe', sub.topic)) { cb(null, null); return }
         next(client, sub, cb)
       },
 

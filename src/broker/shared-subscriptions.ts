@@ -41,7 +41,7 @@ import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, 
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ClientInfo } from './aedes-hooks.js'
-import { REFUSED_FILTER, reservedForSubscribe } from '../mqtt/reserved-topics.js'
+import { REFUSED_FILTER, dollarAllowed } from '../mqtt/reserved-topics.js'
 import { SHARE_PREFIX, INTERNAL_PREFIX, parseShare, internalName, fromInternal, displayFilter } from '../mqtt/shared-names.js'
 import type { SubscriptionCounter } from './limits.js'
 import { keepsUp } from './delivery.js'
@@ -290,7 +290,7 @@ export class SharedSubscriptions {
       if (s === undefined || !this.deps.enabled) { inner(client, sub, cb); return }
       const name = sub.topic
       // `$MIDGE` is where refused publishes go: never a filter of a group
-      if (reservedForSubscribe(s.filter)) { cb(null, null); return }
+      if (!dollarAllowed('subscribe', s.filter)) { cb(null, null); return }
       const asked: Subscription = { ...sub, topic: displayFilter(name) }
       inner(client, asked, (err, granted) => {
         if (err || !granted) { cb(err, granted); return }

@@ -39,3 +39,27 @@ export function reservedForSubscribe (filter: string): boolean {
 export function isAedesBookkeeping (topic: string): boolean {
   return !topic.startsWith(BROKER_TREE) && AEDES_BOOKKEEPING.test(topic)
 }
+
+/** What a client does with a topic or filter, as the `$`-topic policy sees it. */
+export type DollarUse = 'publish' | 'will' | 'subscribe' | 'deliver'
+
+const DOLLAR = 36
+
+/**
+ * The `$`-topic policy, one function for every use (mosquitto's acl__check_dollar): whether a client may publish
+ * to `topic`, name it as its will, subscribe to it as a filter, or have it delivered. A topic that does not start
+ * with `$` always may. The delivery rule of [MQTT-4.7.2-1] (a filter starting with a wildcard does not match a `$`
+ * topic) depends on the client's filters, not on the topic alone: sys/forward.ts applies it after this.
+ */
+export function dollarAllowed (use: DollarUse, topic: string): boolean {
+  if (topic.charCodeAt(0) !== DOLLAR) return true
+  switch (use) {
+    case 'publish':
+    case 'will':
+      return !reservedForPublish(topic)
+    case 'subscribe':
+      return !reservedForSubscribe(topic)
+    case 'deliver':
+      return !isAedesBookkeeping(topic)
+  }
+}

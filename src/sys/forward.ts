@@ -14,7 +14,7 @@ import { subscriptionsOf } from '../aedes/internals.js'
 import type { AedesPublishPacket, Client } from 'aedes'
 import type { BrokerStats } from './stats.js'
 import { topicMatches } from '../mqtt/topic-match.js'
-import { isAedesBookkeeping } from '../mqtt/reserved-topics.js'
+import { dollarAllowed } from '../mqtt/reserved-topics.js'
 import { matchingFilter } from '../mqtt/shared-names.js'
 
 export type ForwardHook = (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null
@@ -36,7 +36,7 @@ export function dollarTopics (next: ForwardHook): ForwardHook {
   return function dollarTopics (client, packet) {
     const topic = packet.topic
     if (topic.charCodeAt(0) === DOLLAR) {
-      if (isAedesBookkeeping(topic)) return null
+      if (!dollarAllowed('deliver', topic)) return null
       if (!dollarSubscribed(client, topic)) return null
     }
     return next(client, packet)
