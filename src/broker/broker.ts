@@ -216,6 +216,7 @@ export class Broker {
       accounting: this.durability.accounting,
       log
     }
+    // aedes is an EventEmitter, but its typed `on` lists its own events only, not 'error'
     const events: EventEmitter = this.aedes
     events.on('error', (err: Error) => log.error({ err: err.message }, 'broker error'))
     this.wireLogging()
