@@ -73,12 +73,24 @@ const MQISDP_NAME = [0x4d, 0x51, 0x49, 0x73, 0x64, 0x70] as const
 const MAYBE_MQTT = 1
 const MAYBE_MQISDP = 2
 
-const AUTH_NONE = 0
 const AUTH_CONNECT = 1
 const AUTH_EXCHANGE = 2
 const AUTH_OPEN = 3
 
 type ReadFn = (size?: number) => unknown
+
+/** Enhanced authentication's state in the framer: only on a connection whose listener has it. */
+class AuthRoute {
+  phase = AUTH_CONNECT
+  /** The current packet goes to the stage. */
+  collecting = false
+  /** Its bytes from earlier chunks. */
+  parts: Buffer[] | null = null
+  /** Bytes the stage released, for aedes' next read. */
+  release: Buffer | null = null
+  stage!: AuthStage
+  constructor (readonly stream: Duplex) {}
+}
 
 /**
  * One connection's framer. It extends the scanner so that a connection holds one object for it (its size counts in
@@ -87,49 +99,45 @@ type ReadFn = (size?: number) => unknown
 class InboundFramer extends FrameScanner implements FramerControl {
   /** Bytes the read cap held back, for aedes' next read. */
   pending: Buffer | null = null
-  /** Bytes enhanced authentication released, for aedes' next read. */
-  release: Buffer | null = null
   dead = false
   first = true
   /** The next CONNECT variable-header byte to check (protocol name and level), -1 when none. */
   probe = -1
   probeNameLength = 0
   probeNames = 0
-  authPhase = AUTH_NONE
-  auth: AuthStage | undefined = undefined
-  /** The current packet goes to enhanced authentication. */
-  collecting = false
-  /** Its bytes from earlier chunks. */
-  parts: Buffer[] | null = null
+  /** Undefined where the listener has no enhanced authentication, or once it stepped aside. */
+  auth: AuthRoute | undefined = undefined
 
-  constructor (readonly stream: Duplex, readonly inner: ReadFn, readonly opts: FramerOptions) { super() }
+  constructor (readonly inner: ReadFn, readonly opts: FramerOptions) { super() }
 
   open (connect: Buffer): void {
-    if (this.dead) return
-    this.authPhase = AUTH_OPEN
+    const auth = this.auth
+    if (this.dead || auth === undefined) return
+    auth.phase = AUTH_OPEN
     let release = connect
     // a packet begun during the exchange that is not AUTH is aedes' from here on (and a protocol error it answers)
-    if (this.collecting && this.type !== AUTH) {
-      if (this.parts !== null) release = Buffer.concat([connect, ...this.parts])
-      this.collecting = false
-      this.parts = null
+    if (auth.collecting && this.type !== AUTH) {
+      if (auth.parts !== null) release = Buffer.concat([connect, ...auth.parts])
+      auth.collecting = false
+      auth.parts = null
     }
-    this.release = release
+    auth.release = release
     // aedes reads on a 'readable' event: the socket has no new bytes to raise one
-    this.stream.emit('readable')
+    auth.stream.emit('readable')
   }
 
   stop (): void { this.dead = true }
 
-  violate (err: GuardError): null {
+  violate (err: GuardError, stream: Duplex): null {
     this.dead = true
-    this.opts.onViolation(err, this.stream)
+    this.opts.onViolation(err, stream)
     return null
   }
 
   /** One chunk: what of it aedes reads now (null: nothing); a cut leaves the rest in `pending`. */
-  frame (buf: Buffer): Buffer | null {
+  frame (buf: Buffer, stream: Duplex): Buffer | null {
     const opts = this.opts
+    let auth = this.auth
     const n = buf.length
     let pos = 0
     /** Start of the bytes for aedes not yet in `pieces`. */
@@ -141,7 +149,7 @@ class InboundFramer extends FrameScanner implements FramerControl {
     let handed = 0
     if (this.probe >= 0 && this.inBody) {
       const err = this.probeConnect(buf, 0, Math.min(n, this.left))
-      if (err !== undefined) return this.violate(err)
+      if (err !== undefined) return this.violate(err, stream)
     }
     for (;;) {
       const ev = this.scan(buf, pos)
@@ -150,45 +158,46 @@ class InboundFramer extends FrameScanner implements FramerControl {
       if (ev === FRAME_START) {
         if (this.first) {
           this.first = false
-          if (this.type !== CONNECT) return this.violate(new GuardError(`first packet is not CONNECT (type ${this.type})`, 'not-connect'))
+          if (this.type !== CONNECT) return this.violate(new GuardError(`first packet is not CONNECT (type ${this.type})`, 'not-connect'), stream)
           // other flags are malformed [MQTT-2.2.2-2]: the parser refuses those itself
           if (this.flags === 0) this.probe = 0
         }
-        if (this.authPhase !== AUTH_NONE && (this.authPhase !== AUTH_OPEN || this.type === AUTH)) {
+        if (auth !== undefined && (auth.phase !== AUTH_OPEN || this.type === AUTH)) {
           const start = pos - 1
           if (start > from) (pieces ??= []).push(buf.subarray(from, start))
           from = start
           collectFrom = start
-          this.collecting = true
+          auth.collecting = true
         }
         continue
       }
       if (ev === FRAME_HEADER) {
         if (this.probe >= 0) {
           const err = this.probeConnect(buf, pos, Math.min(n, pos + this.remaining))
-          if (err !== undefined) return this.violate(err)
+          if (err !== undefined) return this.violate(err, stream)
         }
         if (this.remaining > opts.maxRemainingLength) {
-          return this.violate(new GuardError(`packet of ${this.remaining} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large'))
+          return this.violate(new GuardError(`packet of ${this.remaining} bytes exceeds the limit of ${opts.maxRemainingLength}`, 'too-large'), stream)
         }
         if (opts.counter !== undefined) opts.counter.count++
         continue
       }
       if (ev === FRAME_END) {
         this.probe = -1
-        if (this.collecting) {
-          const parts = this.parts
+        if (auth?.collecting === true) {
+          const parts = auth.parts
           let packet: Buffer
           if (parts === null) packet = buf.subarray(collectFrom, pos)
           else { parts.push(buf.subarray(0, pos)); packet = Buffer.concat(parts) }
-          this.parts = null
-          this.collecting = false
+          auth.parts = null
+          auth.collecting = false
           from = pos
-          if (this.toStage(packet)) {
+          if (this.toStage(auth, packet)) {
             // the CONNECT is aedes' after all: where it began in this chunk, or whole in front of the rest
             if (parts === null) from = collectFrom
             else (pieces ??= []).push(packet)
             handed++
+            auth = undefined
           }
           if (this.dead) return null
           continue
@@ -204,26 +213,26 @@ class InboundFramer extends FrameScanner implements FramerControl {
         continue
       }
       // FRAME_MALFORMED, the only event left
-      return this.violate(new GuardError('malformed remaining length', 'malformed'))
+      return this.violate(new GuardError('malformed remaining length', 'malformed'), stream)
     }
     let end = n
-    if (this.collecting) {
-      if (collectFrom < n) (this.parts ??= []).push(buf.subarray(collectFrom, n))
+    if (auth?.collecting === true) {
+      if (collectFrom < n) (auth.parts ??= []).push(buf.subarray(collectFrom, n))
       end = collectFrom
     }
     return output(buf, from, end, pieces)
   }
 
   /** Hands a whole packet to enhanced authentication; true if it goes to aedes instead (a CONNECT it stepped aside for). */
-  toStage (packet: Buffer): boolean {
-    const stage = this.auth!
-    if (this.authPhase === AUTH_CONNECT) {
-      if (stage.connect(packet)) { this.authPhase = AUTH_EXCHANGE; return false }
-      this.authPhase = AUTH_NONE
+  toStage (auth: AuthRoute, packet: Buffer): boolean {
+    if (auth.phase === AUTH_CONNECT) {
+      if (auth.stage.connect(packet)) { auth.phase = AUTH_EXCHANGE; return false }
+      // stepped aside for good: every packet is aedes'
+      this.auth = undefined
       return true
     }
-    if (this.authPhase === AUTH_EXCHANGE) stage.held(packet)
-    else stage.auth(packet)
+    if (auth.phase === AUTH_EXCHANGE) auth.stage.held(packet)
+    else auth.stage.auth(packet)
     return false
   }
 
@@ -280,10 +289,11 @@ type FramedStream = Duplex & { [kFramer]?: InboundFramer }
  */
 export function installInboundFramer (stream: Duplex, opts: FramerOptions, stage?: (framer: FramerControl) => AuthStage): void {
   const s = stream as FramedStream
-  const framer = new InboundFramer(stream, stream.read, opts)
+  const framer = new InboundFramer(stream.read, opts)
   if (stage !== undefined) {
-    framer.auth = stage(framer)
-    framer.authPhase = AUTH_CONNECT
+    const auth = new AuthRoute(stream)
+    auth.stage = stage(framer)
+    framer.auth = auth
   }
   s[kFramer] = framer
   s.read = framedRead
@@ -295,8 +305,9 @@ function framedRead (this: FramedStream, size?: number): Buffer | null {
   // Node's own read(0) calls (maybeReadMore, 'readable' set-up) discard what they get: never hand them held-back
   // bytes. Without this, held-back packets vanished: QoS 2 publishes never completed and the parser lost sync.
   if (size === 0) return f.inner.call(this, 0) as Buffer | null
-  const out = f.release
-  f.release = null
+  let out: Buffer | null = null
+  const auth = f.auth
+  if (auth !== undefined) { out = auth.release; auth.release = null }
   for (;;) {
     let buf = f.pending
     if (buf !== null) f.pending = null
@@ -304,7 +315,7 @@ function framedRead (this: FramedStream, size?: number): Buffer | null {
       buf = f.inner.call(this, size) as Buffer | null
       if (buf === null) return out
     }
-    const got = f.frame(buf)
+    const got = f.frame(buf, this)
     if (f.dead) return null
     if (got !== null) return out === null ? got : Buffer.concat([out, got])
     // every byte went to enhanced authentication: read on, since held-back bytes bring no 'readable' event of their own
