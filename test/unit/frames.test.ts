@@ -52,6 +52,10 @@ test.each(CASES)('remaining length %i: a header of %i bytes, the body skipped to
   expect([ev, passed, s.left, s.inBody]).toEqual([FRAME_END, remaining, 0, false])
   // stateless: the same packet's end from its start, when the header is in the buffer
   expect(frameEnd(header, 0)).toBe(headerLength + remaining)
+  // the header cut at every byte position reads the same
+  const whole = events([header])
+  expect(whole).toEqual(['start 3/2 @1', `header ${remaining}+${headerLength} @${headerLength}`, ...(remaining === 0 ? [`end @${headerLength}`] : [])])
+  for (let cut = 0; cut <= header.length; cut++) expect(events([header.subarray(0, cut), header.subarray(cut)])).toEqual(whole)
 })
 
 test('the largest remaining length, 268435455, and a fifth length byte is malformed', () => {
