@@ -25,13 +25,13 @@ import { createHooks, V5, type Hooks } from './aedes-hooks.js'
 import { hookStages, composeHooks, stageNames, type HookName } from './hook-stages.js'
 import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
-import { installEnhancedAuth, type EnhancedAuthOutcome } from './enhanced-auth.js'
+import { enhancedAuthStage, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
 import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { markResendsDup } from './resend-dup.js'
 import { resolveInCallOrder } from '../persistence/ordered.js'
-import { installPacketGuard, type GuardError, type GuardOptions } from './packet-guard.js'
-import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond, capReadBatch } from './limits.js'
+import { installInboundFramer, type GuardError, type FramerOptions } from './inbound-framer.js'
+import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
@@ -40,6 +40,7 @@ import { coalesceWrites, flushWrites } from './write-coalescer.js'
 import { persistenceFastPaths } from './persistence-fast-paths.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wireStats, trackConnection, countPackets } from '../sys/wire.js'
+import { MAX_REMAINING_LENGTH } from '../mqtt/frames.js'
 import { SysPublisher } from '../sys/sys-publisher.js'
 import { createMetrics } from '../sys/metrics.js'
 import { registerObservabilityRoutes } from '../http/observability.js'
@@ -51,12 +52,10 @@ import { lingerAfterServerDisconnect } from './server-disconnect.js'
 import { OutgoingTopicAliases } from './topic-alias-out.js'
 import type { AckCodes } from './ack-codes.js'
 
-/** Largest remaining length MQTT can express. */
-const MQTT_MAX_REMAINING_LENGTH = 268_435_455
 /** Fixed overhead a PUBLISH may carry beyond its payload: topic length + topic + packet id. */
 const PUBLISH_OVERHEAD = 2 + 65_535 + 2
 /**
- * Packets aedes may take from one connection per read (limits.ts capReadBatch). Measured with 23-flood (200
+ * Packets aedes may take from one connection per read (inbound-framer.ts). Measured with 23-flood (200
  * publishers): event-loop stalls of 6-12 s without a cap, under 1.5 s with 16; single-publisher throughput unchanged.
  */
 const READ_BATCH_PACKETS = 16
@@ -316,16 +315,17 @@ export class Broker {
     if (id !== undefined) broker.connections.set(id, (broker.connections.get(id) ?? 1) - 1)
   })(this)
 
-  /** The packet guard's options, one object per listener for all its connections. */
-  private readonly guardOptionsOf = new WeakMap<ConnectionContext['listener'], GuardOptions>()
-  private guardOptions (lc: ConnectionContext['listener']): GuardOptions {
-    let opts = this.guardOptionsOf.get(lc)
+  /** The inbound framer's options, one object per listener for all its connections. */
+  private readonly framerOptionsOf = new WeakMap<ConnectionContext['listener'], FramerOptions>()
+  private framerOptions (lc: ConnectionContext['listener']): FramerOptions {
+    let opts = this.framerOptionsOf.get(lc)
     if (opts !== undefined) return opts
     const { limits } = this.config
     opts = {
-      maxRemainingLength: limits.messageSizeLimit > 0 ? limits.messageSizeLimit + PUBLISH_OVERHEAD : MQTT_MAX_REMAINING_LENGTH,
-      counter: this.stats.packetsIn,
+      maxRemainingLength: limits.messageSizeLimit > 0 ? limits.messageSizeLimit + PUBLISH_OVERHEAD : MAX_REMAINING_LENGTH,
       acceptVersions: lc.acceptProtocolVersions,
+      maxPackets: READ_BATCH_PACKETS,
+      counter: this.stats.packetsIn,
       onViolation: (err: GuardError, stream: Duplex) => {
         this.log.warn({ listener: lc.id, remoteAddress: this.contexts.get(stream)?.remoteAddress, reason: err.reason }, `Bad packet, closing connection: ${err.message}.`)
         // [MQTT-3.1.2-2]
@@ -333,7 +333,7 @@ export class Broker {
         else stream.destroy()
       }
     }
-    this.guardOptionsOf.set(lc, opts)
+    this.framerOptionsOf.set(lc, opts)
     return opts
   }
 
@@ -352,13 +352,11 @@ export class Broker {
     stream.on('close', this.connectionClosed)
     trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
-    // fairness under floods: at most READ_BATCH_PACKETS packets per connection per event-loop turn (limits.ts)
-    capReadBatch(stream, READ_BATCH_PACKETS)
-    installPacketGuard(stream, this.guardOptions(lc))
-    stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
-    // MQTT 5 AUTH exchanges, where a plug-in does enhanced authentication (enhanced-auth.ts); before the coalescer
-    if (this.auth.hasEnhancedAuth(lc)) {
-      installEnhancedAuth(stream, {
+    // one step on stream.read in front of aedes: guard, packet counter, enhanced authentication where a plug-in has
+    // it (MQTT 5 AUTH), and at most READ_BATCH_PACKETS packets per read for fairness under floods (inbound-framer.ts);
+    // the enhanced-authentication stage writes below the coalescer, so it is built before it
+    installInboundFramer(stream, this.framerOptions(lc), this.auth.hasEnhancedAuth(lc)
+      ? framer => enhancedAuthStage(stream, framer, {
         ctx,
         start: req => this.auth.enhancedAuth(req),
         accepted: outcome => this.enhancedAuth.set(stream, outcome),
@@ -367,7 +365,8 @@ export class Broker {
         sent: this.countSent,
         log
       })
-    }
+      : undefined)
+    stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     // a v5 CONNACK says what this listener's config allows (connack.ts)
     const connackFor = this.hooks.connackAmendment

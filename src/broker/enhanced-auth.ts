@@ -1,10 +1,11 @@
 /**
  * MQTT 5 enhanced authentication (AUTH packets, spec 4.12) in front of aedes. aedes 2.0.0-beta.1 refuses every
  * CONNECT with an Authentication Method (CONNACK 0x8C) before any hook is asked, and closes the connection on any
- * AUTH packet. So on a listener whose auth chain has an `enhancedAuth` plug-in, this gate sits on the connection's
- * `read()` (outside the packet guard) and:
+ * AUTH packet. So on a listener whose auth chain has an `enhancedAuth` plug-in, this gate is a stage of the
+ * connection's inbound framer (inbound-framer.ts), which finds the packets in the byte stream, after its guard and
+ * counter, and hands the gate whole packets:
  *
- * - holds the first packet back from aedes until it is complete; a CONNECT without an Authentication Method, or
+ * - the first packet, held back from aedes until it is complete; a CONNECT without an Authentication Method, or
  *   one of MQTT 3.1.x, goes on unchanged and the gate steps aside for good;
  * - runs the exchange for one with a method: the plug-in's `continue` answers go out as AUTH 0x18, the client's
  *   AUTH packets come back to it; `allow` hands aedes the CONNECT without the two authentication properties (so it
@@ -13,9 +14,9 @@
  *   0x8C, a plug-in error 0x88 (as a throwing `authenticate` gives); a packet other than AUTH or DISCONNECT during
  *   the exchange, or an AUTH with another method or reason code, is answered with DISCONNECT 0x82, as mosquitto
  *   2.0.11 does;
- * - after the CONNACK, takes the client's AUTH packets out of what aedes reads: AUTH 0x19 with the same method
- *   re-authenticates through the same hook (AUTH 0x18 rounds, AUTH 0x00 at the end, DISCONNECT 0x87 when refused);
- *   anything else is a protocol error (DISCONNECT 0x82) [MQTT-4.12.1-1].
+ * - after the CONNACK, gets the client's AUTH packets, which the framer takes out of what aedes reads: AUTH 0x19
+ *   with the same method re-authenticates through the same hook (AUTH 0x18 rounds, AUTH 0x00 at the end, DISCONNECT
+ *   0x87 when refused); anything else is a protocol error (DISCONNECT 0x82) [MQTT-4.12.1-1].
  *
  * The gate writes below the write coalescer until the CONNACK, which must stay the coalescer's first batch to be
  * amended (connack.ts). A client that leaves a challenge unanswered for `timeoutMs` is disconnected; at CONNECT,
@@ -26,7 +27,7 @@ import mqttPacket, { type IAuthPacket, type IConnectPacket, type Packet } from '
 import type { Logger } from '../logging/logger.js'
 import type { ConnectionContext } from '../listeners/types.js'
 import type { EnhancedAuthAnswer, EnhancedAuthRequest } from '../auth/types.js'
-import { packetLength } from '../mqtt/var-int.js'
+import type { AuthStage, FramerControl } from './inbound-framer.js'
 
 /**
  * Client AUTH answers held while the plug-in has not yet sent the challenge they answer: mosquitto 2.0 takes an AUTH
@@ -70,7 +71,6 @@ export interface EnhancedAuthGateOptions {
 }
 
 type Phase = 'connect' | 'exchange' | 'open' | 'off' | 'dead'
-type ReadFn = (size?: number) => Buffer | null
 
 /** The one MQTT 5 packet in `bytes`, parsed; undefined when it does not parse. */
 function parseOne (bytes: Buffer, protocolVersion?: 5): Packet | undefined {
@@ -83,17 +83,12 @@ function parseOne (bytes: Buffer, protocolVersion?: 5): Packet | undefined {
   return out
 }
 
-export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptions): void {
-  const inner = stream.read.bind(stream) as ReadFn
+export function enhancedAuthStage (stream: Duplex, framer: FramerControl, opts: EnhancedAuthGateOptions): AuthStage {
   // below the coalescer (installed after this gate): the CONNACK must remain its first batch
   const rawWrite = stream.write.bind(stream)
   const rawEnd = stream.end.bind(stream)
   const { log, ctx } = opts
   let phase: Phase = 'connect'
-  /** Bytes of packets not yet complete (connect and exchange phases). */
-  let held: Buffer = Buffer.alloc(0)
-  /** Bytes for aedes' next read (the CONNECT once allowed, and what followed it). */
-  let release: Buffer | null = null
   let method = ''
   let connect: IConnectPacket | undefined
   /** Waiting for the client's next AUTH of an exchange. */
@@ -104,134 +99,9 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
   const aborter = new AbortController()
   stream.once('close', () => { aborter.abort(); phase = 'dead' })
 
-  // ---- after the CONNACK: AUTH packets are taken out of the byte stream aedes reads
-  const enum S { Type, Length, Body }
-  let state = S.Type
-  let divert = false
-  let length = 0
-  let mult = 1
-  let lengthBytes = 0
-  let skip = 0
-  let authParts: Buffer[] = []
-
-  const filter = (buf: Buffer): Buffer | null => {
-    let pieces: Buffer[] | undefined = divert ? [] : undefined
-    let passStart = 0
-    const n = buf.length
-    let i = 0
-    const endPacket = (): void => {
-      state = S.Type
-      if (!divert) return
-      divert = false
-      passStart = i
-      const bytes = Buffer.concat(authParts)
-      authParts = []
-      onAuthBytes(bytes)
-    }
-    while (i < n) {
-      if (state === S.Body) {
-        const step = Math.min(skip, n - i)
-        if (divert) authParts.push(buf.subarray(i, i + step))
-        i += step
-        skip -= step
-        if (skip === 0) endPacket()
-        continue
-      }
-      const byte = buf[i]!
-      if (state === S.Type) {
-        if (byte >> 4 === AUTH_TYPE) {
-          pieces ??= []
-          if (i > passStart) pieces.push(buf.subarray(passStart, i))
-          divert = true
-        }
-        state = S.Length
-        length = 0
-        mult = 1
-        lengthBytes = 0
-      } else {
-        length += (byte & 0x7f) * mult
-        mult *= 128
-        lengthBytes++
-      }
-      if (divert) authParts.push(buf.subarray(i, i + 1))
-      i++
-      // the packet guard closes the connection on a malformed length before this matters
-      if (state === S.Length && lengthBytes > 0 && (byte & 0x80) === 0) {
-        if (length === 0) endPacket()
-        else { state = S.Body; skip = length }
-      }
-    }
-    if (pieces === undefined) return buf
-    if (!divert && passStart < n) pieces.push(buf.subarray(passStart))
-    return pieces.length === 0 ? null : pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)
-  }
-
-  const join = (a: Buffer | null, b: Buffer | null): Buffer | null => a === null ? b : b === null ? a : Buffer.concat([a, b])
-
-  stream.read = function enhancedAuthRead (size?: number) {
-    if (phase === 'off') return inner(size)
-    // Node's own read(0) calls discard what they get (limits.ts capReadBatch)
-    if (size === 0) return inner(0)
-    if (phase === 'dead') return null
-    if (phase === 'open') {
-      let out = release
-      release = null
-      // a read that held only AUTH bytes reads on: a batch held back by the read cap brings no 'readable' event
-      for (;;) {
-        const chunk = inner(size)
-        if (chunk === null) return out
-        out = join(out, filter(chunk))
-        if (out !== null) return out
-      }
-    }
-    const chunk = inner(size)
-    if (chunk !== null) held = held.length === 0 ? chunk : Buffer.concat([held, chunk])
-    if (phase === 'connect') return takeConnect()
-    takeExchangePackets()
-    return null
-  } as typeof stream.read
-
-  /** The first packet (a CONNECT: the packet guard refused anything else) once complete. */
-  const takeConnect = (): Buffer | null => {
-    const len = packetLength(held)
-    if (len === undefined || len > held.length) return null
-    const p = parseOne(held.subarray(0, len))
-    const props = (p as IConnectPacket | undefined)?.properties
-    if (p?.cmd !== 'connect' || p.protocolVersion !== 5 || props?.authenticationMethod === undefined) {
-      // not enhanced authentication: aedes reads everything as it came
-      phase = 'off'
-      const out = held
-      held = Buffer.alloc(0)
-      return out
-    }
-    connect = p
-    method = props.authenticationMethod
-    held = held.subarray(len)
-    phase = 'exchange'
-    // the exchange first: AUTH packets right behind the CONNECT are answers to come
-    exchange(false, props.authenticationData)
-    takeExchangePackets()
-    return null
-  }
-
-  /** During the exchange at CONNECT: AUTH packets go to it, DISCONNECT ends it, anything else is a protocol error. */
-  const takeExchangePackets = (): void => {
-    for (;;) {
-      const len = packetLength(held)
-      if (len === undefined || len > held.length) return
-      const bytes = held.subarray(0, len)
-      held = held.subarray(len)
-      const type = bytes[0]! >> 4
-      if (type === AUTH_TYPE) { onAuthBytes(bytes); continue }
-      if (type === DISCONNECT_TYPE) { close(); return }
-      // [MQTT-3.1.2-30] only AUTH or DISCONNECT until the CONNACK
-      protocolError(`a packet of type ${type} during authentication`)
-      return
-    }
-  }
-
   const close = (): void => {
     phase = 'dead'
+    framer.stop()
     stream.destroy()
   }
 
@@ -265,6 +135,7 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
     if (phase === 'open') { opts.disconnect(RC.PROTOCOL_ERROR); return }
     if (phase === 'dead') return
     phase = 'dead'
+    framer.stop()
     const buf = mqttPacket.generate({ cmd: 'disconnect', reasonCode: RC.PROTOCOL_ERROR }, { protocolVersion: 5 })
     opts.sent?.([buf])
     rawEnd(buf)
@@ -274,6 +145,7 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
   const refuse = (reasonCode: number): void => {
     if (phase === 'dead') return
     phase = 'dead'
+    framer.stop()
     const buf = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode }, { protocolVersion: 5 })
     opts.sent?.([buf])
     rawEnd(buf)
@@ -358,9 +230,33 @@ export function installEnhancedAuth (stream: Duplex, opts: EnhancedAuthGateOptio
     phase = 'open'
     exchanging = false
     early.length = 0
-    release = held.length === 0 ? bytes : Buffer.concat([bytes, filter(held) ?? Buffer.alloc(0)])
-    held = Buffer.alloc(0)
-    // aedes reads on a 'readable' event: the socket has no new bytes to raise one
-    stream.emit('readable')
+    framer.open(bytes)
+  }
+
+  return {
+    /** The first packet (a CONNECT: the framer's guard refused anything else). */
+    connect (packet: Buffer): boolean {
+      const p = parseOne(packet)
+      const props = (p as IConnectPacket | undefined)?.properties
+      // not enhanced authentication: aedes reads everything as it came
+      if (p?.cmd !== 'connect' || p.protocolVersion !== 5 || props?.authenticationMethod === undefined) { phase = 'off'; return false }
+      connect = p
+      method = props.authenticationMethod
+      phase = 'exchange'
+      // the exchange first: AUTH packets right behind the CONNECT are answers to come
+      exchange(false, props.authenticationData)
+      return true
+    },
+    /** During the exchange at CONNECT: AUTH packets go to it, DISCONNECT ends it, anything else is a protocol error. */
+    held (packet: Buffer): void {
+      if (phase !== 'exchange') return
+      const type = packet[0]! >> 4
+      if (type === AUTH_TYPE) onAuthBytes(packet)
+      else if (type === DISCONNECT_TYPE) close()
+      // [MQTT-3.1.2-30] only AUTH or DISCONNECT until the CONNACK
+      else protocolError(`a packet of type ${type} during authentication`)
+    },
+    /** After the CONNACK: AUTH 0x19 re-authenticates, anything else is a protocol error [MQTT-4.12.1-1]. */
+    auth: onAuthBytes
   }
 }

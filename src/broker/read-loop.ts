@@ -12,7 +12,7 @@
  *
  * Midge lets a 'readable' event through only while no batch is in progress. One that arrives during a batch is
  * not needed: when the batch ends aedes reads again, and every read that returns something hands it a complete
- * packet (capReadBatch in limits.ts cuts only before one), whose end reads again, until a read finds the socket
+ * packet (the read cap in inbound-framer.ts cuts only before one), whose end reads again, until a read finds the socket
  * empty and the next bytes bring a 'readable' of their own. Test: 16-inflight "a publisher is not read while its
  * messages wait for the window".
  */

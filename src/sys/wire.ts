@@ -4,6 +4,7 @@
 import type { Socket } from 'node:net'
 import type { Aedes, Client, AedesPublishPacket } from 'aedes'
 import type { BrokerStats } from './stats.js'
+import { FrameScanner, FRAME_HEADER, FRAME_MORE, FRAME_MALFORMED } from '../mqtt/frames.js'
 
 /** Listener id of a client's connection (the Broker's connection contexts). */
 export type ListenerOf = (client: Client) => string | undefined
@@ -34,37 +35,25 @@ export function trackConnection (stats: BrokerStats, listenerId: string, raw: So
   stats.trackSocket(listenerId, raw)
 }
 
+/** One scanner for every count: `countPackets` runs to completion, so no two counts share it at once. */
+const scanner = new FrameScanner()
+
 /**
  * The number of MQTT packets that start in `chunks` (a batch of whole packets, as the write coalescer hands to the
- * socket): reads only the fixed headers (type byte + remaining length) and skips bodies by arithmetic, like the
- * packet guard does for incoming bytes; nothing is copied.
+ * socket; aedes writes one packet in several chunks): the fixed headers are read with the framer's scanner
+ * (mqtt/frames.ts), bodies skipped by arithmetic; nothing is copied.
  */
 export function countPackets (chunks: readonly Buffer[]): number {
+  scanner.reset()
   let packets = 0
-  // 0 = expecting a type byte, 1 = in the remaining length, 2 = in a body
-  let state = 0
-  let length = 0
-  let multiplier = 1
-  let skip = 0
   for (const chunk of chunks) {
-    let i = 0
-    const n = chunk.length
-    while (i < n) {
-      if (state === 2) {
-        const step = Math.min(skip, n - i)
-        i += step
-        skip -= step
-        if (skip === 0) state = 0
-        continue
-      }
-      const byte = chunk[i++]!
-      if (state === 0) { state = 1; length = 0; multiplier = 1; continue }
-      length += (byte & 0x7f) * multiplier
-      multiplier *= 128
-      if ((byte & 0x80) !== 0) continue
-      packets++
-      if (length === 0) state = 0
-      else { state = 2; skip = length }
+    let at = 0
+    for (;;) {
+      const ev = scanner.scan(chunk, at)
+      at = scanner.at
+      if (ev === FRAME_HEADER) packets++
+      else if (ev === FRAME_MORE) break
+      else if (ev === FRAME_MALFORMED) return packets
     }
   }
   return packets

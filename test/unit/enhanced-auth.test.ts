@@ -1,12 +1,13 @@
 /**
- * The enhanced-authentication gate (src/broker/enhanced-auth.ts) on an in-memory stream, with the bytes cut at
- * every offset: what aedes reads is exactly the other packets, and the AUTH packets reach the hook, whatever the
+ * The enhanced-authentication gate (src/broker/enhanced-auth.ts), a stage of the inbound framer
+ * (src/broker/inbound-framer.ts), on an in-memory stream, with the bytes cut at every offset: what aedes reads is exactly the other packets, and the AUTH packets reach the hook, whatever the
  * cuts. The socket tests (53-mqtt5-auth) cannot choose where TCP splits.
  */
 import { test, expect } from 'vitest'
 import { Duplex } from 'node:stream'
 import mqttPacket, { type Packet } from 'mqtt-packet'
-import { installEnhancedAuth, type EnhancedAuthOutcome } from '../../src/broker/enhanced-auth.js'
+import { enhancedAuthStage, type EnhancedAuthOutcome } from '../../src/broker/enhanced-auth.js'
+import { installInboundFramer, type FramerOptions } from '../../src/broker/inbound-framer.js'
 import type { EnhancedAuthRequest, EnhancedAuthAnswer } from '../../src/auth/types.js'
 import type { ConnectionContext } from '../../src/listeners/types.js'
 import { silentLogger } from '../../src/logging/logger.js'
@@ -18,6 +19,9 @@ const PUB1 = gen({ cmd: 'publish', topic: 'a', payload: Buffer.from('one'), qos:
 const PUB2 = gen({ cmd: 'publish', topic: 'b', payload: Buffer.alloc(200, 7), qos: 0, retain: false, dup: false })
 const REAUTH = gen({ cmd: 'auth', reasonCode: 0x19, properties: { authenticationMethod: METHOD, authenticationData: Buffer.from('again') } })
 
+/** A framer that lets every packet through: the gate's behaviour alone is under test. */
+const FRAMER: FramerOptions = { maxRemainingLength: 268_435_455, acceptVersions: [3, 4, 5], maxPackets: 16, onViolation: err => { throw err } }
+
 interface Gate { stream: Duplex, written: Buffer[], requests: EnhancedAuthRequest[], accepted: EnhancedAuthOutcome[], feed: (b: Buffer) => Buffer }
 
 function gate (answer: (req: EnhancedAuthRequest) => EnhancedAuthAnswer): Gate {
@@ -25,14 +29,14 @@ function gate (answer: (req: EnhancedAuthRequest) => EnhancedAuthAnswer): Gate {
   const stream = new Duplex({ read () {}, write (c: Buffer, _e, cb) { written.push(c); cb() } })
   const requests: EnhancedAuthRequest[] = []
   const accepted: EnhancedAuthOutcome[] = []
-  installEnhancedAuth(stream, {
+  installInboundFramer(stream, FRAMER, framer => enhancedAuthStage(stream, framer, {
     ctx: { listener: { id: 'l' } } as unknown as ConnectionContext,
     start: async req => { requests.push(req); return answer(req) },
     accepted: o => accepted.push(o),
     disconnect: () => { throw new Error('unexpected DISCONNECT') },
     timeoutMs: 1000,
     log: silentLogger()
-  })
+  }))
   /** Pushes bytes and reads what the gate lets through, as aedes would. */
   const feed = (b: Buffer): Buffer => {
     stream.push(b)
