@@ -12,7 +12,7 @@ async function publishStored (b: PairBroker, payloads: string[]): Promise<void> 
   const pub = b.pair()
   await pub.connect({ clientId: 'pub' })
   payloads.forEach((payload, i) => pub.send({ cmd: 'publish', topic: 'q/x', payload, qos: 1, messageId: i + 1, retain: false, dup: false }))
-  for (const _ of payloads) await pub.next('puback')
+  for (let i = 0; i < payloads.length; i++) await pub.next('puback')
   await pub.end()
 }
 
