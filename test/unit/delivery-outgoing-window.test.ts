@@ -88,3 +88,26 @@ test('without max_inflight_messages, a v5 client\'s Receive Maximum is its windo
   sub.send({ cmd: 'puback', messageId: ids.of('m2') })
   expect(await received(sub, ids, 1)).toEqual([['m3', 2, 1]])
 })
+
+test('a message waiting for the window holds its publisher until the subscriber goes; then the publisher is read again', async ({ onTestFinished }) => {
+  const b = await startPairBroker({ maxInflight: 1, stuckAfterMs: 60_000 })
+  onTestFinished(() => b.close())
+  const sub = b.pair()
+  await sub.connect({ clientId: 'w3' })
+  expect(await sub.subscribe('w/#', 1)).toEqual([1])
+  const pub = b.pair()
+  await pub.connect({ clientId: 'pub' })
+  const other = b.pair()
+  await other.connect({ clientId: 'other' })
+  const delivered = await watchDeliveries(b.aedes, 'w/#', 2)
+  for (let i = 1; i <= 2; i++) pub.send({ cmd: 'publish', topic: `w/${i}`, payload: `m${i}`, qos: 1, messageId: i, retain: false, dup: false })
+  await delivered.done
+  expect((await sub.publishes(1)).map(p => p.payload.toString())).toEqual(['m1'])
+  // m2 waits for the window: the publisher's next packets are not read
+  pub.send({ cmd: 'pingreq' })
+  await other.ping()
+  await other.ping()
+  expect(pub.log.map(p => p.cmd)).toEqual(['connack', 'puback', 'puback'])
+  await sub.end()
+  await pub.next('pingresp')
+})

@@ -3,11 +3,11 @@
  * publisher's next chunk only when every subscriber of the last one is done: a subscriber that stops reading stalls
  * its publishers (and so everyone they publish to) until `drainTimeout` (30 s) closes it. Midge keeps that
  * backpressure (made effective by read-loop.ts) while the subscriber makes progress, but once none of its writes has
- * completed for `stuckAfterMs` (1 s), or messages wait for its window (4) and it acknowledged nothing for that long,
- * it releases the publishers and stops holding them for that client until it catches up: all handed to its socket
- * written, or, stuck on its window, an acknowledgement. (Ending it on any completed write held every publisher again
- * for a second each time: the QoS 0 messages a client reads do not move its window, and a non-reading socket still
- * takes a write now and then as the kernel's buffers grow.)
+ * completed for `stuckAfterMs` (1 s), or messages wait for its window (outgoing-window.ts) and it acknowledged
+ * nothing for that long, it releases the publishers and stops holding them for that client until it catches up: all
+ * handed to its socket written, or, stuck on its window, an acknowledgement. (Ending it on any completed write held
+ * every publisher again for a second each time: the QoS 0 messages a client reads do not move its window, and a
+ * non-reading socket still takes a write now and then as the kernel's buffers grow.)
  *
  * What waits for its socket is bounded: once it is stuck, beyond `max_inflight_messages + max_queued_messages`
  * messages (or, at any time, `max_queued_bytes` buffered), messages to that client are dropped, counted
