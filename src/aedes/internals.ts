@@ -131,6 +131,15 @@ export function takePacketId (client: ClientInternals): number {
   return id
 }
 
+/**
+ * Puts `filter`, behind `handler`, in place of the client's duplicate table. aedes' `dedupe` (lib/client.js) reads
+ * `duplicates[brokerId]` and writes the counter back, synchronously inside deliverQoS/deliver0, and uses the table
+ * nowhere else: the handler answers those two accesses from the filter (delivery/duplicate-filter.ts).
+ */
+export function interceptDuplicates<T extends object> (client: ClientInternals, filter: T, handler: ProxyHandler<T>): void {
+  client.duplicates = new Proxy(filter, handler) as unknown as ClientInternals['duplicates']
+}
+
 /** The pair of functions that replaces a client's `deliverQoS` and `deliver0`. */
 export interface DeliveryPair { deliverQoS: Deliver, deliver0: Deliver }
 /** `connect`: the CONNECT being parsed, when the layer is built ahead of aedes handling it. */
@@ -264,6 +273,8 @@ export function checkAedes (aedes: Aedes): void {
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
   if (typeof (client._parser as { settings?: unknown } | undefined)?.settings !== 'object') problems.push('client._parser has no settings')
   if (typeof (client._parser as { removeListener?: unknown } | undefined)?.removeListener !== 'function') problems.push('client._parser has no removeListener')
+  // interceptDuplicates replaces the table: it must be the client's own, writable field
+  if (Object.getOwnPropertyDescriptor(client, 'duplicates')?.writable !== true) problems.push('client.duplicates is not a writable field')
   conn.destroy()
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
