@@ -18,10 +18,11 @@
  * PUBLISH) and nearly always finds nothing: in a profile of durable-q2-p10 (`node --cpu-prof`, group commit in
  * place) those LevelDB gets were 11.4% of the busy time. The message ids stored per client (between PUBREC and
  * PUBREL) are kept here exactly: added when aedes stores one, removed when it deletes it, read from the keys at
- * start-up. A lookup of any other id is refused as aedes-persistence-level refuses it.
+ * start-up. A lookup of any other id is refused, with Midge's typed NoSuchPacketError (no-such-packet.ts).
  */
 import { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
+import { noSuchPacket } from './no-such-packet.js'
 
 type AnyFn = (...args: unknown[]) => unknown
 interface ClientLike { id: string }
@@ -139,8 +140,8 @@ export function skipEmptySessions<T extends object> (inner: T, db: ClassicLevel<
       return call('incomingStorePacket', client, packet)
     },
     incomingGetPacket (client: unknown, packet: unknown) {
-      // the same refusal as aedes-persistence-level's, which aedes takes as "a new message"
-      if (index.incoming.get(idOf(client))?.has((packet as { messageId: number }).messageId) !== true) return Promise.reject(new Error('no such packet'))
+      // a refusal, as aedes-persistence-level's, which aedes takes as "a new message"; typed, and without a stack
+      if (index.incoming.get(idOf(client))?.has((packet as { messageId: number }).messageId) !== true) return Promise.reject(noSuchPacket())
       return call('incomingGetPacket', client, packet)
     },
     incomingDelPacket (client: unknown, packet: unknown) {
