@@ -255,11 +255,12 @@ export class MidgeStore implements AedesPersistence {
    * aedes 2.0.0-beta.1 deletes a QoS 2 message on PUBREL with `incomingDelPacket(...).finally(done)`: a rejection
    * (the memory store rejects a second PUBREL for the same id, which a client may send when it retries) escapes as
    * an unhandled rejection and ends the process. aedes answers PUBCOMP either way, so a failed delete changes
-   * nothing for the client: it is settled here and logged. Test: 21-fuzz "a repeated PUBREL".
+   * nothing for the client: it is settled here and logged (at debug: the usual cause is a client's retry, and a
+   * store that cannot write fails louder elsewhere). Test: 21-fuzz "a repeated PUBREL".
    */
   private settledDelete (deleting: Promise<void>): Promise<void> {
     return deleting.catch((err: Error) => {
-      this.log.debug({ err: err.message }, 'deleting a released QoS 2 message failed (a repeated PUBREL finds it deleted)')
+      this.log.debug({ err: err.message }, 'deleting a released QoS 2 message failed; PUBCOMP is sent either way')
     })
   }
 

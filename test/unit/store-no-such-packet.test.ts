@@ -108,6 +108,11 @@ test('LevelDB: a QoS 2 lookup of an id the session index does not hold is refuse
   expect((await store.incomingGetPacket(c, { messageId: 8 })).topic).toBe('t')
   await store.incomingDelPacket(c, { messageId: 8 })
   expect(isNoSuchPacket(await store.incomingGetPacket(c, { messageId: 8 }).then(() => undefined, (e: unknown) => e))).toBe(true)
+
+  // a clean start drops the client's unreleased QoS 2 messages: the index forgets them too
+  await store.incomingStorePacket(c, { ...publish('t', 2, 'p', 2), messageId: 9 })
+  await store.cleanIncoming(c)
+  expect(isNoSuchPacket(await store.incomingGetPacket(c, { messageId: 9 }).then(() => undefined, (e: unknown) => e))).toBe(true)
 })
 
 test('isNoSuchPacket reads the type or the code, never the message', () => {
