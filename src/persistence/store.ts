@@ -11,6 +11,8 @@
  *   queue limits      max_queued_messages / max_queued_bytes per client (not for a store shared by a cluster)
  *   backend           aedes-persistence-{memory,level,redis}
  *
+ * and, beside them, one rule of order: a client's subscriptions are read after a removal still running for it.
+ *
  * A method whose name is not in a step is forwarded to the backend as it is. The backend's methods are looked up on
  * every call, not bound once: shared-subscriptions.ts replaces the backend's `cleanSubscriptions` after this store
  * is built.
@@ -19,7 +21,7 @@
  * Where Midge must tell a miss from a failure (`outgoingUpdate`, see `updateOrQueue`) it takes Midge's typed
  * NoSuchPacketError (no-such-packet.ts) or asks the backend whether it holds the packet. Where aedes itself reads
  * the rejection (`incomingGetPacket`: aedes takes every rejection as "not stored", publish.js and pubrel.js), the
- * rejection is passed on untouched.
+ * rejection is passed on as the backend made it (only built without a stack).
  */
 import { Transform, type Readable } from 'node:stream'
 import type { QueueAccounting } from './limits.js'
