@@ -18,6 +18,7 @@ import { redisBackend } from '../cluster/store.js'
 import { Durability } from '../persistence/durability.js'
 import { Qos0Queue } from './qos0-queue.js'
 import { installDelivery, keepsUp, type DeliveryOptions } from './delivery.js'
+import { admitStored } from './delivery.js'
 import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
@@ -28,8 +29,6 @@ import { amendConnack } from './connack.js'
 import { enhancedAuthStage, type EnhancedAuthOutcome } from './enhanced-auth.js'
 import { installInboundRules } from './inbound.js'
 import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
-import { markResendsDup } from './resend-dup.js'
-import { resolveInCallOrder } from '../persistence/ordered.js'
 import { installInboundFramer, type GuardError, type FramerOptions } from './inbound-framer.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
@@ -37,7 +36,7 @@ import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites, flushWrites } from './write-coalescer.js'
-import { persistenceFastPaths } from './persistence-fast-paths.js'
+import { MidgeStore } from '../persistence/store.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wireStats, trackConnection, countPackets } from '../sys/wire.js'
 import { MAX_REMAINING_LENGTH } from '../mqtt/frames.js'
@@ -180,8 +179,16 @@ export class Broker {
     this.aedes = await this.storeStep(() => Aedes.createBroker({
       // a store that sorts queues across restarts, queue limits
       ...(this.durability.brokerId !== undefined ? { id: this.durability.brokerId } : {}),
-      // LevelDB completes concurrent writes in any order (ordered.ts); Redis answers one connection's commands in order
-      persistence: persistenceFastPaths(markResendsDup(this.persistence.name === 'level' ? resolveInCallOrder(this.durability.persistence) : this.durability.persistence), (err) => log.debug({ err: err.message }, 'PUBREL for a message the store does not hold'), (err) => log.warn({ err: err.message }, 'reading retained messages for a new subscription failed')), // cheap QoS 2 lookups
+      // the steps Midge adds around the backend, in one class (src/persistence/store.ts)
+      persistence: new MidgeStore({
+        backend: this.durability.persistence,
+        // a store shared by several nodes (cluster_redis) cannot be counted per process: see cluster/store.ts
+        accounting: this.persistence.shared === true ? undefined : this.durability.accounting,
+        // LevelDB completes concurrent writes in any order; memory and Redis answer in order
+        inCallOrder: this.persistence.name === 'level',
+        admitStored,
+        log
+      }),
       // mqemitter's concurrency queue overflows the stack under floods; see emitter.ts
       mq: cluster?.mq ?? emitter,
       connectTimeout: config.limits.connectTimeoutMs,

@@ -1,7 +1,8 @@
 /**
  * Everything Midge adds around aedes' persistence to keep its promise (what was acknowledged survives a
  * crash, a restart or a full queue), in one object the Broker wires in:
- *   - `persistence`: the store aedes gets, with queue limits (limits.ts);
+ *   - `persistence`: the backend's store as Midge's own steps read it (LevelDB: behind the session index), and
+ *     `accounting`, the queue limits; aedes gets both inside MidgeStore (store.ts), which the Broker builds;
  *   - `brokerId`: an id that sorts after every earlier start's (level.ts);
  *   - `authorizePublish` / `published`: the QoS 1 journal (journal.ts);
  *   - `attach(aedes)`: replays the journal, restores delayed wills (will-delay.ts) and starts session expiry, before
@@ -14,19 +15,14 @@ import type { PersistenceBackend } from './types.js'
 import { brokerInternals, clientInternals, connectedClients } from '../aedes/internals.js'
 import { PublishJournal, type JournalEntry, type JournalPacket } from './journal.js'
 import type { JournalStore } from './types.js'
-import { QueueAccounting, limitPersistence, newStats, type PersistenceStats } from './limits.js'
+import { QueueAccounting, newStats, type PersistenceStats } from './limits.js'
 import { SessionExpiry } from './expiry.js'
 import { DelayedWills, type WillStore } from './will-delay.js'
 import { skipEmptySessions } from './session-index.js'
+import type { StoreBackend, StorePacket } from './store.js'
 
 type Cb = (err?: Error | null) => void
 type AuthorizePublish = (client: Client | null, packet: PublishPacket, cb: Cb) => void
-interface SubLike { clientId: string, qos: number }
-interface AedesPersistenceLike {
-  subscriptionsByTopic (topic: string): Promise<SubLike[]>
-  createRetainedStream (pattern: string): AsyncIterable<{ brokerId?: string, brokerCounter?: number }>
-  cleanSubscriptions (client: { id: string }): Promise<void>
-}
 
 /** True if retained message a (brokerId, counter) was published after b. Broker ids of a LevelDB store sort by start. */
 function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?: string, brokerCounter?: number }): boolean {
@@ -38,7 +34,11 @@ function newer (a: { brokerId?: string, brokerCounter?: number }, b: { brokerId?
 
 export class Durability {
   readonly stats: PersistenceStats = newStats()
-  readonly persistence: object
+  /**
+   * The backend's aedes-persistence object, without MidgeStore's steps: what Midge itself reads and writes
+   * (expiry, delayed wills, the journal's replay checks) needs neither queue limits nor DUP marking.
+   */
+  readonly persistence: StoreBackend
   readonly accounting: QueueAccounting
   readonly journal: JournalStore | undefined
   readonly expiry: SessionExpiry | undefined
@@ -56,9 +56,8 @@ export class Durability {
       maxBytes: l.maxQueuedBytes
     }, this.stats, log)
     // LevelDB: a session with nothing stored costs no store read (session-index.ts)
-    const store = backend.db ? skipEmptySessions(backend.aedes as object, backend.db).persistence : backend.aedes as object
-    // a store shared by several nodes (cluster_redis) cannot be counted per process: see cluster/store.ts
-    this.persistence = backend.shared === true ? store : limitPersistence(store, this.accounting)
+    const raw = backend.aedes as StoreBackend
+    this.persistence = backend.db ? skipEmptySessions(raw, backend.db).persistence : raw
     // the Redis backend brings its own journal (cluster/journal.ts)
     if (backend.journal) this.journal = backend.journal
     if (backend.db) {
@@ -66,7 +65,7 @@ export class Durability {
       // also without persistent_client_expiration: a v5 session's own expiry interval must outlive a restart
       this.expiry = new SessionExpiry({
         db: backend.db,
-        persistence: this.persistence as AedesPersistenceLike,
+        persistence: this.persistence,
         isOnline: id => this.isOnline(id),
         expirationMs: config.persistence.clientExpirationMs,
         stats: this.stats,
@@ -128,7 +127,7 @@ export class Durability {
    * queue (`max_queued_messages` / `max_queued_bytes`), or at least one with room.
    */
   async storedSubscribers (topic: string, bytes: number): Promise<'none' | 'full' | 'room'> {
-    const subs = await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(topic)
+    const subs = await this.persistence.subscriptionsByTopic(topic)
     if (subs.length === 0) return 'none'
     return subs.some(s => this.accounting.hasRoom(s.clientId, bytes)) ? 'room' : 'full'
   }
@@ -136,8 +135,8 @@ export class Durability {
   /** Retained, or matching a persistent session's QoS 1/2 subscription: otherwise nothing of it outlives the process. */
   private async needsJournal (packet: PublishPacket): Promise<boolean> {
     if (packet.retain || this.queuesShared?.(packet.topic) === true) return true
-    const subs = await (this.persistence as AedesPersistenceLike).subscriptionsByTopic(packet.topic)
-    return subs.some(s => s.qos > 0)
+    const subs = await this.persistence.subscriptionsByTopic(packet.topic)
+    return subs.some(s => (s.qos ?? 0) > 0)
   }
 
   /** aedes' `published` hook: runs after the retained store and the offline queues are written. */
@@ -179,7 +178,7 @@ export class Durability {
     const entries = await journal.pending()
     if (entries.length === 0) return
     this.log.warn({ count: entries.length }, `Replaying ${entries.length} acknowledged QoS 1 message(s) from the journal (the broker stopped before storing them).`)
-    const p = this.persistence as AedesPersistenceLike
+    const p = this.persistence
     for (const e of entries) {
       // a v5 message whose expiry ran out while the broker was stopped is not delivered [MQTT-3.3.2-5]
       if (e.messageExpiry !== undefined && e.messageExpiry <= Date.now()) {
@@ -208,8 +207,8 @@ export class Durability {
   }
 
   /** A retained message published after this journal entry is already stored for its topic: do not overwrite it. */
-  private async retainedIsNewer (p: AedesPersistenceLike, e: JournalEntry): Promise<boolean> {
-    for await (const r of p.createRetainedStream(e.topic)) {
+  private async retainedIsNewer (p: StoreBackend, e: JournalEntry): Promise<boolean> {
+    for await (const r of p.createRetainedStream(e.topic) as AsyncIterable<StorePacket>) {
       if (newer(r, e)) return true
     }
     return false

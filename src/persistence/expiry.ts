@@ -24,7 +24,7 @@ const CLIENT_FAMILIES = ['subscriptions', 'outgoing', 'outgoing-id', 'incoming']
 export interface ExpiryDeps {
   db: ClassicLevel<string, Buffer>
   /** The aedes persistence object (Midge's wrapper): `cleanSubscriptions` also updates its subscription trie. */
-  persistence: { cleanSubscriptions (client: { id: string }): Promise<void> }
+  persistence: { cleanSubscriptions (client: { id: string }): Promise<unknown> }
   isOnline (clientId: string): boolean
   expirationMs: number
   stats: PersistenceStats

@@ -2,15 +2,15 @@
  * `max_queued_messages` / `max_queued_bytes` for the messages stored for persistent sessions.
  *
  * aedes-persistence has no cap: a persistent session that never comes back grows its offline queue without limit.
- * Midge wraps the persistence object aedes is given (a Proxy delegating to aedes-persistence, nothing patched) and
- * counts, per client id, the QoS 1/2 messages queued for it (`outgoingEnqueue(Combi)` adds, `outgoingClearMessageId`
- * removes when PUBACK/PUBCOMP arrives). Beyond `max_queued_messages` messages for an offline client, as mosquitto
+ * The store aedes is given (store.ts, its queue-limits step) asks this accounting before each message is queued
+ * and counts, per client id, the QoS 1/2 messages queued for it (`outgoingEnqueue(Combi)` adds,
+ * `outgoingClearMessageId` removes when PUBACK/PUBCOMP arrives). Beyond `max_queued_messages` messages for an offline client, as mosquitto
  * 2.0.11 (checked: 30 QoS 1 publishes to an offline session with `max_queued_messages 10`, it receives m1..m10), or
  * `max_queued_messages + max_inflight_messages` for a connected one that is stuck (its in-flight messages are stored
  * too), or `max_queued_bytes`), a new message is not queued for that client: the drop is counted in `stats.droppedQueueFull`
  * and logged once per client until its queue has room again, as mosquitto does ("Outgoing messages are being
  * dropped for client ...").
- * A connected client that is not stuck (broker/delivery.ts (2): a write or acknowledgement within a second) has no
+ * A connected client that is not stuck (broker/delivery/slow-consumer.ts: a write or acknowledgement within a second) has no
  * such limit: its publishers wait for it, so what waits for it is bounded by their read batches (16 packets per
  * connection). Before, 5 publishers of 400 QoS 1 messages each to one persistent subscriber with the default
  * window lost messages at `max_queued_messages 50` (test: 41-throughput) although the subscriber kept up.
@@ -23,7 +23,7 @@ export interface PersistenceStats {
   droppedQueueFull: number
   /** Live deliveries dropped because the subscriber did not read (slow consumer). */
   droppedSlowConsumer: number
-  /** Times a connected client counted as stuck, so that publishers stopped waiting for it (broker/delivery.ts (2)). */
+  /** Times a connected client counted as stuck, so that publishers stopped waiting for it (broker/delivery/slow-consumer.ts). */
   stuckEpisodes: number
   /** Persistent sessions removed by persistent_client_expiration. */
   expiredClients: number
@@ -46,12 +46,7 @@ export interface QueueLimits {
   maxBytes: number
 }
 
-interface Sub { clientId: string, qos?: number }
-interface StoredPacket { payload?: Buffer | Uint8Array }
-type StoredPacketId = { brokerId?: string, brokerCounter?: number }
 interface Queue { count: number, bytes: number, warned: boolean }
-
-type AnyFn = (...args: unknown[]) => unknown
 
 /** `outgoing:<encodeURIComponent(clientId)>:<brokerId>:<counter>` (aedes-persistence-level). */
 const OUTGOING_RANGE = { gte: 'outgoing:', lt: 'outgoing;' }
@@ -113,7 +108,7 @@ export class QueueAccounting {
   hasRoom (clientId: string, bytes: number): boolean {
     const q = this.queues.get(clientId)
     if (q === undefined) return true
-    // its publishers wait for it (broker/delivery.ts (2)): what waits is bounded by their read batches
+    // its publishers wait for it (broker/delivery/slow-consumer.ts): what waits is bounded by their read batches
     if (this.keepsUp(clientId)) return true
     const maxMessages = this.maxMessagesFor(clientId)
     const { maxBytes } = this.limits
@@ -156,99 +151,4 @@ export class QueueAccounting {
     if (q.warned && (this.limits.maxMessages === 0 || q.count < this.limits.maxMessages)) q.warned = false
     if (q.count === 0) this.queues.delete(clientId)
   }
-}
-
-function payloadBytes (p: StoredPacket | undefined): number {
-  return p?.payload?.length ?? 0
-}
-
-/**
- * The persistence object aedes gets: every method delegates to `inner` (bound to it: aedes-persistence-level keeps
- * its state in private fields), except the queue ones, which enforce the limits.
- */
-export function limitPersistence (inner: object, acct: QueueAccounting): object {
-  const call = (name: string, ...args: unknown[]): Promise<unknown> => (Reflect.get(inner, name) as AnyFn).apply(inner, args) as Promise<unknown>
-  /** Subscription removals not finished yet, per client id (see subscriptionsByClient). */
-  const removing = new Map<string, Promise<void>>()
-  const overrides: Record<string, AnyFn> = {
-    /**
-     * `outgoingUpdate` is not serialized here: with LevelDB, ordered.ts resolves it in call order (the order of
-     * PUBRELs [MQTT-4.6.0-3] and of live messages to persistent sessions); the memory store answers in order.
-     *
-     * A live QoS 1/2 delivery to a persistent session whose message the store does not hold for it (its
-     * subscription was routing while the store's subscription index did not list it yet or any more, e.g. a filter
-     * removed while the session came back) made aedes close the client: `outgoingUpdate` rejects with "no such
-     * packet" and aedes treats that as a connection error (20-limits, under load: the returning session was closed
-     * right after its CONNACK). The message is queued for it then and updated again; if even that is refused (its
-     * queue is full) it goes out untracked, as to a clean session, rather than closing the connection.
-     */
-    async outgoingUpdate (client: unknown, packet: unknown) {
-      try {
-        return await call('outgoingUpdate', client, packet)
-      } catch (err) {
-        const c = client as { id?: string }
-        const p = packet as { cmd?: string, messageId?: number }
-        if ((err as Error).message !== 'no such packet' || p.cmd !== 'publish' || typeof c.id !== 'string') throw err
-        await overrides.outgoingEnqueue!({ clientId: c.id }, packet)
-        // aedes takes what this resolves to as an error (`.then(doWriteQoS, doWriteQoS)`): resolve to nothing
-        await call('outgoingUpdate', client, packet).catch(() => {})
-      }
-    },
-    /** Tracked so that a session coming back meanwhile reads its subscriptions after the removal. */
-    removeSubscriptions (client: unknown, topics: unknown) {
-      const id = (client as { id: string }).id
-      const done = call('removeSubscriptions', client, topics)
-      // for the order only: the caller gets the removal's failure from `done`
-      const settled = done.then(() => {}, () => {})
-      removing.set(id, settled)
-      void settled.then(() => { if (removing.get(id) === settled) removing.delete(id) })
-      return done
-    },
-    /**
-     * aedes restores a returning session from this. Midge removes the filters a SUBSCRIBE refused (broker.ts) after
-     * the SUBACK: a client that came back at once got them back (20-limits, under load: a refused filter took a
-     * granted one's slot). Reads wait for a removal still running for that client.
-     */
-    subscriptionsByClient (client: unknown) {
-      const pending = removing.get((client as { id: string }).id)
-      return pending === undefined ? call('subscriptionsByClient', client) : pending.then(() => call('subscriptionsByClient', client))
-    },
-    async outgoingEnqueue (sub: unknown, packet: unknown) {
-      const s = sub as Sub
-      const bytes = payloadBytes(packet as StoredPacket)
-      if (!acct.admit(s.clientId, bytes, (packet as { topic: string }).topic, packet as StoredPacketId)) return
-      acct.add(s.clientId, bytes)
-      await call('outgoingEnqueue', s, packet)
-    },
-    /**
-     * Only subscriptions that deliver at QoS 1 or 2 have a stored queue. aedes-persistence-level (and -redis) index a
-     * new QoS 0 subscription only if it is QoS 1/2, but read every stored one back into the index at start-up: after
-     * a restart, QoS 1 messages were stored for QoS 0 subscriptions, sent at QoS 0 (never acknowledged, so never
-     * deleted) and sent again at every reconnect (17-queue-qos0, LevelDB).
-     */
-    async outgoingEnqueueCombi (subs: unknown, packet: unknown) {
-      const list = ((subs ?? []) as Sub[]).filter(s => s.qos !== 0)
-      if (list.length === 0) return await call('outgoingEnqueueCombi', list, packet)
-      const bytes = payloadBytes(packet as StoredPacket)
-      const topic = (packet as { topic: string }).topic
-      const admitted = list.filter(s => acct.admit(s.clientId, bytes, topic, packet as StoredPacketId))
-      for (const s of admitted) acct.add(s.clientId, bytes)
-      if (admitted.length === 0) return
-      await call('outgoingEnqueueCombi', admitted, packet)
-    },
-    async outgoingClearMessageId (client: unknown, packet: unknown) {
-      const removed = await call('outgoingClearMessageId', client, packet) as StoredPacket | undefined
-      if (removed) acct.remove((client as { id: string }).id, payloadBytes(removed))
-      return removed
-    }
-  }
-  return new Proxy(inner, {
-    get (target, prop) {
-      if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) return overrides[prop]
-      // receiver = target: getters of aedes-persistence-level read private fields
-      const v = Reflect.get(target, prop) as unknown
-      // bound on each access: persistence-fast-paths.ts, outside this wrapper, looks each method up once
-      return typeof v === 'function' ? (v as AnyFn).bind(target) : v
-    }
-  })
 }

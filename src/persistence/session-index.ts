@@ -18,13 +18,12 @@
  * PUBLISH) and nearly always finds nothing: in a profile of durable-q2-p10 (`node --cpu-prof`, group commit in
  * place) those LevelDB gets were 11.4% of the busy time. The message ids stored per client (between PUBREC and
  * PUBREL) are kept here exactly: added when aedes stores one, removed when it deletes it, read from the keys at
- * start-up. A lookup of any other id is refused as aedes-persistence-level refuses it.
+ * start-up. A lookup of any other id is refused, with Midge's typed NoSuchPacketError (no-such-packet.ts).
  */
 import { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
-
-type AnyFn = (...args: unknown[]) => unknown
-interface ClientLike { id: string }
+import { noSuchPacket } from './no-such-packet.js'
+import type { StoreBackend, StoreClient, StorePacket, StoreSubscriber, StoreSubscription } from './store.js'
 
 /** aedes-persistence-level's key prefixes; the client id follows, encodeURIComponent'd, up to the next ':'. */
 const SUBSCRIPTIONS = 'subscriptions:'
@@ -84,80 +83,106 @@ function deleteIncoming (index: SessionIndex, clientId: string, messageId: numbe
 }
 
 /**
- * The store aedes gets, answering from the index what it knows is not stored. `index` is filled in `setup`, which
- * aedes awaits before it uses the store (and which stays an async function, as aedes requires).
+ * The LevelDB backend as MidgeStore (store.ts) sees it, answering from the index what it knows is not stored.
+ * `index` is filled in `setup`, which aedes awaits before it uses the store (and which stays an async function, as
+ * aedes requires). Methods the index does not concern are forwarded as they are; the inner store's methods are
+ * looked up on every call (shared-subscriptions.ts replaces its `cleanSubscriptions`).
  */
-export function skipEmptySessions<T extends object> (inner: T, db: ClassicLevel<string, Buffer>): { persistence: T, index: SessionIndex } {
-  const index = newIndex()
-  const call = (name: string, ...args: unknown[]): unknown => (Reflect.get(inner, name) as AnyFn).apply(inner, args)
-  const idOf = (c: unknown): string => (c as ClientLike).id
-  const emptyStream = (): Readable => Readable.from([])
-  const overrides: Record<string, AnyFn> = {
-    async setup (broker: unknown) {
-      const loaded = await loadSessionIndex(db)
-      for (const k of ['subscriptions', 'wills', 'outgoing'] as const) for (const id of loaded[k]) index[k].add(id)
-      for (const [id, ids] of loaded.incoming) for (const m of ids) addIncoming(index, id, m)
-      return await call('setup', broker)
-    },
-    addSubscriptions (client: unknown, subs: unknown) {
-      index.subscriptions.add(idOf(client))
-      return call('addSubscriptions', client, subs)
-    },
-    subscriptionsByClient (client: unknown) {
-      return index.subscriptions.has(idOf(client)) ? call('subscriptionsByClient', client) : Promise.resolve([])
-    },
-    cleanSubscriptions (client: unknown) {
-      return index.subscriptions.has(idOf(client)) ? call('cleanSubscriptions', client) : Promise.resolve()
-    },
-    putWill (client: unknown, packet: unknown) {
-      index.wills.add(idOf(client))
-      return call('putWill', client, packet)
-    },
-    getWill (client: unknown) {
-      return index.wills.has(idOf(client)) ? call('getWill', client) : Promise.resolve(undefined)
-    },
-    delWill (client: unknown) {
-      return index.wills.has(idOf(client)) ? call('delWill', client) : Promise.resolve(undefined)
-    },
-    outgoingEnqueue (sub: unknown, packet: unknown) {
-      index.outgoing.add((sub as { clientId: string }).clientId)
-      return call('outgoingEnqueue', sub, packet)
-    },
-    outgoingEnqueueCombi (subs: unknown, packet: unknown) {
-      for (const s of (subs ?? []) as Array<{ clientId: string }>) index.outgoing.add(s.clientId)
-      return call('outgoingEnqueueCombi', subs, packet)
-    },
-    outgoingUpdate (client: unknown, packet: unknown) {
-      index.outgoing.add(idOf(client))
-      return call('outgoingUpdate', client, packet)
-    },
-    outgoingClearMessageId (client: unknown, packet: unknown) {
-      return index.outgoing.has(idOf(client)) ? call('outgoingClearMessageId', client, packet) : Promise.resolve(undefined)
-    },
-    incomingStorePacket (client: unknown, packet: unknown) {
-      addIncoming(index, idOf(client), (packet as { messageId: number }).messageId)
-      return call('incomingStorePacket', client, packet)
-    },
-    incomingGetPacket (client: unknown, packet: unknown) {
-      // the same refusal as aedes-persistence-level's, which aedes takes as "a new message"
-      if (index.incoming.get(idOf(client))?.has((packet as { messageId: number }).messageId) !== true) return Promise.reject(new Error('no such packet'))
-      return call('incomingGetPacket', client, packet)
-    },
-    incomingDelPacket (client: unknown, packet: unknown) {
-      deleteIncoming(index, idOf(client), (packet as { messageId: number }).messageId)
-      return call('incomingDelPacket', client, packet)
-    },
-    outgoingStream (client: unknown) {
-      return index.outgoing.has(idOf(client)) ? call('outgoingStream', client) : emptyStream()
-    }
+export class SessionIndexedStore implements StoreBackend {
+  constructor (private readonly inner: StoreBackend, private readonly db: ClassicLevel<string, Buffer>, readonly index: SessionIndex = newIndex()) {}
+
+  async setup (broker: unknown): Promise<void> {
+    const loaded = await loadSessionIndex(this.db)
+    const index = this.index
+    for (const k of ['subscriptions', 'wills', 'outgoing'] as const) for (const id of loaded[k]) index[k].add(id)
+    for (const [id, ids] of loaded.incoming) for (const m of ids) addIncoming(index, id, m)
+    await this.inner.setup(broker)
   }
-  const persistence = new Proxy(inner, {
-    get (target, prop) {
-      if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) return overrides[prop]
-      // receiver = target: getters of aedes-persistence-level read private fields
-      const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? (v as AnyFn).bind(target) : v
-    }
-  })
-  return { persistence, index }
+
+  addSubscriptions (client: StoreClient, subs: StoreSubscription[]): Promise<unknown> {
+    this.index.subscriptions.add(client.id)
+    return this.inner.addSubscriptions(client, subs)
+  }
+
+  subscriptionsByClient (client: StoreClient): Promise<StoreSubscription[]> {
+    return this.index.subscriptions.has(client.id) ? this.inner.subscriptionsByClient(client) : Promise.resolve([])
+  }
+
+  cleanSubscriptions (client: StoreClient): Promise<unknown> {
+    return this.index.subscriptions.has(client.id) ? this.inner.cleanSubscriptions(client) : Promise.resolve()
+  }
+
+  putWill (client: StoreClient, packet: StorePacket): Promise<unknown> {
+    this.index.wills.add(client.id)
+    return this.inner.putWill(client, packet)
+  }
+
+  getWill (client: StoreClient): Promise<StorePacket | undefined> {
+    return this.index.wills.has(client.id) ? this.inner.getWill(client) : Promise.resolve(undefined)
+  }
+
+  delWill (client: StoreClient): Promise<StorePacket | undefined> {
+    return this.index.wills.has(client.id) ? this.inner.delWill(client) : Promise.resolve(undefined)
+  }
+
+  outgoingEnqueue (sub: StoreSubscriber, packet: StorePacket): Promise<void> {
+    this.index.outgoing.add(sub.clientId)
+    return this.inner.outgoingEnqueue(sub, packet)
+  }
+
+  outgoingEnqueueCombi (subs: StoreSubscriber[], packet: StorePacket): Promise<void> {
+    for (const s of subs ?? []) this.index.outgoing.add(s.clientId)
+    return this.inner.outgoingEnqueueCombi(subs, packet)
+  }
+
+  outgoingUpdate (client: StoreClient, packet: StorePacket): Promise<void> {
+    this.index.outgoing.add(client.id)
+    return this.inner.outgoingUpdate(client, packet)
+  }
+
+  outgoingClearMessageId (client: StoreClient, packet: { messageId?: number }): Promise<StorePacket | undefined> {
+    return this.index.outgoing.has(client.id) ? this.inner.outgoingClearMessageId(client, packet) : Promise.resolve(undefined)
+  }
+
+  outgoingStream (client: StoreClient): Readable {
+    return this.index.outgoing.has(client.id) ? this.inner.outgoingStream(client) : Readable.from([])
+  }
+
+  incomingStorePacket (client: StoreClient, packet: StorePacket): Promise<void> {
+    addIncoming(this.index, client.id, packet.messageId ?? 0)
+    return this.inner.incomingStorePacket(client, packet)
+  }
+
+  incomingGetPacket (client: StoreClient, packet: { messageId?: number }): Promise<StorePacket> {
+    // a refusal, as aedes-persistence-level's, which aedes takes as "a new message"; typed, and without a stack
+    if (this.index.incoming.get(client.id)?.has(packet.messageId ?? 0) !== true) return Promise.reject(noSuchPacket())
+    return this.inner.incomingGetPacket(client, packet)
+  }
+
+  incomingDelPacket (client: StoreClient, packet: { messageId?: number }): Promise<void> {
+    deleteIncoming(this.index, client.id, packet.messageId ?? 0)
+    return this.inner.incomingDelPacket(client, packet)
+  }
+
+  async cleanIncoming (client: StoreClient): Promise<void> {
+    this.index.incoming.delete(client.id)
+    if (typeof this.inner.cleanIncoming === 'function') await this.inner.cleanIncoming(client)
+  }
+
+  // ---- forwarded as they are ----
+
+  storeRetained (packet: StorePacket): Promise<void> { return this.inner.storeRetained(packet) }
+  createRetainedStreamCombi (patterns: string[]): Readable { return this.inner.createRetainedStreamCombi(patterns) }
+  createRetainedStream (pattern: string): Readable { return this.inner.createRetainedStream(pattern) }
+  removeSubscriptions (client: StoreClient, topics: string[]): Promise<unknown> { return this.inner.removeSubscriptions(client, topics) }
+  subscriptionsByTopic (topic: string): Promise<StoreSubscriber[]> { return this.inner.subscriptionsByTopic(topic) }
+  countOffline (): Promise<{ subsCount: number, clientsCount: number }> { return this.inner.countOffline() }
+  streamWill (brokers?: Record<string, unknown>): Readable { return this.inner.streamWill(brokers) }
+  getClientList (topic: string): Readable { return this.inner.getClientList(topic) }
+}
+
+/** The LevelDB backend behind its session index, and the index (for tests). */
+export function skipEmptySessions (inner: StoreBackend, db: ClassicLevel<string, Buffer>): { persistence: SessionIndexedStore, index: SessionIndex } {
+  const persistence = new SessionIndexedStore(inner, db)
+  return { persistence, index: persistence.index }
 }

@@ -9,8 +9,8 @@ import { once } from 'node:events'
 import { Aedes, type Client } from 'aedes'
 import memoryPersistence from 'aedes-persistence'
 import mqttPacket, { type Packet } from 'mqtt-packet'
-import { installDelivery, type DeliveryOptions } from '../../src/broker/delivery.js'
-import { markResendsDup } from '../../src/broker/resend-dup.js'
+import { installDelivery, admitStored, type DeliveryOptions } from '../../src/broker/delivery.js'
+import { MidgeStore, type StoreBackend } from '../../src/persistence/store.js'
 import { readOneBatchAtATime } from '../../src/broker/read-loop.js'
 import { newStats } from '../../src/persistence/limits.js'
 import { silentLogger } from '../../src/logging/logger.js'
@@ -159,12 +159,13 @@ export async function watchDeliveries (aedes: Aedes, filter: string, count: numb
 
 /**
  * aedes with Midge's delivery installed on every client, its reads one batch at a time and its stored queues
- * through `markResendsDup`, as the broker does; the delivery options default to those Midge derives from its default config
+ * through MidgeStore's DUP marking and `admitStored`, as the broker does; the delivery options default to those Midge derives from its default config
  * (max_inflight_messages 20, max_queued_messages 1000, max_queued_bytes 0, stuck after 1 s).
  */
 export async function startPairBroker (opts: Partial<DeliveryOptions> = {}, store: (persistence: object) => object = p => p): Promise<PairBroker> {
   const deliveryOptions: DeliveryOptions = { maxPending: 1020, maxInflight: 20, maxWaiting: 1000, maxPendingBytes: 0, stuckAfterMs: 1000, stats: newStats(), log: silentLogger(), ...opts }
-  const aedes = await Aedes.createBroker({ persistence: markResendsDup(store(memoryPersistence() as object)) as never })
+  const backend = store(memoryPersistence() as object) as StoreBackend
+  const aedes = await Aedes.createBroker({ persistence: new MidgeStore({ backend, accounting: undefined, inCallOrder: false, admitStored, log: silentLogger() }) as never })
   const pairs: PairClient[] = []
   return {
     aedes,

@@ -76,7 +76,7 @@ test('persistent subscriber receives live traffic after reconnecting and keeps i
 
 test('a returning persistent session gets its CONNACK before any message routed to it while it reconnects [MQTT-3.2.0-1]', async ({ onTestFinished }) => {
   // aedes restores the session's subscriptions (LevelDB round trips) before it writes the CONNACK, and writes to a
-  // client that is still connecting: messages routed in that gap went out before the CONNACK (delivery.ts (6))
+  // client that is still connecting: messages routed in that gap went out before the CONNACK (broker/delivery/connack-first.ts)
   const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}\nmax_inflight_messages 0\n')
   onTestFinished(() => b.close())
   for (let i = 0; i < 5; i++) {

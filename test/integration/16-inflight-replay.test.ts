@@ -1,5 +1,5 @@
 /**
- * max_inflight_messages on the stored queue of a persistent session (src/broker/delivery.ts (5), resend-dup.ts):
+ * max_inflight_messages on the stored queue of a persistent session (src/broker/delivery/stored-window.ts, persistence/store.ts):
  * what aedes sends on reconnect goes through the same outgoing window as live deliveries.
  *
  * Every scenario runs against Midge (LevelDB store) and against Debian's mosquitto 2.0.11 with the same raw

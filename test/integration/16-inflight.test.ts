@@ -1,5 +1,5 @@
 /**
- * max_inflight_messages: QoS 1/2 messages sent to one client and not yet acknowledged (src/broker/delivery.ts (4)).
+ * max_inflight_messages: QoS 1/2 messages sent to one client and not yet acknowledged (src/broker/delivery/outgoing-window.ts).
  * Midge follows the documented meaning: at most N in flight, one more released per PUBACK (QoS 1) or PUBCOMP (QoS 2).
  *
  * Debian's mosquitto 2.0.11, run with `mosquitto -c conf` and `max_inflight_messages 5` against the same raw
@@ -166,7 +166,7 @@ test('persistent session: what waits for the window when the client goes is sent
   const again = await RawClient.connect(b.port())
   onTestFinished(() => again.end())
   expect(await again.connectMqtt({ clientId: 'inflight-keep', clean: false })).toMatchObject({ returnCode: 0, sessionPresent: true })
-  // the stored queue goes through the same window (delivery.ts (5)): m1-m5 again with DUP and nothing more, then one
+  // the stored queue goes through the same window (broker/delivery/stored-window.ts): m1-m5 again with DUP and nothing more, then one
   // per PUBACK. mosquitto 2.0.11 (same steps) resends m1-m5 with DUP and keeps m6-m12 until acknowledgements come
   // (with its refill above: m6-m10 after the first PUBACK, m11-m12 after the second). More in 16-inflight-replay.
   const first: AnyPacket[] = []
@@ -246,7 +246,7 @@ test('a publisher is not read while its messages wait for the window: the next P
 
 test('a subscriber that reads its QoS 0 messages but acknowledges no QoS 1 one holds its publishers for about a second, not for ever', async ({ onTestFinished }) => {
   // the QoS 0 writes to it complete, which used to count as progress: the QoS 1 publisher waited for a window that
-  // never moves. Only an acknowledgement counts for the window (src/broker/delivery.ts (2)).
+  // never moves. Only an acknowledgement counts for the window (src/broker/delivery/slow-consumer.ts).
   const { b, sub, pub, publish } = await windowScene('max_inflight_messages 1', onTestFinished)
   const ticker = await RawClient.connect(b.port())
   onTestFinished(() => ticker.end())
@@ -271,7 +271,7 @@ test('a subscriber that reads its QoS 0 messages but acknowledges no QoS 1 one h
 
 test('a client that receives its own QoS 1 messages is not held up by its own window: 500 echoes at once arrive in order without it ever counting as stuck', async ({ onTestFinished }) => {
   // its publishes wait for its own window, which only its PUBACKs free; holding its reads for that window would
-  // leave those PUBACKs unread until it counts as stuck (1 s), again and again (src/broker/delivery.ts (2))
+  // leave those PUBACKs unread until it counts as stuck (1 s), again and again (src/broker/delivery/slow-consumer.ts)
   const b = await startTestBroker()
   onTestFinished(() => b.close())
   const c = await connect(b.url(), { clientId: 'echo' }, onTestFinished)

@@ -151,10 +151,10 @@ test('a persistent session gets all of a queue longer than 1000 messages when it
 })
 
 test('a returning persistent session gets its CONNACK before the messages routed to it while it connects [MQTT-3.2.0-1]', async ({ onTestFinished }) => {
-  // aedes subscribes the session several Redis round trips before it writes the CONNACK; broker/delivery.ts (6)
+  // aedes subscribes the session several Redis round trips before it writes the CONNACK; broker/delivery/connack-first.ts
   // holds what is routed to it until the CONNACK is written (without a fix, 3 to 6 of these 20 reconnections got a
   // PUBLISH first, 4 runs). Node g has no outgoing window (max_inflight_messages 0): with one, live deliveries also
-  // wait behind the stored queue (broker/delivery.ts (5))
+  // wait behind the stored queue (broker/delivery/stored-window.ts)
   const g = await spawnMidge(await writeConf(dir, `${conf(redis.url, 'g')}max_inflight_messages 0\n`, 'g.conf'), dir)
   onTestFinished(async () => { await g.kill('SIGKILL') })
   const id = 'connack-first'

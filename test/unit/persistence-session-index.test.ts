@@ -6,6 +6,7 @@ import { test, expect } from 'vitest'
 import { ClassicLevel } from 'classic-level'
 import { Readable } from 'node:stream'
 import { skipEmptySessions } from '../../src/persistence/session-index.js'
+import type { StoreBackend } from '../../src/persistence/store.js'
 import { tempDir } from '../helpers/start-broker.js'
 
 interface Store {
@@ -38,8 +39,9 @@ async function open (dir: string): Promise<{ db: ClassicLevel<string, Buffer>, s
       return (...args: unknown[]) => { reads.push(String(prop)); return (v as (...a: unknown[]) => unknown).apply(target, args) }
     }
   })
-  const { persistence } = skipEmptySessions(spied, db)
-  const store = persistence
+  // the spy forwards every method of the real store
+  const { persistence } = skipEmptySessions(spied as unknown as StoreBackend, db)
+  const store = persistence as unknown as Store
   await store.setup({ id: 'broker-1' })
   return { db, store, reads }
 }

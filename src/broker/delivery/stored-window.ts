@@ -1,7 +1,7 @@
 /**
  * The stored queue of a persistent session shares the outgoing window. aedes sends it on reconnect itself
  * (lib/handlers/connect.js `emptyQueue`: `persistence.outgoingStream(client)` piped to `write()`, after CONNACK, not
- * through deliverQoS), all of it at once. resend-dup.ts passes that stream through `admitStored`: a stored message
+ * through deliverQoS), all of it at once. MidgeStore's DUP marking (persistence/store.ts) passes that stream through `admitStored`: a stored message
  * goes on to aedes only when it has a slot (an already-sent one keeps its stored packet id and DUP=1, a never-sent
  * one gets the next free id), and the same PUBACK/PUBCOMP listener frees its slot. Until the whole stored queue is
  * written (aedes' `connected` event, emitted when `emptyQueue` ends), live QoS 1/2 deliveries wait behind it, so
