@@ -365,8 +365,7 @@ export class AdminApi {
       if (problems.length > 0) throw validationError(problems)
       const out: Array<Record<string, unknown>> = []
       let truncated = false
-      const store = storeOf(b.aedes) as unknown as { createRetainedStream (p: string): AsyncIterable<{ topic: string, payload: Buffer, qos: number, properties?: Record<string, unknown> }> }
-      for await (const p of store.createRetainedStream(filter)) {
+      for await (const p of storeOf(b.aedes).createRetainedStream(filter)) {
         if (p.payload.length === 0) continue
         if (out.length >= limit) { truncated = true; break }
         out.push({ topic: p.topic, qos: p.qos, bytes: p.payload.length, ...payloadView(p.payload), ...(p.properties ? { properties: propertiesView(p.properties) } : {}) })

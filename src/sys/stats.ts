@@ -18,7 +18,7 @@ export interface ListenerStats {
 /** The subset of aedes-persistence that snapshots (and /healthz) use. */
 export interface StoreView {
   storeRetained (packet: { cmd: 'publish', topic: string, payload: Buffer, qos: 0, retain: true, dup: false }): Promise<void>
-  createRetainedStream (pattern: string): AsyncIterable<{ payload: Buffer }>
+  createRetainedStream (pattern: string): AsyncIterable<{ topic: string, payload: Buffer, qos: number, properties?: Record<string, unknown> }>
   countOffline? (): Promise<{ subsCount: number, clientsCount: number }>
 }
 
