@@ -9,21 +9,30 @@ import { startPairBroker, watchDeliveries, type PairBroker } from '../helpers/st
 
 interface WillStore { delWill (client: { id: string }): Promise<unknown> }
 
-test('a returning session: the CONNACK is written before a PUBLISH routed while the session was being restored', async ({ onTestFinished }) => {
-  // aedes restores the subscriptions, then deletes the old will, then writes the CONNACK: a message published
-  // while the will is deleted reaches the restored subscription before the CONNACK
-  let inGap: (() => Promise<void>) | undefined
-  const b: PairBroker = await startPairBroker({}, (persistence) => {
+/**
+ * A pair broker whose store runs `gap.during` (once) inside the old will's deletion: aedes restores a returning
+ * session's subscriptions, then deletes its will, then writes the CONNACK, so what runs there is routed before it.
+ */
+async function brokerWithGap (): Promise<{ b: PairBroker, gap: { during?: () => Promise<void> } }> {
+  const gap: { during?: () => Promise<void> } = {}
+  const b = await startPairBroker({}, (persistence) => {
     const store = persistence as WillStore
     const delWill = store.delWill.bind(store)
     store.delWill = async (client) => {
-      const during = inGap
-      inGap = undefined
+      const during = gap.during
+      delete gap.during
       if (during !== undefined) await during()
       return delWill(client)
     }
     return store
   })
+  return { b, gap }
+}
+
+test('a returning session: the CONNACK is written before a PUBLISH routed while the session was being restored', async ({ onTestFinished }) => {
+  // aedes restores the subscriptions, then deletes the old will, then writes the CONNACK: a message published
+  // while the will is deleted reaches the restored subscription before the CONNACK
+  const { b, gap } = await brokerWithGap()
   onTestFinished(() => b.close())
 
   const first = b.pair()
@@ -33,14 +42,14 @@ test('a returning session: the CONNACK is written before a PUBLISH routed while 
   await first.end()
   await gone
 
-  inGap = async () => {
+  gap.during = async () => {
     const delivered = await watchDeliveries(b.aedes, 's/#', 1)
     b.aedes.publish({ cmd: 'publish', topic: 's/1', payload: Buffer.from('early'), qos: 1, retain: false, dup: false }, () => {})
     await delivered.done
   }
   const again = b.pair()
   const connack = await again.connect({ clientId: 'back', clean: false })
-  expect(inGap).toBeUndefined()
+  expect(gap.during).toBeUndefined()
   expect([connack.returnCode, connack.sessionPresent]).toEqual([0, true])
   const [publish] = await again.publishes(1)
   expect([publish!.topic, publish!.payload.toString(), publish!.qos]).toEqual(['s/1', 'early', 1])
@@ -50,18 +59,7 @@ test('a returning session: the CONNACK is written before a PUBLISH routed while 
 })
 
 test('a delivery held for the CONNACK of a client that closes first is not sent, and its publisher goes on', async ({ onTestFinished }) => {
-  let inGap: (() => Promise<void>) | undefined
-  const b = await startPairBroker({}, (persistence) => {
-    const store = persistence as WillStore
-    const delWill = store.delWill.bind(store)
-    store.delWill = async (client) => {
-      const during = inGap
-      inGap = undefined
-      if (during !== undefined) await during()
-      return delWill(client)
-    }
-    return store
-  })
+  const { b, gap } = await brokerWithGap()
   onTestFinished(() => b.close())
   const first = b.pair()
   await first.connect({ clientId: 'gone', clean: false })
@@ -72,7 +70,7 @@ test('a delivery held for the CONNACK of a client that closes first is not sent,
 
   const again = b.pair()
   let published: Promise<void> | undefined
-  inGap = async () => {
+  gap.during = async () => {
     const delivered = await watchDeliveries(b.aedes, 's/#', 1)
     published = new Promise(resolve => b.aedes.publish({ cmd: 'publish', topic: 's/1', payload: Buffer.from('held'), qos: 0, retain: false, dup: false }, () => resolve()))
     await delivered.done

@@ -1,20 +1,14 @@
 /** MidgeStore's DUP-marking step: the stored queue a returning session reads, on the real memory store and LevelDB. */
 import { test, expect } from 'vitest'
-import type { AdmitStored, StoreBackend, StorePacket } from '../../src/persistence/store.js'
-import { collect, levelBackend, memoryBackend, newStore, publish } from './store-fixtures.js'
+import type { AdmitStored, StorePacket } from '../../src/persistence/store.js'
+import { backendOf, collect, memoryBackend, newStore, publish } from './store-fixtures.js'
 
 const session = { id: 'back', clean: false }
 const sub = { clientId: session.id, topic: 't', qos: 1 }
 
 for (const kind of ['memory', 'level'] as const) {
   test(`${kind}: a queued message reads without DUP; read again after it was sent (it has a packet id), it has DUP=1`, async ({ onTestFinished }) => {
-    let backend: StoreBackend
-    if (kind === 'memory') backend = memoryBackend()
-    else {
-      const l = await levelBackend()
-      onTestFinished(l.close)
-      backend = l.backend
-    }
+    const backend = await backendOf(kind, onTestFinished)
     const store = await newStore(backend)
     await store.outgoingEnqueueCombi([sub], publish('t', 1))
     const first = await collect(store.outgoingStream(session))

@@ -22,6 +22,14 @@ export async function levelBackend (): Promise<{ backend: StoreBackend, close: (
   return { backend, close: async () => { await db.close(); await remove() } }
 }
 
+/** A backend of that kind for one test; a LevelDB one is closed and removed when the test finishes. */
+export async function backendOf (kind: 'memory' | 'level', onFinished: (fn: () => Promise<void>) => void): Promise<StoreBackend> {
+  if (kind === 'memory') return memoryBackend()
+  const l = await levelBackend()
+  onFinished(l.close)
+  return l.backend
+}
+
 export interface LogLine { level: 'debug' | 'warn', obj: object, msg: string }
 export function recordingLog (): StoreLog & { lines: LogLine[] } {
   const lines: LogLine[] = []

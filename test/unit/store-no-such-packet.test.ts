@@ -6,19 +6,13 @@
 import { test, expect } from 'vitest'
 import { isNoSuchPacket, NoSuchPacketError } from '../../src/persistence/no-such-packet.js'
 import type { StoreBackend } from '../../src/persistence/store.js'
-import { accounting, collect, levelBackend, memoryBackend, newStore, publish, recordingLog } from './store-fixtures.js'
+import { accounting, backendOf, collect, levelBackend, memoryBackend, newStore, publish, recordingLog } from './store-fixtures.js'
 
 const live = { id: 'live', clean: false }
 
 for (const kind of ['memory', 'level'] as const) {
   test(`${kind}: outgoingUpdate of a message not queued for the client queues it and gives it its packet id`, async ({ onTestFinished }) => {
-    let backend: StoreBackend
-    if (kind === 'memory') backend = memoryBackend()
-    else {
-      const l = await levelBackend()
-      onTestFinished(l.close)
-      backend = l.backend
-    }
+    const backend = await backendOf(kind, onTestFinished)
     const { acct } = accounting({ maxMessages: 10 })
     const store = await newStore(backend, { accounting: acct, inCallOrder: kind === 'level' })
     // the backend itself refuses it
