@@ -5,6 +5,7 @@ import type { ClassicLevel } from 'classic-level'
 import { BrokerError } from '../errors.js'
 import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
+import { keepRetainedInMemory } from './retained-cache.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
 export function storePath (location: string, file: string): string {
@@ -100,7 +101,8 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     throw new BrokerError('STORE_OPEN', `Error: cannot read persistence store ${path}: ${(err as Error).message}.`, { cause: err })
   }
   const { default: levelPersistence } = await import('aedes-persistence-level')
-  const p = levelPersistence(db)
+  // retained messages served from memory, written to LevelDB as before (retained-cache.ts)
+  const p = await keepRetainedInMemory(levelPersistence(db), db)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')
   let closed = false
   return {
