@@ -62,6 +62,7 @@
 import type { Client } from 'aedes'
 import { buildDelivery, deliverThrough, takePacketId, type BrokerInternals, type ClientInternals, type Deliver, type DeliverPacket, type DeliveryBuilder, type DeliveryPair, type ParsedPacket } from '../aedes/internals.js'
 import { maxMatchingQos } from '../mqtt/topic-match.js'
+import { sendRetainedInBatches } from './retained-batch.js'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from '../persistence/limits.js'
 
@@ -240,7 +241,8 @@ const builders = new WeakMap<DeliveryOptions, DeliveryBuilder>()
 /** The layer is built when the client first subscribes or is delivered to (aedes/internals.ts `deliverThrough`). */
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
   let build = builders.get(opts)
-  if (build === undefined) builders.set(opts, build = (client, origQoS, orig0, connect) => buildLayer(client, origQoS, orig0, opts, connect))
+  // a new subscription's retained messages: many per turn (retained-batch.ts)
+  if (build === undefined) builders.set(opts, build = sendRetainedInBatches((client, origQoS, orig0, connect) => buildLayer(client, origQoS, orig0, opts, connect)))
   deliverThrough(aedesClient, build)
 }
 
