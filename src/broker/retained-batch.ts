@@ -17,7 +17,7 @@
 import { isRetainedOnSubscribe, type Deliver, type DeliveryBuilder } from '../aedes/internals.js'
 
 /** Retained messages per client handed on and not yet written before the stream waits for a write. */
-export const RETAINED_AHEAD = 64
+export const RETAINED_AHEAD = 256
 
 export function sendRetainedInBatches (build: DeliveryBuilder): DeliveryBuilder {
   return function buildWithRetainedBatches (client, origQoS, orig0, connect) {
