@@ -18,7 +18,8 @@
  * PUBLISH) and nearly always finds nothing: in a profile of durable-q2-p10 (`node --cpu-prof`, group commit in
  * place) those LevelDB gets were 11.4% of the busy time. The message ids stored per client (between PUBREC and
  * PUBREL) are kept here exactly: added when aedes stores one, removed when it deletes it, read from the keys at
- * start-up. A lookup of any other id is refused as aedes-persistence-level refuses it.
+ * start-up. A lookup of any other id is refused as aedes-persistence-level refuses it, and a clean start of a client
+ * with none (`cleanIncoming`, a LevelDB range delete) does nothing.
  */
 import { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
@@ -146,6 +147,13 @@ export function skipEmptySessions<T extends object> (inner: T, db: ClassicLevel<
     incomingDelPacket (client: unknown, packet: unknown) {
       deleteIncoming(index, idOf(client), (packet as { messageId: number }).messageId)
       return call('incomingDelPacket', client, packet)
+    },
+    // a clean start drops the client's unreleased QoS 2 messages (aedes-hooks forgetIncoming): a LevelDB range
+    // delete behind a group-commit barrier, 23% of the busy time of 10,000 clean connects, for ids that have none
+    cleanIncoming (client: unknown) {
+      const id = idOf(client)
+      if (!index.incoming.delete(id)) return Promise.resolve()
+      return call('cleanIncoming', client)
     },
     outgoingStream (client: unknown) {
       return index.outgoing.has(idOf(client)) ? call('outgoingStream', client) : emptyStream()
