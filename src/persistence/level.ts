@@ -6,6 +6,7 @@ import { BrokerError } from '../errors.js'
 import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
 import { keepRetainedInMemory } from './retained-cache.js'
+import { updateOutgoingInOneBatch } from './outgoing-update.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
 export function storePath (location: string, file: string): string {
@@ -103,6 +104,8 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
   const { default: levelPersistence } = await import('aedes-persistence-level')
   // retained messages served from memory, written to LevelDB as before (retained-cache.ts)
   const p = await keepRetainedInMemory(levelPersistence(db), db)
+  // a QoS 1/2 message's id for a persistent session in one batch, not three in a row (outgoing-update.ts)
+  updateOutgoingInOneBatch(p, db)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')
   let closed = false
   return {
