@@ -8,7 +8,9 @@
  *
  * aedes is pinned to exactly AEDES_VERSION in package.json for the same reason.
  */
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import { Duplex } from 'node:stream'
 import type { Aedes, Client } from 'aedes'
 import { BrokerError } from '../errors.js'
@@ -243,6 +245,18 @@ export function hardenClient (client: Client): void {
 }
 
 /**
+ * aedes sends a new subscription its retained messages (lib/handlers/subscribe.js `sendRetained`) through the
+ * client's `deliverQoS`, one at a time: its stream hands over the next message only when the callback of the last
+ * one runs. It sets `brokerId = null` on each (so that its duplicate filter lets it through); every other delivery
+ * carries the broker id it was published under.
+ */
+export function isRetainedOnSubscribe (packet: DeliverPacket): boolean {
+  return packet.brokerId === null
+}
+const SUBSCRIBE_HANDLER = join(dirname(createRequire(import.meta.url).resolve('aedes')), 'lib', 'handlers', 'subscribe.js')
+const RETAINED_ON_SUBSCRIBE = ['newPacket.brokerId = null', 'client.deliverQoS(newPacket, cb)']
+
+/**
  * Start-up self-check: the running aedes is the pinned one and still has every internal Midge uses. A client is
  * made over an in-memory stream that is closed at once (it never connects, so no event reaches Midge's wiring).
  */
@@ -276,6 +290,9 @@ export function checkAedes (aedes: Aedes): void {
   // interceptDuplicates replaces the table: it must be the client's own, writable field
   if (Object.getOwnPropertyDescriptor(client, 'duplicates')?.writable !== true) problems.push('client.duplicates is not a writable field')
   conn.destroy()
+  let handler = ''
+  try { handler = readFileSync(SUBSCRIBE_HANDLER, 'utf8') } catch (err) { problems.push(`cannot read ${SUBSCRIBE_HANDLER}: ${(err as Error).message}`) }
+  for (const line of RETAINED_ON_SUBSCRIBE) if (handler !== '' && !handler.includes(line)) problems.push(`lib/handlers/subscribe.js no longer has \`${line}\` (retained messages on subscribe)`)
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
   }

@@ -5,6 +5,8 @@ import type { ClassicLevel } from 'classic-level'
 import { BrokerError } from '../errors.js'
 import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
+import { keepRetainedInMemory } from './retained-cache.js'
+import { updateOutgoingInOneBatch } from './outgoing-update.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
 export function storePath (location: string, file: string): string {
@@ -100,7 +102,10 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
     throw new BrokerError('STORE_OPEN', `Error: cannot read persistence store ${path}: ${(err as Error).message}.`, { cause: err })
   }
   const { default: levelPersistence } = await import('aedes-persistence-level')
-  const p = levelPersistence(db)
+  // retained messages served from memory, written to LevelDB as before (retained-cache.ts)
+  const p = await keepRetainedInMemory(levelPersistence(db), db)
+  // a QoS 1/2 message's id for a persistent session in one batch, not three in a row (outgoing-update.ts)
+  updateOutgoingInOneBatch(p, db)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')
   let closed = false
   return {

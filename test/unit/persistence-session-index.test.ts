@@ -23,6 +23,7 @@ interface Store {
   incomingStorePacket (c: { id: string }, p: unknown): Promise<void>
   incomingGetPacket (c: { id: string }, p: { messageId: number }): Promise<{ topic: string }>
   incomingDelPacket (c: { id: string }, p: { messageId: number }): Promise<void>
+  cleanIncoming (c: { id: string }): Promise<void>
 }
 
 async function open (dir: string): Promise<{ db: ClassicLevel<string, Buffer>, store: Store, reads: string[] }> {
@@ -113,6 +114,30 @@ test('QoS 2: only the message ids stored for a client are looked up in the store
   await expect(store.incomingGetPacket(c, { messageId: 7 })).rejects.toThrow('no such packet')
   expect(reads).toEqual(['incomingGetPacket', 'incomingDelPacket'])
   // the store agrees: nothing is left under that id
+  await expect((levelRead(db))).resolves.toEqual([])
+})
+
+test('a clean start clears the stored QoS 2 messages of a client that has some, also after a restart, and reads nothing for the others', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-index-')
+  onTestFinished(remove)
+  let { db, store, reads } = await open(dir)
+  const c = { id: 'pub:2' }
+  await store.incomingStorePacket(c, { ...packet('q/2', 1), qos: 2, messageId: 3 })
+  await db.close()
+  ;({ db, store, reads } = await open(dir))
+  onTestFinished(() => db.close())
+  reads.length = 0
+  await store.cleanIncoming({ id: 'never' })
+  expect(reads).toEqual([])
+  await store.cleanIncoming(c)
+  expect(reads).toEqual(['cleanIncoming'])
+  await expect((levelRead(db))).resolves.toEqual([])
+  await expect(store.incomingGetPacket(c, { messageId: 3 })).rejects.toThrow('no such packet')
+  // once cleared, the next clean start reads nothing; a new QoS 2 message is cleared again
+  await store.cleanIncoming(c)
+  expect(reads).toEqual(['cleanIncoming'])
+  await store.incomingStorePacket(c, { ...packet('q/2', 1), qos: 2, messageId: 4 })
+  await store.cleanIncoming(c)
   await expect((levelRead(db))).resolves.toEqual([])
 })
 

@@ -21,6 +21,7 @@ import { OutgoingWindow, watchForward, type ForwardWatcher } from './outgoing-wi
 import { refusedByStore } from './refused-store.js'
 import { SlowConsumer } from './slow-consumer.js'
 import { StoredWindow, type SlotOwner } from './stored-window.js'
+import { sendRetainedInBatches } from './retained-batch.js'
 
 export type { DeliveryOptions } from './options.js'
 export { keepsUp } from './slow-consumer.js'
@@ -160,6 +161,7 @@ function buildLayer (client: ClientInternals, origQoS: Deliver, orig0: Deliver, 
 /** Installs Midge's delivery rules on a client aedes has just created, before it has parsed a byte. */
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
   let build = builders.get(opts)
-  if (build === undefined) builders.set(opts, build = (client, origQoS, orig0, connect) => buildLayer(client, origQoS, orig0, opts, connect))
+  // a new subscription's retained messages: many per turn (retained-batch.ts), then the rules above
+  if (build === undefined) builders.set(opts, build = sendRetainedInBatches((client, origQoS, orig0, connect) => buildLayer(client, origQoS, orig0, opts, connect)))
   deliverThrough(aedesClient, build)
 }
