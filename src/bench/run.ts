@@ -50,25 +50,45 @@ interface ScenarioResult {
   load?: { median: number, max: number }
 }
 
-const { values } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    runs: { type: 'string' },
-    scenario: { type: 'string' },
-    brokers: { type: 'string' },
-    out: { type: 'string' },
-    list: { type: 'boolean', default: false },
-    cluster: { type: 'boolean', default: false },
-    bridge: { type: 'boolean', default: false },
-    // Midge and bare aedes on LevelDB in every scenario, as config/midge.conf ships; mosquitto as installed (in memory)
-    store: { type: 'boolean', default: false }
+function parseOptions () {
+  try {
+    return parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        runs: { type: 'string' },
+        scenario: { type: 'string' },
+        brokers: { type: 'string' },
+        out: { type: 'string' },
+        list: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        cluster: { type: 'boolean', default: false },
+        bridge: { type: 'boolean', default: false },
+        // Midge and bare aedes on LevelDB in every scenario, as config/midge.conf ships; mosquitto as installed (in memory)
+        store: { type: 'boolean', default: false }
+      }
+    })
+  } catch (err) {
+    // a mistyped option: one line, not a stack trace
+    process.stderr.write(`bench: ${(err as Error).message} (npm run bench -- --help)\n`)
+    process.exit(2)
   }
-})
+}
+const { values } = parseOptions()
 
 if ((values.cluster || values.bridge) && values.scenario === undefined) {
   const n = values.runs !== undefined ? Number(values.runs) : (values.quick ? 1 : 3)
   if (values.cluster) runClusterBench(n)
   if (values.bridge) runBridgeBench(n)
+  process.exit(0)
+}
+
+if (values.help) {
+  process.stdout.write([
+    'usage: npm run bench -- [--quick] [--runs N] [--scenario NAME[,NAME]] [--brokers midge,aedes,mosquitto] [--store] [--out FILE]',
+    '       npm run bench -- --list | --cluster | --bridge',
+    'docs/performance.md explains the scenarios, the columns and the environment variables.',
+    ''
+  ].join('\n'))
   process.exit(0)
 }
 
