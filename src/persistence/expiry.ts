@@ -11,6 +11,7 @@
 import type { ClassicLevel } from 'classic-level'
 import type { Logger } from '../logging/logger.js'
 import type { PersistenceStats, QueueAccounting } from './limits.js'
+import { CLIENT_FAMILIES, clientOfKey, clientRange, range, willKey } from './level-layout.js'
 
 const SEEN = 'midge-seen:'
 /** MQTT 5: a Session Expiry Interval of 0xFFFFFFFF never expires. */
@@ -18,8 +19,6 @@ const NEVER = 0xffff_ffff
 /** How often sessions are swept when only v5 intervals (no persistent_client_expiration) are to be kept. */
 const V5_SWEEP_MS = 60_000
 const SEEN_RANGE = { gte: SEEN, lt: 'midge-seen;' }
-/** aedes-persistence-level key families holding per-client state: `<family>:<encodeURIComponent(id)>:...` */
-const CLIENT_FAMILIES = ['subscriptions', 'outgoing', 'outgoing-id', 'incoming'] as const
 
 export interface ExpiryDeps {
   db: ClassicLevel<string, Buffer>
@@ -88,11 +87,8 @@ export class SessionExpiry {
     // without persistent_client_expiration only v5 sessions expire, and each of them has its entry: no store scan
     if (this.deps.expirationMs > 0) {
       for (const family of CLIENT_FAMILIES) {
-        for await (const k of db.keys({ gte: `${family}:`, lt: `${family};` })) {
-          const start = family.length + 1
-          const end = k.indexOf(':', start)
-          sessions.add(end < 0 ? k.slice(start) : k.slice(start, end))
-        }
+        // the client ids as they are in the keys (encoded), as midge-seen: keeps them
+        for await (const k of db.keys(range(family))) sessions.add(encodeURIComponent(clientOfKey(family, k)))
       }
     }
     for (const enc of seen.keys()) sessions.add(enc)
@@ -114,11 +110,10 @@ export class SessionExpiry {
 
   private async remove (id: string): Promise<void> {
     const { db, persistence } = this.deps
-    const enc = encodeURIComponent(id)
     await persistence.cleanSubscriptions({ id })
-    for (const family of CLIENT_FAMILIES) await db.clear({ gte: `${family}:${enc}:`, lt: `${family}:${enc};` })
-    await db.del(`will:${enc}`)
-    await db.del(`${SEEN}${enc}`)
+    for (const family of CLIENT_FAMILIES) await db.clear(clientRange(family, id))
+    await db.del(willKey(id))
+    await db.del(`${SEEN}${encodeURIComponent(id)}`)
     this.deps.accounting?.forget(id)
     for (const fn of this.removed) fn(id)
   }

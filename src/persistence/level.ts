@@ -7,6 +7,7 @@ import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
 import { keepRetainedInMemory } from './retained-cache.js'
 import { updateOutgoingInOneBatch } from './outgoing-update.js'
+import { checkLevelLayout } from './level-layout.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
 export function storePath (location: string, file: string): string {
@@ -66,6 +67,8 @@ function syncWrites (db: ClassicLevel<string, Buffer>): ClassicLevel<string, Buf
 
 /** `persistence true`: aedes-persistence-level on classic-level (LevelDB) under persistence_location. */
 export const levelBackend: PersistenceFactory = async (cfg, log) => {
+  // before anything is read or written: Midge reads and writes the store's own layout (level-layout.ts)
+  checkLevelLayout()
   const path = storePath(cfg.location, cfg.file)
   const Level = await loadClassicLevel()
   try {

@@ -17,6 +17,7 @@
  */
 import type { ClassicLevel } from 'classic-level'
 import type { Logger } from '../logging/logger.js'
+import { OUTGOING, clientOfKey, range } from './level-layout.js'
 
 export interface PersistenceStats {
   /** Messages not queued for a client because its queue was full (max_queued_messages / max_queued_bytes). */
@@ -48,9 +49,6 @@ export interface QueueLimits {
 
 interface Queue { count: number, bytes: number, warned: boolean }
 
-/** `outgoing:<encodeURIComponent(clientId)>:<brokerId>:<counter>` (aedes-persistence-level). */
-const OUTGOING_RANGE = { gte: 'outgoing:', lt: 'outgoing;' }
-
 export class QueueAccounting {
   private readonly queues = new Map<string, Queue>()
   /** Messages refused for clients that are online, by `brokerId:counter`: their live delivery must be skipped too. */
@@ -64,10 +62,9 @@ export class QueueAccounting {
 
   /** Counts what the store already holds (LevelDB: the queues of the previous run). */
   async load (db: ClassicLevel<string, Buffer>): Promise<void> {
-    for await (const [key, value] of db.iterator({ ...OUTGOING_RANGE })) {
-      const enc = key.slice('outgoing:'.length, key.indexOf(':', 'outgoing:'.length))
+    for await (const [key, value] of db.iterator(range(OUTGOING))) {
       // the payload is inside the msgpack value: its size is close enough to the value's for a byte budget
-      this.add(decodeURIComponent(enc), value.length)
+      this.add(clientOfKey(OUTGOING, key), value.length)
     }
   }
 

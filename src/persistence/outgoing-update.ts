@@ -12,11 +12,9 @@
  * same read; the store's state after it is the one aedes-persistence-level leaves, reached atomically. A packet
  * without a broker id (aedes' PUBREL path, which looks the message up by id first) goes to the store's own method.
  */
-import { createRequire } from 'node:module'
 import type { ClassicLevel } from 'classic-level'
-
-const storeRequire = createRequire(createRequire(import.meta.url).resolve('aedes-persistence-level'))
-const msgpack = storeRequire('msgpack-lite') as { encode (v: unknown): Buffer, decode (b: Buffer): { messageId?: number | null } }
+import { msgpack, outgoingIdKey, outgoingKey } from './level-layout.js'
+import { noSuchPacket } from './no-such-packet.js'
 
 const BUFFER = { valueEncoding: 'buffer' } as const
 
@@ -25,20 +23,16 @@ interface ClientLike { id: string }
 type Callback = (err: Error | null, client?: ClientLike, packet?: OutgoingPacket) => void
 interface OutgoingStore { outgoingUpdate (client: ClientLike, packet: OutgoingPacket, cb?: Callback): Promise<void> | undefined }
 
-// aedes-persistence-level's keys: `outgoing:<client>:<broker id>:<counter>` and `outgoing-id:<client>:<message id>`
-const padId = (id: number | undefined | null): string | undefined => id?.toString().padStart(16, '0')
-const queueKey = (clientId: string, p: OutgoingPacket): string => `outgoing:${encodeURIComponent(clientId)}:${p.brokerId}:${padId(p.brokerCounter)}`
-const idKey = (clientId: string, messageId: number | undefined | null): string => `outgoing-id:${encodeURIComponent(clientId)}:${padId(messageId)}`
-
 async function updateInOneBatch (db: ClassicLevel<string, Buffer>, client: ClientLike, packet: OutgoingPacket): Promise<void> {
-  const prekey = queueKey(client.id, packet)
+  const prekey = outgoingKey(client.id, packet.brokerId, packet.brokerCounter)
   const blob = await db.get(prekey, BUFFER)
-  if (blob === undefined) throw new Error('no such packet')
-  const queued = msgpack.decode(blob)
+  // not queued for this client: MidgeStore tells it by its type and queues it (store.ts)
+  if (blob === undefined) throw noSuchPacket()
+  const queued = msgpack.decode(blob) as { messageId?: number | null }
   const value = msgpack.encode(packet)
   const ops: Array<{ type: 'put', key: string, value: Buffer } | { type: 'del', key: string }> = []
-  if (queued.messageId != null && queued.messageId > 0) ops.push({ type: 'del', key: idKey(client.id, queued.messageId) })
-  ops.push({ type: 'put', key: idKey(client.id, packet.messageId), value }, { type: 'put', key: prekey, value })
+  if (queued.messageId != null && queued.messageId > 0) ops.push({ type: 'del', key: outgoingIdKey(client.id, queued.messageId) })
+  ops.push({ type: 'put', key: outgoingIdKey(client.id, packet.messageId), value }, { type: 'put', key: prekey, value })
   await db.batch(ops, BUFFER)
 }
 

@@ -13,19 +13,12 @@
  * while the LevelDB write is in flight already gets the new message); if LevelDB refuses it, the topic is read back
  * from LevelDB so that memory never holds what the store does not.
  */
-import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
+import { QLOBBER_OPTIONS, QlobberTrue, RETAINED, msgpack, range } from './level-layout.js'
 
-const RETAINED = 'retained:'
-const RANGE = { gte: RETAINED, lt: 'retained;' } as const
+const RANGE = range(RETAINED)
 const BUFFER = { valueEncoding: 'buffer' } as const
-
-// the msgpack and qlobber that aedes-persistence-level itself loads, so that values and matching are its own
-const storeRequire = createRequire(createRequire(import.meta.url).resolve('aedes-persistence-level'))
-const msgpack = storeRequire('msgpack-lite') as { encode (v: unknown): Buffer, decode (b: Buffer): StoredRetained }
-const { QlobberTrue } = storeRequire('qlobber') as { QlobberTrue: new (o: object) => { add (p: string): void, test (t: string): boolean } }
-const QLOBBER_OPTIONS = { wildcard_one: '+', wildcard_some: '#', separator: '/', match_empty_levels: true }
 
 /** A retained message as the store gives it back: the decoded msgpack of the packet aedes stored. */
 export interface StoredRetained { topic: string, payload: Buffer, [field: string]: unknown }
@@ -109,7 +102,7 @@ export class RetainedCache {
 
   private read (e: Entry): StoredRetained {
     if (e.decoded === undefined) {
-      e.decoded = msgpack.decode(e.blob!)
+      e.decoded = msgpack.decode(e.blob!) as StoredRetained
       e.blob = undefined
     }
     return e.decoded

@@ -24,14 +24,8 @@
 import { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
 import { noSuchPacket } from './no-such-packet.js'
+import { INCOMING, OUTGOING, OUTGOING_ID, SUBSCRIPTIONS, WILL, range } from './level-layout.js'
 import type { StoreBackend, StoreClient, StorePacket, StoreSubscriber, StoreSubscription } from './store.js'
-
-/** aedes-persistence-level's key prefixes; the client id follows, encodeURIComponent'd, up to the next ':'. */
-const SUBSCRIPTIONS = 'subscriptions:'
-const WILL = 'will:'
-const OUTGOING = 'outgoing:'
-const OUTGOING_ID = 'outgoing-id:'
-const INCOMING = 'incoming:'
 
 export interface SessionIndex {
   subscriptions: Set<string>
@@ -39,11 +33,6 @@ export interface SessionIndex {
   outgoing: Set<string>
   /** QoS 2 message ids stored per client (PUBREC sent, PUBREL not handled yet). */
   incoming: Map<string, Set<number>>
-}
-
-/** The range of every key under `prefix` (which ends with ':'): ';' is the byte after ':'. */
-function range (prefix: string): { gte: string, lt: string } {
-  return { gte: prefix, lt: `${prefix.slice(0, -1)};` }
 }
 
 async function loadIds (db: ClassicLevel<string, Buffer>, prefix: string, into: Set<string>, wholeRest: boolean): Promise<void> {
