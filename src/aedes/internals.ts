@@ -85,6 +85,24 @@ export function clientInternals (client: Client | object): ClientInternals {
   return client as unknown as ClientInternals
 }
 
+/** The aedes client of a connection: aedes sets `conn.client` when it handles the stream (lib/client.js). */
+export function clientOfConnection (conn: Duplex): Client | undefined {
+  return (conn as Duplex & { client?: Client }).client
+}
+
+/**
+ * The aedes client whose parser emits a packet: aedes sets `parser.client` (lib/client.js). A 'packet' listener
+ * called with the parser as `this` finds its connection here, so one function serves every connection.
+ */
+export function clientOfParser (parser: object): ClientInternals {
+  return (parser as { client: ClientInternals }).client
+}
+
+/** aedes' own `disconnect`, a method of its Client class, for a client whose `disconnect` Midge replaced. */
+export function disconnectAsAedes (client: ClientInternals, opts?: { reasonCode?: number }, done?: () => void): void {
+  (Object.getPrototypeOf(client) as Pick<ClientInternals, 'disconnect'>).disconnect.call(client, opts, done)
+}
+
 /** Connected clients by id (aedes' own table). */
 export function connectedClients (aedes: Aedes): Record<string, Client> {
   return brokerInternals(aedes).clients
@@ -287,6 +305,11 @@ export function checkAedes (aedes: Aedes): void {
   if (typeof (client._parser as { prependListener?: unknown } | undefined)?.prependListener !== 'function') problems.push('client._parser has no prependListener')
   if (typeof (client._parser as { settings?: unknown } | undefined)?.settings !== 'object') problems.push('client._parser has no settings')
   if (typeof (client._parser as { removeListener?: unknown } | undefined)?.removeListener !== 'function') problems.push('client._parser has no removeListener')
+  // one listener function for every connection finds its client through these (read-loop.ts, inbound.ts)
+  if ((conn as unknown as { client?: unknown }).client !== client) problems.push('conn.client is not the aedes client')
+  if ((client._parser as { client?: unknown } | undefined)?.client !== client) problems.push('client._parser.client is not the aedes client')
+  // server-disconnect.ts replaces a client's disconnect with one shared function that calls the class's own
+  if (Object.hasOwn(client, 'disconnect') || typeof (Object.getPrototypeOf(client) as { disconnect?: unknown }).disconnect !== 'function') problems.push('client.disconnect is not a method of the Client class')
   // interceptDuplicates replaces the table: it must be the client's own, writable field
   if (Object.getOwnPropertyDescriptor(client, 'duplicates')?.writable !== true) problems.push('client.duplicates is not a writable field')
   conn.destroy()

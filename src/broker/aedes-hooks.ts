@@ -13,6 +13,7 @@ import type { ConnackAmendment } from './connack.js'
 import type { EnhancedAuthOutcome } from './enhanced-auth.js'
 import { subscriptionsOf, clientInternals, refuseUnspecified } from '../aedes/internals.js'
 import { isUtf8 } from 'node:buffer'
+import type { OutgoingTopicAliases } from './topic-alias-out.js'
 import { AckCodes, NO_MATCHING_SUBSCRIBERS, PAYLOAD_FORMAT_INVALID, QUOTA_EXCEEDED } from './ack-codes.js'
 import mqttPacket from 'mqtt-packet'
 import { checkConnect, screenWill, type ConnectCheck } from '../auth/connect.js'
@@ -46,6 +47,8 @@ export interface ClientInfo {
   topicAliasMaximum?: number
   /** v5: PUBACK/PUBREC reason codes aedes cannot send, rewritten on the way out (ack-codes.ts). */
   acks?: AckCodes
+  /** v5: the aliases of topics sent to a client that accepts them (topic-alias-out.ts), made with its CONNACK. */
+  aliases?: OutgoingTopicAliases
 }
 
 /** MQTT 5 reason codes Midge sends itself. */

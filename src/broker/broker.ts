@@ -24,10 +24,10 @@ import { listenerFactories, type Listener, type ConnectionContext } from '../lis
 import { HttpRouter } from '../http/router.js'
 import { createHooks, V5, type Hooks } from './aedes-hooks.js'
 import { hookStages, composeHooks, stageNames, type HookName } from './hook-stages.js'
-import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals, clientOfConnection } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { enhancedAuthStage, type EnhancedAuthOutcome } from './enhanced-auth.js'
-import { installInboundRules } from './inbound.js'
+import { installInboundRules, inboundRules, type InboundRules } from './inbound.js'
 import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { installInboundFramer, type GuardError, type FramerOptions } from './inbound-framer.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond } from './limits.js'
@@ -35,7 +35,7 @@ import { readOneBatchAtATime } from './read-loop.js'
 import { installMountPoint } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, attachCluster } from '../cluster/wire.js'
-import { coalesceWrites, flushWrites } from './write-coalescer.js'
+import { coalesceWrites, flushWrites, type WriteHooks } from './write-coalescer.js'
 import { MidgeStore } from '../persistence/store.js'
 import { BrokerStats, storeOf } from '../sys/stats.js'
 import { wireStats, trackConnection, countPackets } from '../sys/wire.js'
@@ -49,7 +49,6 @@ import { Bridges, withBridgeMetrics } from '../bridge/index.js'
 import { BridgePeers } from '../bridge/peers.js'
 import { lingerAfterServerDisconnect } from './server-disconnect.js'
 import { OutgoingTopicAliases } from './topic-alias-out.js'
-import type { AckCodes } from './ack-codes.js'
 
 /** Fixed overhead a PUBLISH may carry beyond its payload: topic length + topic + packet id. */
 const PUBLISH_OVERHEAD = 2 + 65_535 + 2
@@ -344,6 +343,50 @@ export class Broker {
     return opts
   }
 
+  /** The inbound rules (inbound.ts), one function per listener for all its connections. */
+  private readonly inboundRulesOf = new WeakMap<ConnectionContext['listener'], InboundRules>()
+  private inboundRulesFor (lc: ConnectionContext['listener']): InboundRules {
+    let rules = this.inboundRulesOf.get(lc)
+    if (rules !== undefined) return rules
+    rules = inboundRules(this.config.limits.maxInflightMessages, lc.maxTopicAlias, (client, why) => {
+      const remoteAddress = this.contexts.get(client.conn)?.remoteAddress
+      this.log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
+    })
+    this.inboundRulesOf.set(lc, rules)
+    return rules
+  }
+
+  /**
+   * Around every connection's writes (write-coalescer.ts), one object for all of them: the packets sent counted; a
+   * v5 CONNACK made to say what this listener's config allows (connack.ts); topic aliases towards a v5 client that
+   * accepts them (topic-alias-out.ts), decided when its CONNACK goes out; v5 acknowledgement codes aedes cannot
+   * send (ack-codes.ts), while one waits. What a connection needs of it is kept in its ClientInfo.
+   */
+  private readonly writeHooks: WriteHooks = {
+    onBatch: this.countSent,
+    first: (stream, first) => {
+      const client = clientOfConnection(stream)
+      if (client === undefined) return undefined
+      const info = this.hooks.clientInfo.get(client)
+      const max = info?.topicAliasMaximum
+      if (info !== undefined && max !== undefined && max > 0) info.aliases = new OutgoingTopicAliases(max, clientInternals(client).maximumPacketSize)
+      const amend = this.hooks.connackAmendment(client)
+      return amend === undefined ? undefined : amendConnack(first, amend)
+    },
+    each: {
+      wanted: stream => {
+        const client = clientOfConnection(stream)
+        const info = client === undefined ? undefined : this.hooks.clientInfo.get(client)
+        return info !== undefined && (info.aliases !== undefined || info.acks?.pending === true)
+      },
+      rewrite: (stream, batch) => {
+        const info = this.hooks.clientInfo.get(clientOfConnection(stream)!)!
+        const acked = info.acks?.pending === true ? info.acks.rewrite(batch) : batch
+        return info.aliases === undefined ? acked : info.aliases.rewrite(acked)
+      }
+    }
+  }
+
   private onConnection (stream: Duplex, ctx: ConnectionContext, req?: IncomingMessage): void {
     const { config, log } = this
     const lc = ctx.listener
@@ -375,36 +418,13 @@ export class Broker {
       : undefined)
     stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message; counts the packets sent
-    // a v5 CONNACK says what this listener's config allows (connack.ts)
-    const connackFor = this.hooks.connackAmendment
-    // topic aliases towards a v5 client that accepts them (topic-alias-out.ts), decided when its CONNACK goes out
-    let aliasBatch: ((batch: Buffer) => Buffer) | undefined
-    // and v5 acknowledgement codes aedes cannot send (ack-codes.ts), while one waits
-    let acks: AckCodes | undefined
-    coalesceWrites(stream, this.countSent, first => {
-      const info = this.hooks.clientInfo.get(client)
-      acks = info?.acks
-      const max = info?.topicAliasMaximum
-      if (max !== undefined && max > 0) {
-        const aliases = new OutgoingTopicAliases(max, clientInternals(client).maximumPacketSize)
-        aliasBatch = batch => aliases.rewrite(batch)
-      }
-      const amend = connackFor(client)
-      return amend === undefined ? undefined : amendConnack(first, amend)
-    }, () => {
-      if (acks === undefined || !acks.pending) return aliasBatch
-      const ackBatch = acks.rewrite
-      const alias = aliasBatch
-      return alias === undefined ? ackBatch : batch => alias(ackBatch(batch))
-    })
+    coalesceWrites(stream, this.writeHooks)
     const client = this.aedes.handle(stream, req)
     leanParserList(client)
     hardenClient(client)
     // a server DISCONNECT is the last packet, and reaches the client before the connection closes
-    lingerAfterServerDisconnect(client, stream)
-    installInboundRules(client, config.limits.maxInflightMessages, lc.maxTopicAlias, why => {
-      log.warn({ clientId: client.id ?? undefined, listener: lc.id, remoteAddress: ctx.remoteAddress }, `Client ${client.id ?? '?'} disconnected: ${why}.`)
-    })
+    lingerAfterServerDisconnect(client)
+    installInboundRules(client, this.inboundRulesFor(lc))
     // before the mount point's listener, which therefore runs first on each packet
     this.shared.installClient(client, lc.mountPoint)
     if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)

@@ -17,7 +17,7 @@
  * Tests: 03-aedes-seam.
  */
 import type { Client } from 'aedes'
-import { clientInternals } from '../aedes/internals.js'
+import { clientInternals, clientOfParser, type ClientInternals } from '../aedes/internals.js'
 import { REFUSED_FILTER } from '../mqtt/reserved-topics.js'
 
 export const INBOUND_QOS2_LIMIT_V3 = 1000
@@ -27,34 +27,48 @@ const RECEIVE_MAXIMUM_DEFAULT = 65_535
 
 interface InboundPacket { cmd: string, qos?: number, messageId?: number, subscriptions?: Array<{ topic: string }>, properties?: { topicAlias?: number } }
 
-export function installInboundRules (client: Client, receiveMaximum: number, maxTopicAlias: number, onViolation: (why: string) => void): void {
-  const c = clientInternals(client)
-  let awaitingRelease: Set<number> | undefined
-  c._parser.prependListener('packet', (p: InboundPacket) => {
+/** A client's QoS 2 packet identifiers awaiting PUBREL: made by its first QoS 2 PUBLISH (most clients send none). */
+const awaitingRelease = new WeakMap<object, Set<number>>()
+
+/** The rules as one 'packet' listener, called with the client's parser as `this`. */
+export type InboundRules = (this: object, p: InboundPacket) => void
+
+/**
+ * Builds the rules for one listener: one function for all its connections (an idle connection holds no closure of
+ * its own). `onViolation` is told which client broke them.
+ */
+export function inboundRules (receiveMaximum: number, maxTopicAlias: number, onViolation: (client: ClientInternals, why: string) => void): InboundRules {
+  return function inboundRule (this: object, p: InboundPacket): void {
     if (p.cmd === 'publish') {
       const alias = p.properties?.topicAlias
       if (alias !== undefined && alias > maxTopicAlias && p.properties !== undefined) {
-        onViolation(`topic alias ${alias} over max_topic_alias ${maxTopicAlias}`)
+        onViolation(clientOfParser(this), `topic alias ${alias} over max_topic_alias ${maxTopicAlias}`)
         // 0 is never a valid alias: aedes refuses the PUBLISH itself (DISCONNECT 0x94) and routes nothing
         p.properties.topicAlias = 0
         return
       }
       if (p.qos !== 2 || p.messageId === undefined) return
-      const ids = (awaitingRelease ??= new Set())
+      const c = clientOfParser(this)
+      let ids = awaitingRelease.get(c)
+      if (ids === undefined) awaitingRelease.set(c, ids = new Set())
       if (ids.has(p.messageId)) return
       const v5 = c.version === 5
       const limit = v5 ? (receiveMaximum > 0 ? receiveMaximum : RECEIVE_MAXIMUM_DEFAULT) : INBOUND_QOS2_LIMIT_V3
       if (ids.size >= limit) {
-        onViolation(`more than ${limit} QoS 2 messages awaiting PUBREL`)
-        if (v5) client.disconnect({ reasonCode: RECEIVE_MAXIMUM_EXCEEDED })
+        onViolation(c, `more than ${limit} QoS 2 messages awaiting PUBREL`)
+        if (v5) c.disconnect({ reasonCode: RECEIVE_MAXIMUM_EXCEEDED })
         else c.conn.destroy()
         return
       }
       ids.add(p.messageId)
     } else if (p.cmd === 'pubrel') {
-      if (p.messageId !== undefined) awaitingRelease?.delete(p.messageId)
+      if (p.messageId !== undefined) awaitingRelease.get(clientOfParser(this))?.delete(p.messageId)
     } else if (p.cmd === 'subscribe' && p.subscriptions !== undefined) {
       for (const s of p.subscriptions) if (s.topic === '__proto__') s.topic = REFUSED_FILTER
     }
-  })
+  }
+}
+
+export function installInboundRules (client: Client, rules: InboundRules): void {
+  clientInternals(client)._parser.prependListener('packet', rules)
 }

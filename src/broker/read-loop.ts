@@ -16,14 +16,22 @@
  * empty and the next bytes bring a 'readable' of their own. Test: 16-inflight "a publisher is not read while its
  * messages wait for the window".
  */
+import type { Duplex } from 'node:stream'
 import type { Client } from 'aedes'
-import { clientInternals } from '../aedes/internals.js'
+import { clientInternals, clientOfConnection } from '../aedes/internals.js'
 
 export function readOneBatchAtATime (aedesClient: Client): void {
   const client = clientInternals(aedesClient)
-  const nextBatch = client._nextBatch
   // aedes starts the count at 1 for its first 'readable' to take; nothing has been read yet
   client._parsingBatch = 0
-  client.conn.removeListener('readable', nextBatch)
-  client.conn.on('readable', () => { if (client._parsingBatch <= 0) nextBatch() })
+  client.conn.removeListener('readable', client._nextBatch)
+  client.conn.on('readable', readWhenIdle)
+}
+
+/** One listener for every connection (no closure per connection): aedes' own `nextBatch`, while no batch runs. */
+function readWhenIdle (this: Duplex): void {
+  const client = clientOfConnection(this)
+  if (client === undefined) return
+  const c = clientInternals(client)
+  if (c._parsingBatch <= 0) c._nextBatch()
 }

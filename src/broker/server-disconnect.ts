@@ -18,38 +18,41 @@
  */
 import type { Duplex } from 'node:stream'
 import type { Client } from 'aedes'
-import { clientInternals } from '../aedes/internals.js'
+import { clientInternals, disconnectAsAedes, type ClientInternals } from '../aedes/internals.js'
 
 /** How long a connection the server disconnected is kept half-open for the client to read the DISCONNECT. */
 export const LINGER_MS = 2000
 
 type WriteCb = (err?: Error | null) => void
 
-export function lingerAfterServerDisconnect (aedesClient: Client, stream: Duplex): void {
-  const client = clientInternals(aedesClient)
-  const disconnect = client.disconnect
-  client.disconnect = function lingeringDisconnect (opts, done) {
-    const sendsDisconnect = client.version === 5 && client.connected && !client.closed
-    disconnect.call(this, opts, done)
-    if (!sendsDisconnect) return
-    // the DISCONNECT is written (aedes writes synchronously): nothing may follow it
-    stream.write = function afterDisconnect (_chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
-      const callback = typeof encoding === 'function' ? encoding : cb
-      if (typeof callback === 'function') process.nextTick(callback as WriteCb)
-      return true
-    } as Duplex['write']
-    const destroy = stream.destroy
-    stream.destroy = function lingeringDestroy (this: Duplex, err?: Error) {
-      stream.destroy = destroy
-      if (err !== undefined || client.broker.closed || stream.destroyed) return destroy.call(this, err)
-      stream.end()
-      const timer = setTimeout(() => stream.destroy(), LINGER_MS)
-      timer.unref()
-      stream.once('close', () => clearTimeout(timer))
-      stream.once('end', () => stream.destroy())
-      // read and discard: unread bytes are what makes the kernel reset the connection
-      stream.on('data', () => {})
-      return this
-    }
+export function lingerAfterServerDisconnect (aedesClient: Client): void {
+  clientInternals(aedesClient).disconnect = lingeringDisconnect
+}
+
+/** One function for every client (no closure per connection), in place of aedes' `disconnect`. */
+function lingeringDisconnect (this: ClientInternals, opts?: { reasonCode?: number }, done?: () => void): void {
+  const client = this
+  const stream = client.conn
+  const sendsDisconnect = client.version === 5 && client.connected && !client.closed
+  disconnectAsAedes(client, opts, done)
+  if (!sendsDisconnect) return
+  // the DISCONNECT is written (aedes writes synchronously): nothing may follow it
+  stream.write = function afterDisconnect (_chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+    const callback = typeof encoding === 'function' ? encoding : cb
+    if (typeof callback === 'function') process.nextTick(callback as WriteCb)
+    return true
+  } as Duplex['write']
+  const destroy = stream.destroy
+  stream.destroy = function lingeringDestroy (this: Duplex, err?: Error) {
+    stream.destroy = destroy
+    if (err !== undefined || client.broker.closed || stream.destroyed) return destroy.call(this, err)
+    stream.end()
+    const timer = setTimeout(() => stream.destroy(), LINGER_MS)
+    timer.unref()
+    stream.once('close', () => clearTimeout(timer))
+    stream.once('end', () => stream.destroy())
+    // read and discard: unread bytes are what makes the kernel reset the connection
+    stream.on('data', () => {})
+    return this
   }
 }

@@ -37,7 +37,7 @@
  */
 import type { Aedes, Client, Subscription } from 'aedes'
 import type { ClassicLevel } from 'classic-level'
-import { brokerInternals, clientInternals, parsedProtocolVersion, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
+import { brokerInternals, clientInternals, clientOfParser, parsedProtocolVersion, type ParsedPacket, takePacketId, type ClientInternals, type DeliverPacket } from '../aedes/internals.js'
 import type { Logger } from '../logging/logger.js'
 import type { AuthChain } from '../auth/chain.js'
 import type { ClientInfo } from './aedes-hooks.js'
@@ -115,7 +115,7 @@ export class SharedSubscriptions {
   /** The subscriptions of a v5 SUBSCRIBE refused as a whole, with the DISCONNECT reason code. */
   private readonly refusals = new WeakMap<object, number>()
   /** Unacknowledged QoS 1/2 copies per clean member, in the order handed over. */
-  private readonly inFlight = new WeakMap<Client, Set<InFlight>>()
+  private readonly inFlight = new WeakMap<object, Set<InFlight>>()
 
   constructor (private readonly deps: SharedSubscriptionDeps) {}
 
@@ -217,16 +217,26 @@ export class SharedSubscriptions {
 
   /** Renames shared filters on the client's parser, before aedes handles the packet (see the file comment). */
   installClient (client: Client, mountPoint: string | undefined): void {
-    const c = clientInternals(client)
-    c._parser.prependListener('packet', (p) => {
+    clientInternals(client)._parser.prependListener('packet', this.packetListener(mountPoint))
+  }
+
+  /** One 'packet' listener per mount point, shared by its connections (called with the client's parser as `this`). */
+  private readonly packetListeners = new Map<string | undefined, (this: object, p: ParsedPacket) => void>()
+  private packetListener (mountPoint: string | undefined): (this: object, p: ParsedPacket) => void {
+    let listener = this.packetListeners.get(mountPoint)
+    if (listener !== undefined) return listener
+    const shared = this
+    listener = function sharedNames (this: object, p: ParsedPacket): void {
       const packet = p as SubscribePacket
-      if (packet.cmd === 'subscribe' && packet.subscriptions !== undefined) this.renameSubscribe(client, packet, mountPoint)
+      if (packet.cmd === 'subscribe' && packet.subscriptions !== undefined) shared.renameSubscribe(clientOfParser(this), packet, mountPoint)
       else if (packet.cmd === 'unsubscribe' && packet.unsubscriptions !== undefined) {
-        packet.unsubscriptions = packet.unsubscriptions.map(t => this.rename(t, mountPoint, false))
+        packet.unsubscriptions = packet.unsubscriptions.map(t => shared.rename(t, mountPoint, false))
       } else if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && packet.messageId !== undefined) {
-        this.acknowledged(client, packet.messageId, packet.cmd === 'puback' ? 1 : 2)
+        shared.acknowledged(clientOfParser(this), packet.messageId, packet.cmd === 'puback' ? 1 : 2)
       }
-    })
+    }
+    this.packetListeners.set(mountPoint, listener)
+    return listener
   }
 
   /**
@@ -250,7 +260,7 @@ export class SharedSubscriptions {
    * is subscribed, no SUBACK is sent (aedes sends none for a SUBSCRIBE without packet identifier) and the client
    * gets DISCONNECT when aedes handles it, after its CONNACK (the packet may be parsed in the CONNECT's read).
    */
-  private renameSubscribe (client: Client, packet: SubscribePacket, mountPoint: string | undefined): void {
+  private renameSubscribe (client: object, packet: SubscribePacket, mountPoint: string | undefined): void {
     const subs = packet.subscriptions!
     const v5 = parsedProtocolVersion(client) === 5
     for (const sub of subs) {
@@ -375,7 +385,7 @@ export class SharedSubscriptions {
   }
 
   /** PUBACK (QoS 1) or PUBREC (QoS 2) from a member: that copy arrived. */
-  private acknowledged (client: Client, messageId: number, qos: number): void {
+  private acknowledged (client: object, messageId: number, qos: number): void {
     const set = this.inFlight.get(client)
     if (set === undefined) return
     for (const f of set) {

@@ -19,10 +19,9 @@
  * its high-water mark, and a `drain` event follows (from the stream when its write of the batch returned false, or
  * emitted here once the batch is handed over when the stream took it without complaint). `end()` writes the
  * collected chunks first; after `end()` or `destroy()` writes go straight to the stream (which reports the error).
- * `onBatch` sees each batch before it is written (the broker counts the packets sent in it, sys/wire.ts).
- * `rewriteFirst`, when given, may replace the connection's first batch (it amends a v5 CONNACK, connack.ts); it
- * returns undefined to leave the batch and every later one alone. `rewriteEach`, asked at every batch, may return a
- * function that replaces the whole batch, given as one buffer (outgoing topic aliases, topic-alias-out.ts).
+ * The broker's `WriteHooks` see each batch before it is written (it counts the packets sent in it, sys/wire.ts), may
+ * replace the connection's first batch (it amends a v5 CONNACK, connack.ts) and may rewrite any batch, given as one
+ * buffer (outgoing topic aliases, topic-alias-out.ts; v5 acknowledgement codes, ack-codes.ts).
  */
 import type { Duplex } from 'node:stream'
 
@@ -32,31 +31,45 @@ type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
 /** Chunks at least this large are not copied into the turn's buffer. */
 const COPY_LIMIT = 16 * 1024
 
+/**
+ * What happens around every connection's batches: one object for all the connections of a broker, told which
+ * stream each call is about (the per-connection state it needs is kept where the broker keeps it).
+ */
+export interface WriteHooks {
+  /** Sees each batch before it is written. */
+  onBatch?: (chunks: readonly Buffer[]) => void
+  /** May replace the connection's first batch; undefined leaves the batch alone. */
+  first?: (stream: Duplex, first: Buffer) => Buffer | undefined
+  /** Asked at every batch: `wanted` true makes the batch one buffer, replaced by what `rewrite` returns. */
+  each?: { wanted: (stream: Duplex) => boolean, rewrite: (stream: Duplex, batch: Buffer) => Buffer }
+}
+
+const NO_HOOKS: WriteHooks = {}
+
 /** One connection's batch of the current turn (no closures per connection: the functions below are shared). */
 class Batch {
   parts: Buffer[] = []
   bytes = 0
-  callbacks: WriteCb[] | undefined
+  callbacks: WriteCb[] | undefined = undefined
   scheduled = false
   /** write() returned false to someone for this batch: a `drain` is owed. */
   owed = false
+  /** The next batch is the connection's first. */
+  first = true
   constructor (
     readonly stream: Duplex,
     readonly write: WriteFn,
     readonly end: (...args: unknown[]) => Duplex,
-    readonly onBatch: ((chunks: readonly Buffer[]) => void) | undefined,
-    public rewrite: ((first: Buffer) => Buffer | undefined) | undefined,
-    readonly rewriteEach: (() => ((batch: Buffer) => Buffer) | undefined) | undefined
+    readonly hooks: WriteHooks
   ) {}
 }
 
 const kBatch = Symbol('write batch')
 type CoalescedStream = Duplex & { [kBatch]?: Batch }
 
-export function coalesceWrites (stream: Duplex, onBatch?: (chunks: readonly Buffer[]) => void, rewriteFirst?: (first: Buffer) => Buffer | undefined,
-  rewriteEach?: () => ((batch: Buffer) => Buffer) | undefined): void {
+export function coalesceWrites (stream: Duplex, hooks: WriteHooks = NO_HOOKS): void {
   const s = stream as CoalescedStream
-  s[kBatch] = new Batch(stream, stream.write as WriteFn, stream.end as (...args: unknown[]) => Duplex, onBatch, rewriteFirst, rewriteEach)
+  s[kBatch] = new Batch(stream, stream.write as WriteFn, stream.end as (...args: unknown[]) => Duplex, hooks)
   stream.write = coalescedWrite as Duplex['write']
   stream.end = coalescedEnd as Duplex['end']
 }
@@ -75,15 +88,15 @@ export function flushWrites (stream: Duplex): void {
 function flush (b: Batch): void {
   b.scheduled = false
   if (b.parts.length === 0) return
-  if (b.rewrite !== undefined) {
-    const first = b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts, b.bytes)
-    const out = b.rewrite(first)
-    b.rewrite = undefined
-    if (out !== undefined) b.parts = [out]
+  const { stream, write, hooks } = b
+  if (b.first) {
+    b.first = false
+    if (hooks.first !== undefined) {
+      const out = hooks.first(stream, b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts, b.bytes))
+      if (out !== undefined) b.parts = [out]
+    }
   }
-  const each = b.rewriteEach?.()
-  if (each !== undefined) b.parts = [each(b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts))]
-  const { stream, write } = b
+  if (hooks.each?.wanted(stream) === true) b.parts = [hooks.each.rewrite(stream, b.parts.length === 1 ? b.parts[0]! : Buffer.concat(b.parts))]
   const batch = b.parts
   const cbs = b.callbacks
   b.parts = []
@@ -93,7 +106,7 @@ function flush (b: Batch): void {
     if (cbs !== undefined) for (const cb of cbs) cb(new Error('write after destroy'))
     return
   }
-  b.onBatch?.(batch)
+  hooks.onBatch?.(batch)
   const done: WriteCb | undefined = cbs === undefined ? undefined : err => { for (const cb of cbs) cb(err) }
   let ok = true
   let run = 0

@@ -1,0 +1,52 @@
+/**
+ * Memory per idle connection: what Midge adds to every connection is data, not functions. The listeners and
+ * wrappers it puts on a connection (the inbound rules, shared-subscription names, the read loop, the lingering
+ * DISCONNECT) are one function for every connection of a listener, so 10,000 idle devices hold no closure of
+ * Midge's each (docs/performance.md, "Fourth round").
+ */
+import { test, expect } from 'vitest'
+import type { Duplex } from 'node:stream'
+import { startTestBroker } from '../helpers/start-broker.js'
+import { RawClient } from '../helpers/raw-client.js'
+import { connectedClients, clientInternals } from '../../src/aedes/internals.js'
+
+test('two idle connections share every listener function Midge puts on them', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  for (const id of ['idle-a', 'idle-b']) {
+    const c = await RawClient.connect(b.port())
+    onTestFinished(() => c.end())
+    expect((await c.connectMqtt({ clientId: id })).returnCode).toBe(0)
+  }
+  const clients = connectedClients(b.broker.aedes)
+  const [a, z] = [clientInternals(clients['idle-a']!), clientInternals(clients['idle-b']!)]
+  const packetListeners = (c: typeof a): unknown[] => (c._parser as unknown as { listeners: (e: string) => unknown[] }).listeners('packet')
+  expect(packetListeners(a).length).toBeGreaterThanOrEqual(3)
+  expect(packetListeners(a)).toEqual(packetListeners(z))
+  packetListeners(a).forEach((fn, i) => expect(fn).toBe(packetListeners(z)[i]))
+  const readable = (c: typeof a): unknown[] => (c.conn as Duplex).listeners('readable')
+  expect(readable(a)).toHaveLength(1)
+  expect(readable(a)[0]).toBe(readable(z)[0])
+  expect(a.disconnect).toBe(z.disconnect)
+})
+
+test('a v5 connection still gets its topic aliases and its DISCONNECT lingers, through the shared functions', async ({ onTestFinished }) => {
+  const b = await startTestBroker('listener 0 127.0.0.1\nallow_anonymous true\nmax_topic_alias 5\n')
+  onTestFinished(() => b.close())
+  const sub = await RawClient.connect(b.port(), '127.0.0.1', 5)
+  onTestFinished(() => sub.end())
+  expect((await sub.connectMqtt({ clientId: 's', protocolVersion: 5, properties: { topicAliasMaximum: 4 } })).reasonCode ?? 0).toBe(0)
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'long/topic/name', qos: 0 }] })
+  await sub.next('suback')
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'p' })
+  for (let i = 0; i < 2; i++) pub.send({ cmd: 'publish', topic: 'long/topic/name', payload: Buffer.from(String(i)), qos: 0 })
+  const first = await sub.next('publish')
+  const second = await sub.next('publish')
+  expect([first.topic, first.properties?.topicAlias]).toEqual(['long/topic/name', 1])
+  expect([second.topic, second.properties?.topicAlias]).toEqual(['', 1])
+  // an alias over the listener's max_topic_alias: DISCONNECT 0x94 reaches the client before the close
+  sub.send({ cmd: 'publish', topic: 'x', payload: Buffer.from('y'), qos: 0, properties: { topicAlias: 6 } })
+  expect((await sub.next('disconnect')).reasonCode).toBe(0x94)
+})
