@@ -9,6 +9,7 @@ import type { EventEmitter } from 'node:events'
 import type { AddressInfo, Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import { Aedes, type Client } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 import type { Config, ListenerConfig } from '../config/schema.js'
 import type { Logger } from '../logging/logger.js'
 import { BrokerError } from '../errors.js'
@@ -139,6 +140,10 @@ export class Broker {
 
   private async startInternal (): Promise<void> {
     const { config, log } = this
+    // mqtt-packet writes 2-byte numbers (lengths, packet identifiers) from a table of 65,536 Buffers that it builds
+    // when the first packet is written: 7.4 MB kept for the life of the process, a tenth of an idle broker with
+    // 10,000 connections (heap sampling of the connect storm). It writes each number as it comes instead.
+    mqttPacket.writeToStream.cacheNumbers = false
     // cluster_redis wins: a cluster node's store is Redis, shared with the other nodes
     const clusterStore = config.cluster !== undefined ? await redisBackend(config.cluster, log) : undefined
     this.persistence = clusterStore ?? await createPersistence(config.persistence, log)
