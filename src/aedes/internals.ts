@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { Duplex } from 'node:stream'
+import { Duplex, type Readable } from 'node:stream'
 import type { Aedes, Client } from 'aedes'
 import { BrokerError } from '../errors.js'
 
@@ -275,6 +275,25 @@ const SUBSCRIBE_HANDLER = join(dirname(createRequire(import.meta.url).resolve('a
 const RETAINED_ON_SUBSCRIBE = ['newPacket.brokerId = null', 'client.deliverQoS(newPacket, cb)']
 
 /**
+ * aedes reads a client's stored queue (the store's `outgoingStream`) only as the first argument of Node's
+ * `stream.pipeline` (lib/handlers/connect.js `emptyQueue` on every CONNECT, lib/client.js `emptyOutgoingQueue`),
+ * which takes any iterable. For a client with nothing stored, an empty array ends that pipeline without a source
+ * stream, its `pipe()` and its end-of-stream listeners: the garbage of every clean CONNECT (docs/performance.md,
+ * "Fourth round"). Midge's own readers of the queue use `for await`, which takes it too.
+ */
+export const EMPTY_STORED_QUEUE = Object.freeze([]) as unknown as Readable
+
+export function isEmptyStoredQueue (queue: unknown): boolean {
+  return queue === EMPTY_STORED_QUEUE
+}
+const AEDES_LIB = join(dirname(createRequire(import.meta.url).resolve('aedes')), 'lib')
+/** Every place aedes reads a stored queue, each straight into `pipeline`. */
+const STORED_QUEUE_READERS: Array<[string, string]> = [
+  ['handlers/connect.js', 'const outgoing = persistence.outgoingStream(client)\n\n  client.resume()\n\n  pipeline(\n    outgoing,'],
+  ['client.js', 'pipeline(\n      persistence.outgoingStream(client),']
+]
+
+/**
  * Start-up self-check: the running aedes is the pinned one and still has every internal Midge uses. A client is
  * made over an in-memory stream that is closed at once (it never connects, so no event reaches Midge's wiring).
  */
@@ -316,6 +335,11 @@ export function checkAedes (aedes: Aedes): void {
   let handler = ''
   try { handler = readFileSync(SUBSCRIBE_HANDLER, 'utf8') } catch (err) { problems.push(`cannot read ${SUBSCRIBE_HANDLER}: ${(err as Error).message}`) }
   for (const line of RETAINED_ON_SUBSCRIBE) if (handler !== '' && !handler.includes(line)) problems.push(`lib/handlers/subscribe.js no longer has \`${line}\` (retained messages on subscribe)`)
+  for (const [file, use] of STORED_QUEUE_READERS) {
+    let source = ''
+    try { source = readFileSync(join(AEDES_LIB, file), 'utf8') } catch (err) { problems.push(`cannot read ${file}: ${(err as Error).message}`) }
+    if (source !== '' && (!source.includes(use) || source.split('outgoingStream(').length !== 2)) problems.push(`lib/${file} no longer reads the stored queue only through pipeline (EMPTY_STORED_QUEUE)`)
+  }
   if (problems.length > 0) {
     throw new BrokerError('AEDES_MISMATCH', `Error: the installed aedes does not match what Midge was built for: ${problems.join('; ')}. Run \`npm ci\` to install the pinned aedes ${AEDES_VERSION}.`)
   }

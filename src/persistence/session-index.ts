@@ -21,9 +21,10 @@
  * start-up. A lookup of any other id is refused, with Midge's typed NoSuchPacketError (no-such-packet.ts), and a clean
  * start of a client with none (`cleanIncoming`, a LevelDB range delete) does nothing.
  */
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import type { ClassicLevel } from 'classic-level'
 import { noSuchPacket } from './no-such-packet.js'
+import { EMPTY_STORED_QUEUE } from '../aedes/internals.js'
 import { INCOMING, OUTGOING, OUTGOING_ID, SUBSCRIPTIONS, WILL, range } from './level-layout.js'
 import type { StoreBackend, StoreClient, StorePacket, StoreSubscriber, StoreSubscription } from './store.js'
 
@@ -135,7 +136,7 @@ export class SessionIndexedStore implements StoreBackend {
   }
 
   outgoingStream (client: StoreClient): Readable {
-    return this.index.outgoing.has(client.id) ? this.inner.outgoingStream(client) : Readable.from([])
+    return this.index.outgoing.has(client.id) ? this.inner.outgoingStream(client) : EMPTY_STORED_QUEUE
   }
 
   incomingStorePacket (client: StoreClient, packet: StorePacket): Promise<void> {

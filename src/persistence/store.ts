@@ -26,6 +26,7 @@
 import { Transform, type Readable } from 'node:stream'
 import type { QueueAccounting } from './limits.js'
 import { isNoSuchPacket } from './no-such-packet.js'
+import { isEmptyStoredQueue } from '../aedes/internals.js'
 
 /** A client as the store sees it: aedes passes its Client, Midge's own callers `{ id }`. */
 export interface StoreClient {
@@ -293,7 +294,7 @@ export class MidgeStore implements AedesPersistence {
   private resendsMarkedDup (client: StoreClient, source: Readable): Readable {
     // a clean session's stale queue is cleared by aedes, not written: no DUP, no window, and no stream of Midge's
     // per CONNECT (most devices connect with a clean session)
-    if (client.clean === true) return source
+    if (client.clean === true || isEmptyStoredQueue(source)) return source
     const admit = this.admitStored
     const mark = new Transform({
       objectMode: true,

@@ -2,13 +2,15 @@
  * Memory per idle connection: what Midge adds to every connection is data, not functions. The listeners and
  * wrappers it puts on a connection (the inbound rules, shared-subscription names, the read loop, the lingering
  * DISCONNECT) are one function for every connection of a listener, so 10,000 idle devices hold no closure of
- * Midge's each (docs/performance.md, "Fourth round").
+ * Midge's each; a CONNECT with nothing stored reads an empty array for its stored queue, not a stream; mqtt-packet
+ * builds no number table (docs/performance.md, "Fourth round").
  */
 import { test, expect } from 'vitest'
 import type { Duplex } from 'node:stream'
-import { startTestBroker } from '../helpers/start-broker.js'
+import { createRequire } from 'node:module'
+import { startTestBroker, tempDir } from '../helpers/start-broker.js'
 import { RawClient } from '../helpers/raw-client.js'
-import { connectedClients, clientInternals } from '../../src/aedes/internals.js'
+import { connectedClients, clientInternals, brokerInternals, isEmptyStoredQueue } from '../../src/aedes/internals.js'
 
 test('two idle connections share every listener function Midge puts on them', async ({ onTestFinished }) => {
   const b = await startTestBroker()
@@ -49,4 +51,43 @@ test('a v5 connection still gets its topic aliases and its DISCONNECT lingers, t
   // an alias over the listener's max_topic_alias: DISCONNECT 0x94 reaches the client before the close
   sub.send({ cmd: 'publish', topic: 'x', payload: Buffer.from('y'), qos: 0, properties: { topicAlias: 6 } })
   expect((await sub.next('disconnect')).reasonCode).toBe(0x94)
+})
+
+test('a CONNECT with nothing stored is answered with the empty stored queue; a stored one is still delivered (LevelDB)', async ({ onTestFinished }) => {
+  const { dir, remove } = await tempDir('midge-empty-queue-')
+  const b = await startTestBroker(`listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`)
+  onTestFinished(async () => { await b.close(); await remove() })
+  const store = brokerInternals(b.broker.aedes).persistence as { outgoingStream: (c: { id: string, clean: boolean }) => unknown }
+  expect(isEmptyStoredQueue(store.outgoingStream({ id: 'nobody', clean: false }))).toBe(true)
+  expect(isEmptyStoredQueue(store.outgoingStream({ id: 'nobody', clean: true }))).toBe(true)
+  // a persistent session's first CONNECT reads the empty queue; its queue, once stored, is read from the store
+  const dev = await RawClient.connect(b.port())
+  expect((await dev.connectMqtt({ clientId: 'dev', clean: false })).returnCode).toBe(0)
+  dev.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q', qos: 1 }] })
+  await dev.next('suback')
+  dev.send({ cmd: 'disconnect' })
+  await dev.closed
+  const pub = await RawClient.connect(b.port())
+  onTestFinished(() => pub.end())
+  await pub.connectMqtt({ clientId: 'pub' })
+  pub.send({ cmd: 'publish', topic: 'q', payload: Buffer.from('kept'), qos: 1, messageId: 3 })
+  await pub.next('puback')
+  expect(isEmptyStoredQueue(store.outgoingStream({ id: 'dev', clean: false }))).toBe(false)
+  const back = await RawClient.connect(b.port())
+  onTestFinished(() => back.end())
+  expect((await back.connectMqtt({ clientId: 'dev', clean: false })).sessionPresent).toBe(true)
+  const got = await back.next('publish')
+  expect([got.topic, got.payload.toString(), got.qos]).toEqual(['q', 'kept', 1])
+})
+
+test('mqtt-packet writes numbers without its table of 65,536 buffers', async ({ onTestFinished }) => {
+  const b = await startTestBroker()
+  onTestFinished(() => b.close())
+  const c = await RawClient.connect(b.port())
+  onTestFinished(() => c.end())
+  expect((await c.connectMqtt({ clientId: 'n' })).returnCode).toBe(0)
+  c.send({ cmd: 'subscribe', messageId: 300, subscriptions: [{ topic: 't', qos: 1 }] })
+  expect((await c.next('suback')).messageId).toBe(300)
+  const numbers = createRequire(createRequire(import.meta.url).resolve('mqtt-packet'))('./numbers.js') as { cache: Record<number, Buffer> }
+  expect(Object.keys(numbers.cache)).toHaveLength(0)
 })
