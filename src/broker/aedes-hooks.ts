@@ -220,14 +220,9 @@ export function createHooks (deps: HookDeps): Hooks {
         else if (late?.ok === true && late.clientId !== undefined) client.id = late.clientId
         if (d.ok) {
           if (d.username !== undefined) info.username = d.username
-          // a will this client may not publish is never stored (auth/connect.ts)
-          screenWill(auth, log, client, info.username, info.ctx).then(() => {
-            resumeQueue(client, info)
-            forgetIncoming(client, info).then(() => cb(null, true), (err: Error) => {
-              log.error({ clientId: client.id, err: err.message }, 'could not discard the QoS 2 state of the previous session')
-              cb(authError(3, 'store error'), false)
-            })
-          }, (err: Error) => {
+          // a will this client may not publish is never stored (auth/connect.ts); most clients have none
+          if (info.willQos === undefined) { admitted(client, info, cb); return }
+          screenWill(auth, log, client, info.username, info.ctx).then(() => admitted(client, info, cb), (err: Error) => {
             log.error({ clientId: client.id, err: err.message }, 'will authorisation failed with an error')
             cb(authError(3, 'authentication error'), false)
           })
@@ -403,13 +398,20 @@ export function createHooks (deps: HookDeps): Hooks {
   }
 
   /**
-   * [MQTT-3.1.2-4] [MQTT-3.1.2-6] A clean start discards the previous session, including the QoS 2 messages received
-   * from the client and not yet released. aedes keeps those (it never calls the store's `cleanIncoming`): a new
-   * QoS 2 PUBLISH that reuses such a packet identifier was taken for a resend, acknowledged and never routed. The
-   * Paho suite's tests lost messages so, after a test that left messages unreleased under the same client id.
+   * The CONNECT passed every check: a resumed v5 queue kept, and aedes goes on. [MQTT-3.1.2-4] [MQTT-3.1.2-6] A
+   * clean start discards the previous session, including the QoS 2 messages received from the client and not yet
+   * released. aedes keeps those (it never calls the store's `cleanIncoming`): a new QoS 2 PUBLISH that reuses such a
+   * packet identifier was taken for a resend, acknowledged and never routed. The Paho suite's tests lost messages
+   * so, after a test that left messages unreleased under the same client id. No promise where nothing waits: this
+   * runs for every CONNECT.
    */
-  const forgetIncoming = async (client: Client, info: ClientInfo): Promise<void> => {
-    if (info.cleanStart !== false && deps.cleanIncoming !== undefined) await deps.cleanIncoming(client)
+  const admitted = (client: Client, info: ClientInfo, cb: Parameters<Authenticate>[3]): void => {
+    resumeQueue(client, info)
+    if (info.cleanStart === false || deps.cleanIncoming === undefined) { cb(null, true); return }
+    deps.cleanIncoming(client).then(() => cb(null, true), (err: Error) => {
+      log.error({ clientId: client.id, err: err.message }, 'could not discard the QoS 2 state of the previous session')
+      cb(authError(3, 'store error'), false)
+    })
   }
 
   /**

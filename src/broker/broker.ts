@@ -167,9 +167,9 @@ export class Broker {
       // connected clients and bridges in the emitter, sessions away in the store; a cluster's other nodes are unknown
       subscribers: emitter === undefined ? undefined : async (topic, bytes) => emitter.match(topic).length > 0 ? 'room' : await durability.storedSubscribers(topic, bytes),
       // the memory and LevelDB stores have it; aedes-persistence-redis 11 does not
-      cleanIncoming: async client => {
+      cleanIncoming: client => {
         const store = brokerInternals(this.aedes).persistence as { cleanIncoming?: (c: { id: string }) => Promise<void> }
-        await store.cleanIncoming?.(client)
+        return store.cleanIncoming === undefined ? Promise.resolve() : store.cleanIncoming(client)
       }
     })
     this.shared = new SharedSubscriptions({ enabled: config.cluster === undefined, aedes: () => this.aedes, auth: this.auth, clientInfo: this.hooks.clientInfo, maxInflight: config.limits.maxInflightMessages, subscriptions: this.subscriptionCounter, onDropped: () => { this.stats.publishDropped++ }, log })
