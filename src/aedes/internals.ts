@@ -249,6 +249,10 @@ export function refuseUnspecified (client: Client | object, refuse: () => void):
  * with client id `constructor` makes `registerClient` call `.disconnect` on `Object` and the process dies
  * (aedes 1.2.0 had fixed this with null-prototype objects; the beta branched before that fix). Midge gives aedes
  * null-prototype tables instead. Test: 01-connect "client ids that name Object.prototype members".
+ *
+ * A client's duplicate table is left as aedes made it: it is keyed by broker ids, never by a client's strings,
+ * and the delivery layer puts its own filter in its place (`interceptDuplicates`) before aedes first reads it. An
+ * idle connection so keeps aedes' empty object, not a null-prototype dictionary (184 bytes of heap each).
  */
 export function hardenBroker (aedes: Aedes): void {
   const b = aedes as unknown as { clients: Record<string, unknown>, brokers: Record<string, unknown> }
@@ -257,9 +261,8 @@ export function hardenBroker (aedes: Aedes): void {
 }
 
 export function hardenClient (client: Client): void {
-  const c = client as unknown as { subscriptions: object, duplicates: object }
+  const c = client as unknown as { subscriptions: object }
   c.subscriptions = Object.assign(Object.create(null) as object, c.subscriptions)
-  c.duplicates = Object.assign(Object.create(null) as object, c.duplicates)
 }
 
 /**

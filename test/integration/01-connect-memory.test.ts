@@ -30,6 +30,9 @@ test('two idle connections share every listener function Midge puts on them', as
   expect(readable(a)).toHaveLength(1)
   expect(readable(a)[0]).toBe(readable(z)[0])
   expect(a.disconnect).toBe(z.disconnect)
+  // an idle client's duplicate table is aedes' own empty object until the delivery layer replaces it
+  expect(Object.getPrototypeOf(a.duplicates)).toBe(Object.prototype)
+  expect(Object.keys(a.duplicates)).toHaveLength(0)
 })
 
 test('a v5 connection still gets its topic aliases and its DISCONNECT lingers, through the shared functions', async ({ onTestFinished }) => {
