@@ -192,6 +192,10 @@ export class AclFileProvider implements AuthProvider {
   }
 
   async authorize (req: AuthorizeRequest): Promise<AuthResult> {
+    return this.authorizeSync(req)
+  }
+
+  authorizeSync (req: AuthorizeRequest): AuthResult {
     const c = this.acl.client(req.clientId, req.username)
     if (req.action === 'subscribe') {
       // mosquitto 2.0's file ACL allows every subscription and filters on delivery; a filter that can only ever

@@ -14,6 +14,8 @@ export type AuthorizeDecision = { ok: true } | { ok: false, by?: AuthProvider }
 class ProviderSet {
   readonly hasAuthenticate: boolean
   readonly hasAuthorize: boolean
+  /** Every provider that authorises answers without waiting (or none authorises). */
+  private readonly authorizesNow: boolean
   readonly receivers: AuthProvider[]
   readonly enhanced: AuthProvider[]
 
@@ -21,6 +23,7 @@ class ProviderSet {
     this.hasAuthenticate = providers.some(p => p.authenticate)
     this.enhanced = providers.filter(p => p.enhancedAuth)
     this.hasAuthorize = providers.some(p => p.authorize)
+    this.authorizesNow = providers.every(p => !p.authorize || p.authorizeSync)
     this.receivers = providers.filter(p => p.authorizeReceive)
   }
 
@@ -64,6 +67,19 @@ class ProviderSet {
       if (r === 'deny') return { ok: false, by: p }
     }
     return { ok: false }
+  }
+
+  /** As `authorize` without waiting, or undefined when a provider can only answer asynchronously. */
+  authorizeNow (req: AuthorizeRequest): boolean | undefined {
+    if (!this.hasAuthorize) return true
+    if (!this.authorizesNow) return undefined
+    for (const p of this.providers) {
+      if (!p.authorize) continue
+      const r = p.authorizeSync!(req)
+      if (r === 'allow') return true
+      if (r === 'deny') return false
+    }
+    return false
   }
 
   receive (req: ReceiveRequest): boolean {
@@ -118,6 +134,11 @@ export class AuthChain {
 
   authorize (req: AuthorizeRequest): Promise<boolean> {
     return this.set(req.conn.listener).authorize(req)
+  }
+
+  /** The verdict of `authorize` at once, or undefined when it needs waiting for (a plugin's provider). */
+  authorizeNow (req: AuthorizeRequest): boolean | undefined {
+    return this.set(req.conn.listener).authorizeNow(req)
   }
 
   /** Whether a provider of this listener's chain does MQTT 5 enhanced authentication. */

@@ -70,6 +70,11 @@ export interface AuthProvider {
   readonly subscriptionRefusal?: 'unspecified' | 'not-authorized'
   authenticate?(req: AuthenticateRequest): Promise<AuthResult>
   authorize?(req: AuthorizeRequest): Promise<AuthResult>
+  /**
+   * The same answer as `authorize`, for a provider that needs no I/O to give it. Every PUBLISH is authorised, and
+   * a promise per message is a microtask and some garbage on the hot path.
+   */
+  authorizeSync?(req: AuthorizeRequest): AuthResult
   /** Synchronous: aedes' authorizeForward is synchronous. Called for every delivered message. */
   authorizeReceive?(req: ReceiveRequest): AuthResult
   /** SIGHUP. A provider whose files are broken keeps its old rules and throws to have the reason logged. */
