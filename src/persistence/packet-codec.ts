@@ -10,47 +10,7 @@
  * Profiled (`node --cpu-prof`, durable-q1-p10): msgpack decoding was 12.7% of the broker's busy time.
  */
 import { msgpack } from './level-layout.js'
-
-/** Not a value msgpack gives back as it was: such a packet is not kept decoded, and its reads decode it. */
-const UNLIKE = Symbol('unlike')
-
-/** Classes msgpack-lite writes as extension types or special values (by constructor name, as it looks them up). */
-const SPECIAL = new Set(['Error', 'EvalError', 'RangeError', 'ReferenceError', 'SyntaxError', 'TypeError', 'URIError',
-  'RegExp', 'Boolean', 'String', 'Date', 'Number', 'ArrayBuffer', 'DataView', 'Map', 'Set', 'Uint64BE', 'Int64BE'])
-
-/**
- * What `msgpack.decode(msgpack.encode(v))` gives for the values a stored packet holds: own enumerable string keys,
- * `undefined` and functions as `null` (aedes' `writeCallback`), Buffers as Buffers (shared here: a payload is never
- * written to), objects (a Packet, v5 properties) and arrays copied. What msgpack-lite writes in its own way (a Date,
- * a typed array, an Error, a Map) is UNLIKE.
- */
-function likeDecoded (v: unknown): unknown {
-  if (v === undefined || v === null || typeof v === 'function') return null
-  if (typeof v === 'string' || typeof v === 'boolean') return v
-  // msgpack writes -0 as the integer 0
-  if (typeof v === 'number') return v === 0 ? 0 : Number.isSafeInteger(v) || !Number.isInteger(v) ? v : UNLIKE
-  if (typeof v !== 'object') return UNLIKE
-  if (Buffer.isBuffer(v)) return v
-  if (Array.isArray(v)) {
-    const out = new Array<unknown>(v.length)
-    for (let i = 0; i < v.length; i++) {
-      const d = likeDecoded(v[i])
-      if (d === UNLIKE) return UNLIKE
-      out[i] = d
-    }
-    return out
-  }
-  if (ArrayBuffer.isView(v)) return UNLIKE
-  const c = (v as { constructor?: { name?: unknown } }).constructor
-  if (c !== undefined && c !== Object && (typeof c !== 'function' || SPECIAL.has(String(c.name)))) return UNLIKE
-  const out: Record<string, unknown> = {}
-  for (const k of Object.keys(v)) {
-    const d = likeDecoded((v as Record<string, unknown>)[k])
-    if (d === UNLIKE) return UNLIKE
-    out[k] = d
-  }
-  return out
-}
+import { MsgpackWriter } from './msgpack-writer.js'
 
 export interface PacketCodecStats {
   /** Values decoded from their bytes, and reads answered with the decoded form kept at encoding. */
@@ -60,14 +20,15 @@ export interface PacketCodecStats {
 
 export class PacketCodec {
   private readonly decodedOf = new WeakMap<Buffer, unknown>()
+  private readonly writer = new MsgpackWriter()
   readonly stats: PacketCodecStats = { decoded: 0, reused: 0 }
 
-  /** The bytes the store would write for `value`; their decoded form is a copy taken now, as the bytes are. */
+  /** The bytes the store would write for `value` (msgpack-writer.ts); their decoded form is taken now, as the bytes are. */
   encode (value: object): Buffer {
-    const bytes = msgpack.encode(value)
-    const decoded = likeDecoded(value)
-    if (decoded !== UNLIKE) this.decodedOf.set(bytes, decoded)
-    return bytes
+    const w = this.writer.write(value)
+    if (w === undefined) return msgpack.encode(value)
+    this.decodedOf.set(w.bytes, w.decoded)
+    return w.bytes
   }
 
   /**
@@ -83,10 +44,4 @@ export class PacketCodec {
     this.stats.decoded++
     return msgpack.decode(bytes)
   }
-}
-
-/** For tests: the decoded form kept for `value`, or undefined where reads decode the bytes. */
-export function keptDecoded (value: unknown): unknown {
-  const d = likeDecoded(value)
-  return d === UNLIKE ? undefined : d
 }
