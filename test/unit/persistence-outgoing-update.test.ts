@@ -95,3 +95,35 @@ test('through the group commit: the answers are the store\'s, and nothing just w
   // every read above (three updates, two clears: id 5 was dropped when its message went out again as 7) found the bytes just written
   expect(codec.stats).toEqual({ decoded: 0, reused: 5 })
 })
+
+test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s keys and values; a PUBREL for no message is refused', async ({ onTestFinished }) => {
+  const plainDb = await openDb(onTestFinished)
+  const rawDb = await openDb(onTestFinished)
+  const { db: mineDb, group } = groupCommit(rawDb)
+  const codec = new PacketCodec()
+  const plain = levelPersistence(plainDb) as Store
+  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec) as Store
+  const client = { id: 'sub/2' }
+  const message = { cmd: 'publish', brokerId: 'b1', brokerCounter: 4, topic: 't', payload: Buffer.from('q2'), qos: 2, retain: false, dup: false }
+  const pubrels: object[] = []
+  const answers: unknown[][] = [[], []]
+  for (const s of [plain, mine]) {
+    await s.outgoingEnqueueCombi([{ clientId: client.id }], message)
+    await s.outgoingUpdate(client, { ...message, messageId: 9 })
+    // aedes' PubRel, as pubrec.js builds it
+    const pubrel = { cmd: 'pubrel', messageId: 9, reasonCode: 0 }
+    await s.outgoingUpdate(client, pubrel)
+    pubrels.push(pubrel)
+    await expect(s.outgoingUpdate(client, { cmd: 'pubrel', messageId: 10, reasonCode: 0 })).rejects.toThrow('no such packet')
+  }
+  await group.barrier()
+  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  for (const [i, s] of [plain, mine].entries()) answers[i]!.push(await s.outgoingClearMessageId(client, { messageId: 9 }))
+  expect(pubrels[1]).toEqual(pubrels[0])
+  expect(pubrels[1]).toMatchObject({ brokerId: 'b1', brokerCounter: 4 })
+  expect(answers[1]).toEqual(answers[0])
+  await group.barrier()
+  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  // the message's update read its queue entry, the PUBREL read the message by id then its queue entry, the clear the PUBREL
+  expect(codec.stats).toEqual({ decoded: 0, reused: 4 })
+})
