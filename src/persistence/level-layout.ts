@@ -65,6 +65,11 @@ export interface Codec { encode (v: unknown): Buffer, decode (b: Buffer): unknow
 /** The store's value encoding. */
 export const msgpack = storeRequire('msgpack-lite') as Codec
 
+/** A QoS 2 message received, between PUBREC and PUBREL. */
+export function incomingKey (clientId: string, messageId: number | undefined | null): string {
+  return `${INCOMING}${encodeURIComponent(clientId)}:${padId(messageId)}`
+}
+
 /** A message as the store queues it for a client (`outgoingEnqueue`: aedes-packet's copy of the packet). */
 const AedesPacket = storeRequire('aedes-packet') as new (original: object) => object
 export function queuedValue (packet: object): object {
@@ -83,6 +88,8 @@ const EXPECTED_SOURCE = [
   "const Packet = require('aedes-packet')",
   'await this.#dbPut(key, new Packet(packet))',
   'const prekey = outgoingKey(client.id, resPacket.brokerId, resPacket.brokerCounter)',
+  'return `${incomingByClientKey(clientId)}${padId(messageId)}`',
+  'newp.messageId = packet.messageId',
   `const RETAINED = '${RETAINED}'`,
   `const SUBSCRIPTIONS = '${SUBSCRIPTIONS}'`,
   `const OUTGOING = '${OUTGOING}'`,

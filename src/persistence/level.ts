@@ -7,6 +7,8 @@ import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
 import { keepRetainedInMemory } from './retained-cache.js'
 import { replaceOutgoingQueue } from './outgoing-queue.js'
+import { replaceIncomingPackets } from './incoming-packets.js'
+import { PacketCodec } from './packet-codec.js'
 import { checkLevelLayout } from './level-layout.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
@@ -108,7 +110,10 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
   // retained messages served from memory, written to LevelDB as before (retained-cache.ts)
   const p = await keepRetainedInMemory(levelPersistence(db), db)
   // a QoS 1/2 message for a persistent session encoded once, its id in one batch, nothing read back decoded again (outgoing-queue.ts)
-  replaceOutgoingQueue(p, db)
+  const codec = new PacketCodec()
+  replaceOutgoingQueue(p, db, codec)
+  // a QoS 2 message received, written and looked up the same way (incoming-packets.ts)
+  replaceIncomingPackets(p, db, codec)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')
   let closed = false
   return {
