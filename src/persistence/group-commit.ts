@@ -24,16 +24,7 @@ import type { ClassicLevel } from 'classic-level'
 
 type Db = ClassicLevel<string, Buffer>
 type Op = { type: 'put', key: string, value: Buffer } | { type: 'del', key: string }
-/** One batch's outcome, shared by every write (and barrier) that joined it. */
-interface Batch { promise: Promise<void>, resolve: () => void, reject: (err: Error) => void }
-
-function newBatch (): Batch {
-  const b = {} as Batch
-  b.promise = new Promise<void>((resolve, reject) => { b.resolve = resolve; b.reject = reject })
-  return b
-}
-
-const settle = (): void => {}
+interface Waiter { resolve: () => void, reject: (err: Error) => void }
 type Opts = Record<string, unknown> | undefined
 
 /**
@@ -64,8 +55,7 @@ export interface GroupCommitStats {
 
 export class GroupCommit {
   private ops: Op[] = []
-  /** The batch being gathered: its writes share one promise, not one promise and two closures per write. */
-  private next: Batch | undefined
+  private waiters: Waiter[] = []
   private scheduled = false
   private inFlight = false
   /** Last write per key, oldest first (a key written again moves to the end). */
@@ -91,32 +81,28 @@ export class GroupCommit {
   /** Queues writes for the current turn's batch; resolves once they are written. */
   write (ops: Op[]): Promise<void> {
     if (ops.length === 0) return Promise.resolve()
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i]!
+    for (const op of ops) {
       this.ops.push(op)
       const old = this.recent.get(op.key)
       if (old !== undefined) this.forget(op.key, old)
       const value = op.type === 'put' ? op.value : undefined
       this.recent.set(op.key, { value, seq: ++this.seq })
-      if (value !== undefined) this.recentBytes += value.length
+      this.recentBytes += value?.length ?? 0
     }
-    return this.joinNext()
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject })
+      this.schedule()
+    })
   }
 
   /** Resolves once every write queued before the call is written (or failed). */
   barrier (): Promise<void> {
     if (this.ops.length === 0 && !this.inFlight) return Promise.resolve()
-    // it joins the next batch, even with no operations of its own: that batch starts after the one in flight
-    return this.joinNext().then(settle, settle)
-  }
-
-  private joinNext (): Promise<void> {
-    let b = this.next
-    if (b === undefined) {
-      b = this.next = newBatch()
+    return new Promise<void>(resolve => {
+      // a barrier is a waiter without operations: it settles with the batch it joins
+      this.waiters.push({ resolve, reject: () => resolve() })
       this.schedule()
-    }
-    return b.promise
+    })
   }
 
   private schedule (): void {
@@ -127,12 +113,12 @@ export class GroupCommit {
 
   private readonly flush = (): void => {
     this.scheduled = false
-    const batch = this.next
-    if (batch === undefined) return
+    if (this.waiters.length === 0) return
     const ops = this.ops
+    const waiters = this.waiters
     const upTo = this.seq
     this.ops = []
-    this.next = undefined
+    this.waiters = []
     this.inFlight = true
     const done = ops.length === 0 ? Promise.resolve() : this.db.batch(ops)
     done.then(() => {
@@ -141,9 +127,9 @@ export class GroupCommit {
       this.inFlight = false
       this.writtenSeq = upTo
       this.trim()
-      batch.resolve()
+      for (const w of waiters) w.resolve()
       // what was queued meanwhile, and what the callers just released write next, in the next turn
-      if (this.next !== undefined) this.schedule()
+      if (this.waiters.length > 0) this.schedule()
     }, (err: Error) => {
       this.inFlight = false
       // what LevelDB refused must not be read back as written (a later write of the key stays)
@@ -151,8 +137,8 @@ export class GroupCommit {
         const r = this.recent.get(op.key)
         if (r !== undefined && r.seq <= upTo) this.forget(op.key, r)
       }
-      batch.reject(err)
-      if (this.next !== undefined) this.schedule()
+      for (const w of waiters) w.reject(err)
+      if (this.waiters.length > 0) this.schedule()
     })
   }
 

@@ -61,20 +61,6 @@ test('a caller is released only after its write is readable, and writes made mea
   expect(group.stats).toEqual({ batches: 2, operations: 3 })
 })
 
-test('the writes and barriers of one batch share its one promise; the next batch has another', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
-  const { db, group } = groupCommit(raw)
-  const first = db.put('a', b('1'))
-  expect(db.del('b')).toBe(first)
-  expect(db.batch([{ type: 'put', key: 'c', value: b('3') }])).toBe(first)
-  const barrier = group.barrier()
-  await first
-  const second = db.put('d', b('4'))
-  expect(second).not.toBe(first)
-  await Promise.all([second, barrier])
-  expect(group.stats).toEqual({ batches: 2, operations: 4 })
-})
-
 test('a failed batch rejects every caller in it, and the next batch is written', async ({ onTestFinished }) => {
   const raw = await openDb(onTestFinished)
   const { db, group } = groupCommit(raw)
