@@ -58,10 +58,17 @@ function fromJson (_key: string, v: unknown): unknown {
 
 /** One journal value: a length-prefixed JSON head, then the payload bytes (shared with the Redis journal). */
 export function encode (p: Omit<JournalEntry, 'key'>): Buffer {
-  const head = Buffer.from(JSON.stringify({ t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter, p: p.properties, x: p.messageExpiry }, toJson))
-  const len = Buffer.alloc(4)
-  len.writeUInt32BE(head.length)
-  return Buffer.concat([len, head, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)])
+  const h = { t: p.topic, q: p.qos, r: p.retain, b: p.brokerId, c: p.brokerCounter, p: p.properties, x: p.messageExpiry }
+  // only properties can hold a Buffer: without them JSON.stringify runs without the replacer, on its fast path
+  const head = p.properties === undefined ? JSON.stringify(h) : JSON.stringify(h, toJson)
+  const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload as unknown as string)
+  const n = Buffer.byteLength(head)
+  // one allocation for the three parts
+  const out = Buffer.allocUnsafe(4 + n + payload.length)
+  out.writeUInt32BE(n, 0)
+  out.write(head, 4)
+  payload.copy(out, 4 + n)
+  return out
 }
 
 export function decode (key: string, v: Buffer): JournalEntry {
@@ -101,7 +108,17 @@ export class PublishJournal {
     const key = `${PREFIX}${String(++this.seq).padStart(16, '0')}`
     this.keys.set(packet, key)
     this.open++
-    const value = encode({ ...packet, brokerId: packet.brokerId ?? '', brokerCounter: packet.brokerCounter ?? 0 })
+    // the fields the entry keeps, not a copy of the whole packet
+    const value = encode({
+      topic: packet.topic,
+      payload: packet.payload,
+      qos: packet.qos,
+      retain: packet.retain,
+      brokerId: packet.brokerId ?? '',
+      brokerCounter: packet.brokerCounter ?? 0,
+      properties: packet.properties,
+      messageExpiry: packet.messageExpiry
+    })
     return new Promise<void>((resolve, reject) => {
       this.puts.push({ key, value, resolve, reject })
       this.kick()

@@ -1,8 +1,8 @@
 /**
  * aedes-persistence-level's LevelDB layout, in one place: its key families, how a client id and a packet id sit in
  * a key, its value encoding (msgpack-lite) and its topic matching options. Midge reads and writes that layout
- * beside the store itself (the session index, queue counting, session expiry, the retained cache, the one-batch
- * `outgoingUpdate`), so none of it is documented interface: `checkLevelLayout` reads the installed store's source
+ * beside the store itself (the session index, queue counting, session expiry, the retained cache, the outgoing
+ * queue's writes), so none of it is documented interface: `checkLevelLayout` reads the installed store's source
  * at start-up and stops Midge with one line if any of it changed, before anything is read or written.
  */
 import { readFileSync } from 'node:fs'
@@ -65,6 +65,17 @@ export interface Codec { encode (v: unknown): Buffer, decode (b: Buffer): unknow
 /** The store's value encoding. */
 export const msgpack = storeRequire('msgpack-lite') as Codec
 
+/** A QoS 2 message received, between PUBREC and PUBREL. */
+export function incomingKey (clientId: string, messageId: number | undefined | null): string {
+  return `${INCOMING}${encodeURIComponent(clientId)}:${padId(messageId)}`
+}
+
+/** A message as the store queues it for a client (`outgoingEnqueue`: aedes-packet's copy of the packet). */
+const AedesPacket = storeRequire('aedes-packet') as new (original: object) => object
+export function queuedValue (packet: object): object {
+  return new AedesPacket(packet)
+}
+
 export interface TopicSet { add (pattern: string): void, test (topic: string): boolean }
 export const { QlobberTrue } = storeRequire('qlobber') as { QlobberTrue: new (options: object) => TopicSet }
 /** The store's topic matching options. */
@@ -74,6 +85,11 @@ export const QLOBBER_OPTIONS = { wildcard_one: '+', wildcard_some: '#', separato
 /* eslint-disable no-template-curly-in-string -- lines of the store's JavaScript, template literals as written there */
 const EXPECTED_SOURCE = [
   "const msgpack = require('msgpack-lite')",
+  "const Packet = require('aedes-packet')",
+  'await this.#dbPut(key, new Packet(packet))',
+  'const prekey = outgoingKey(client.id, resPacket.brokerId, resPacket.brokerCounter)',
+  'return `${incomingByClientKey(clientId)}${padId(messageId)}`',
+  'newp.messageId = packet.messageId',
   `const RETAINED = '${RETAINED}'`,
   `const SUBSCRIPTIONS = '${SUBSCRIPTIONS}'`,
   `const OUTGOING = '${OUTGOING}'`,

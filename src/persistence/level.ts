@@ -6,7 +6,9 @@ import { BrokerError } from '../errors.js'
 import type { PersistenceFactory } from './types.js'
 import { groupCommit } from './group-commit.js'
 import { keepRetainedInMemory } from './retained-cache.js'
-import { updateOutgoingInOneBatch } from './outgoing-update.js'
+import { replaceOutgoingQueue } from './outgoing-queue.js'
+import { replaceIncomingPackets } from './incoming-packets.js'
+import { PacketCodec } from './packet-codec.js'
 import { checkLevelLayout } from './level-layout.js'
 
 /** Directory of the LevelDB store inside persistence_location. */
@@ -107,8 +109,11 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
   const { default: levelPersistence } = await import('aedes-persistence-level')
   // retained messages served from memory, written to LevelDB as before (retained-cache.ts)
   const p = await keepRetainedInMemory(levelPersistence(db), db)
-  // a QoS 1/2 message's id for a persistent session in one batch, not three in a row (outgoing-update.ts)
-  updateOutgoingInOneBatch(p, db)
+  // a QoS 1/2 message for a persistent session encoded once, its id in one batch, nothing read back decoded again (outgoing-queue.ts)
+  const codec = new PacketCodec()
+  replaceOutgoingQueue(p, db, codec)
+  // a QoS 2 message received, written and looked up the same way (incoming-packets.ts)
+  replaceIncomingPackets(p, db, codec)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')
   let closed = false
   return {

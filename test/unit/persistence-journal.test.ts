@@ -2,7 +2,7 @@
 import { test, expect } from 'vitest'
 import { ClassicLevel } from 'classic-level'
 import pino from 'pino'
-import { PublishJournal } from '../../src/persistence/journal.js'
+import { PublishJournal, encode, decode } from '../../src/persistence/journal.js'
 import { tempDir } from '../helpers/start-broker.js'
 
 test('entries not completed are read back in order with topic, payload, flags and broker position; the sequence continues', async ({ onTestFinished }) => {
@@ -37,4 +37,21 @@ test('entries not completed are read back in order with topic, payload, flags an
   const all = await new PublishJournal(db, log).pending()
   expect(all.map(e => e.topic)).toEqual(['a/1', 'a/3', 'b'])
   expect(all[2]!.key > all[1]!.key).toBe(true)
+})
+
+test('an entry is a 4-byte head length, the JSON head, then the payload; binary properties as base64', () => {
+  const layout = (head: object, payload: Buffer): string => {
+    const h = Buffer.from(JSON.stringify(head))
+    const len = Buffer.alloc(4)
+    len.writeUInt32BE(h.length)
+    return Buffer.concat([len, h, payload]).toString('hex')
+  }
+  const plain = { topic: 'a/ü', payload: Buffer.from([0, 1, 255]), qos: 1 as const, retain: true, brokerId: 'b', brokerCounter: 7 }
+  expect(encode(plain).toString('hex')).toBe(layout({ t: 'a/ü', q: 1, r: true, b: 'b', c: 7 }, plain.payload))
+  const v5 = { ...plain, payload: Buffer.alloc(0), properties: { correlationData: Buffer.from([9, 8]), userProperties: { k: ['v', 'w'] } }, messageExpiry: 1_900_000_000_000 }
+  expect(encode(v5).toString('hex')).toBe(layout({
+    t: 'a/ü', q: 1, r: true, b: 'b', c: 7, p: { correlationData: { $b: Buffer.from([9, 8]).toString('base64') }, userProperties: { k: ['v', 'w'] } }, x: 1_900_000_000_000
+  }, Buffer.alloc(0)))
+  const { key: _k, ...back } = decode('k', encode(v5))
+  expect(back).toEqual(v5)
 })
