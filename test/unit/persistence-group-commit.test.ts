@@ -1,22 +1,12 @@
 /** Group commit on a real LevelDB: one batch per event-loop turn, callers released only once it is written. */
 import { test, expect } from 'vitest'
-import { ClassicLevel } from 'classic-level'
 import { groupCommit } from '../../src/persistence/group-commit.js'
-import { tempDir } from '../helpers/start-broker.js'
-
-async function openDb (onTestFinished: (fn: () => Promise<void> | void) => void): Promise<ClassicLevel<string, Buffer>> {
-  const { dir, remove } = await tempDir('midge-group-')
-  onTestFinished(remove)
-  const db = new ClassicLevel<string, Buffer>(dir, { valueEncoding: 'buffer' })
-  await db.open()
-  onTestFinished(async () => { if (db.status === 'open') await db.close() })
-  return db
-}
+import { openTempLevel } from '../helpers/level-db.js'
 
 const b = (s: string): Buffer => Buffer.from(s)
 
 test('puts, dels, array and chained batches of one turn are one LevelDB batch, applied in call order', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   await raw.put('gone', b('old'))
   const { db, group } = groupCommit(raw)
   const calls: string[] = []
@@ -45,7 +35,7 @@ test('puts, dels, array and chained batches of one turn are one LevelDB batch, a
 })
 
 test('a caller is released only after its write is readable, and writes made meanwhile go in the next batch', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   const { db, group } = groupCommit(raw)
   const seen: Array<string | undefined> = []
   await Promise.all([
@@ -62,7 +52,7 @@ test('a caller is released only after its write is readable, and writes made mea
 })
 
 test('a failed batch rejects every caller in it, and the next batch is written', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   const { db, group } = groupCommit(raw)
   const real = raw.batch.bind(raw)
   let fail = true
@@ -79,7 +69,7 @@ test('a failed batch rejects every caller in it, and the next batch is written',
 })
 
 test('clear waits for the writes made before it; options the batch cannot carry go straight to LevelDB', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   const { db, group } = groupCommit(raw)
   const put = db.put('p:1', b('1'))
   const cleared = db.clear({ gte: 'p:', lt: 'p;' })
@@ -91,7 +81,7 @@ test('clear waits for the writes made before it; options the batch cannot carry 
 })
 
 test('a get sees the last write made before it, written or not, without a LevelDB read; a refused write is not read back', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   await raw.put('old', b('on disk'))
   const { db } = groupCommit(raw)
   const realGet = raw.get.bind(raw)
@@ -116,7 +106,7 @@ test('a get sees the last write made before it, written or not, without a LevelD
 })
 
 test('a large value is not held for reads once written; small ones are', async ({ onTestFinished }) => {
-  const raw = await openDb(onTestFinished)
+  const raw = await openTempLevel('midge-group-', onTestFinished)
   const { db } = groupCommit(raw)
   const realGet = raw.get.bind(raw)
   const reads: string[] = []

@@ -1,11 +1,10 @@
 /** QoS 2 received messages written by Midge: the store's keys and values, looked up without decoding them again. */
 import { test, expect } from 'vitest'
-import { ClassicLevel } from 'classic-level'
 import levelPersistence from 'aedes-persistence-level'
 import { replaceIncomingPackets } from '../../src/persistence/incoming-packets.js'
 import { groupCommit } from '../../src/persistence/group-commit.js'
 import { PacketCodec } from '../../src/persistence/packet-codec.js'
-import { tempDir } from '../helpers/start-broker.js'
+import { openTempLevel, dumpLevel } from '../helpers/level-db.js'
 
 interface Store {
   incomingStorePacket (client: { id: string }, packet: object): Promise<void>
@@ -13,24 +12,9 @@ interface Store {
   incomingDelPacket (client: { id: string }, packet: { messageId: number }): Promise<void>
 }
 
-async function openDb (onTestFinished: (fn: () => Promise<void> | void) => void): Promise<ClassicLevel<string, Buffer>> {
-  const { dir, remove } = await tempDir('midge-incoming-')
-  onTestFinished(remove)
-  const db = new ClassicLevel<string, Buffer>(dir, { valueEncoding: 'buffer' })
-  await db.open()
-  onTestFinished(async () => { if (db.status === 'open') await db.close() })
-  return db
-}
-
-async function dump (db: ClassicLevel<string, Buffer>): Promise<Array<[string, string]>> {
-  const out: Array<[string, string]> = []
-  for await (const [k, v] of db.iterator()) out.push([k, v.toString('hex')])
-  return out
-}
-
 test('stored, looked up, missing and deleted: the store\'s contents and answers, nothing decoded', async ({ onTestFinished }) => {
-  const plainDb = await openDb(onTestFinished)
-  const rawDb = await openDb(onTestFinished)
+  const plainDb = await openTempLevel('midge-incoming-', onTestFinished)
+  const rawDb = await openTempLevel('midge-incoming-', onTestFinished)
   const { db: mineDb, group } = groupCommit(rawDb)
   const codec = new PacketCodec()
   const plain = levelPersistence(plainDb) as Store
@@ -61,6 +45,6 @@ test('stored, looked up, missing and deleted: the store\'s contents and answers,
   await group.barrier()
   expect(answers[1]).toEqual(answers[0])
   expect(answers[1]![1]).toBe('no such packet')
-  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(rawDb)).toEqual(await dumpLevel(plainDb))
   expect(codec.stats).toEqual({ decoded: 0, reused: 1 })
 })

@@ -1,11 +1,10 @@
 /** The outgoing queue's writes (one encoding, one batch): the LevelDB contents and answers aedes-persistence-level's own leave. */
 import { test, expect } from 'vitest'
-import { ClassicLevel } from 'classic-level'
 import levelPersistence from 'aedes-persistence-level'
 import { replaceOutgoingQueue } from '../../src/persistence/outgoing-queue.js'
 import { groupCommit } from '../../src/persistence/group-commit.js'
 import { PacketCodec } from '../../src/persistence/packet-codec.js'
-import { tempDir } from '../helpers/start-broker.js'
+import { openTempLevel, dumpLevel } from '../helpers/level-db.js'
 
 interface Store {
   outgoingEnqueueCombi (subs: Array<{ clientId: string }>, packet: object): Promise<void>
@@ -13,24 +12,9 @@ interface Store {
   outgoingClearMessageId (client: { id: string }, packet: { messageId: number }): Promise<unknown>
 }
 
-async function openDb (onTestFinished: (fn: () => Promise<void> | void) => void): Promise<ClassicLevel<string, Buffer>> {
-  const { dir, remove } = await tempDir('midge-outgoing-')
-  onTestFinished(remove)
-  const db = new ClassicLevel<string, Buffer>(dir, { valueEncoding: 'buffer' })
-  await db.open()
-  onTestFinished(async () => { if (db.status === 'open') await db.close() })
-  return db
-}
-
-async function dump (db: ClassicLevel<string, Buffer>): Promise<Array<[string, string]>> {
-  const out: Array<[string, string]> = []
-  for await (const [k, v] of db.iterator()) out.push([k, v.toString('hex')])
-  return out
-}
-
 test('enqueue, update (a new id, then another), clear and a missing message: same store contents and answers', async ({ onTestFinished }) => {
-  const plainDb = await openDb(onTestFinished)
-  const mineDb = await openDb(onTestFinished)
+  const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
+  const mineDb = await openTempLevel('midge-outgoing-', onTestFinished)
   const plain = levelPersistence(plainDb) as Store
   const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb) as Store
   const client = { id: 'sub:ü/1' }
@@ -46,15 +30,15 @@ test('enqueue, update (a new id, then another), clear and a missing message: sam
     await s.outgoingUpdate(client, packet(1, 7))
     await s.outgoingClearMessageId(client, { messageId: 6 })
   }
-  expect(await dump(mineDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(mineDb)).toEqual(await dumpLevel(plainDb))
   await expect(mine.outgoingUpdate(client, packet(9, 8))).rejects.toThrow('no such packet')
   await expect(plain.outgoingUpdate(client, packet(9, 8))).rejects.toThrow('no such packet')
-  expect(await dump(mineDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(mineDb)).toEqual(await dumpLevel(plainDb))
 })
 
 test('through the group commit: the answers are the store\'s, and nothing just written is decoded again', async ({ onTestFinished }) => {
-  const plainDb = await openDb(onTestFinished)
-  const rawDb = await openDb(onTestFinished)
+  const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
+  const rawDb = await openTempLevel('midge-outgoing-', onTestFinished)
   const { db: mineDb } = groupCommit(rawDb)
   const codec = new PacketCodec()
   const plain = levelPersistence(plainDb) as Store
@@ -91,14 +75,14 @@ test('through the group commit: the answers are the store\'s, and nothing just w
   await plainDb.close()
   await rawDb.open()
   await plainDb.open()
-  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(rawDb)).toEqual(await dumpLevel(plainDb))
   // every read above (three updates, two clears: id 5 was dropped when its message went out again as 7) found the bytes just written
   expect(codec.stats).toEqual({ decoded: 0, reused: 5 })
 })
 
 test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s keys and values; a PUBREL for no message is refused', async ({ onTestFinished }) => {
-  const plainDb = await openDb(onTestFinished)
-  const rawDb = await openDb(onTestFinished)
+  const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
+  const rawDb = await openTempLevel('midge-outgoing-', onTestFinished)
   const { db: mineDb, group } = groupCommit(rawDb)
   const codec = new PacketCodec()
   const plain = levelPersistence(plainDb) as Store
@@ -117,13 +101,13 @@ test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s
     await expect(s.outgoingUpdate(client, { cmd: 'pubrel', messageId: 10, reasonCode: 0 })).rejects.toThrow('no such packet')
   }
   await group.barrier()
-  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(rawDb)).toEqual(await dumpLevel(plainDb))
   for (const [i, s] of [plain, mine].entries()) answers[i]!.push(await s.outgoingClearMessageId(client, { messageId: 9 }))
   expect(pubrels[1]).toEqual(pubrels[0])
   expect(pubrels[1]).toMatchObject({ brokerId: 'b1', brokerCounter: 4 })
   expect(answers[1]).toEqual(answers[0])
   await group.barrier()
-  expect(await dump(rawDb)).toEqual(await dump(plainDb))
+  expect(await dumpLevel(rawDb)).toEqual(await dumpLevel(plainDb))
   // the message's update read its queue entry, the PUBREL read the message by id then its queue entry, the clear the PUBREL
   expect(codec.stats).toEqual({ decoded: 0, reused: 4 })
 })
