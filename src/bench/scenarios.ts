@@ -255,10 +255,11 @@ function latency (qos: 0 | 1, rate: number): Scenario {
       }, latencyMs, latencyWarmMs, { atMs: latencyColdAtMs, ms: latencyMs })
       const sorted = (c: Collected | undefined): number[] => (c?.latenciesUs ?? []).sort((a, b) => a - b)
       const lat = sorted(r.subs[0])
+      const cold = sorted(r.earlySubs?.[0])
       const q = (xs: number[], p: number): number => xs.length === 0 ? NaN : xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]! / 1000
       return {
         value: q(lat, 0.99),
-        extra: { p50ms: q(lat, 0.5), p999ms: q(lat, 0.999), maxMs: lat.length ? lat[lat.length - 1]! / 1000 : NaN, samples: lat.length, coldP99ms: q(sorted(r.earlySubs?.[0]), 0.99) },
+        extra: { p50ms: q(lat, 0.5), p999ms: q(lat, 0.999), maxMs: lat.length ? lat[lat.length - 1]! / 1000 : NaN, samples: lat.length, coldP99ms: q(cold, 0.99), coldSamples: cold.length },
         brokerCpuPct: r.brokerCpuPct,
         genCpuPct: r.genCpuPct
       }
