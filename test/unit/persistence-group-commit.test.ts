@@ -120,3 +120,41 @@ test('a large value is not held for reads once written; small ones are', async (
   expect((await db.get('small'))?.toString()).toBe('s')
   expect(reads).toEqual(['firmware'])
 })
+
+test('a deletion is kept for reads only until LevelDB has it; a put stays, and so does a newer put of a deleted key', async ({ onTestFinished }) => {
+  const raw = await openTempLevel('midge-group-', onTestFinished)
+  await raw.put('on-disk', b('old'))
+  const { db, group } = groupCommit(raw)
+
+  // a queued message, sent and acknowledged: put, then deleted
+  await db.put('msg', b('1'))
+  expect(group.lastWrite('msg')?.value?.toString()).toBe('1')
+  const deleted = db.del('msg')
+  // not written yet: the deletion answers the get, not LevelDB's '1'
+  expect(group.lastWrite('msg')).toEqual({ value: undefined, seq: expect.any(Number) as number })
+  expect(await db.get('msg')).toBeUndefined()
+  await deleted
+  expect(group.lastWrite('msg')).toBeUndefined()
+  expect(await raw.get('msg')).toBeUndefined()
+  expect(await db.get('msg')).toBeUndefined()
+
+  await Promise.all([db.del('on-disk'), db.put('kept', b('2'))])
+  expect(group.lastWrite('on-disk')).toBeUndefined()
+  expect(await db.get('on-disk')).toBeUndefined()
+  expect(group.lastWrite('kept')?.value?.toString()).toBe('2')
+
+  // deleted in one batch, put again while that batch is written: the put is what a get sees, before and after
+  const first = db.del('kept')
+  await new Promise(resolve => setImmediate(resolve))
+  const second = db.put('kept', b('3'))
+  await first
+  expect(group.lastWrite('kept')?.value?.toString()).toBe('3')
+  expect((await db.get('kept'))?.toString()).toBe('3')
+  await second
+  expect((await raw.get('kept'))?.toString()).toBe('3')
+  expect(group.stats.batches).toBe(5)
+
+  // 1,000 messages put and deleted leave nothing behind
+  await Promise.all(Array.from({ length: 1000 }, (_, i) => db.put(`q${i}`, b('x')).then(() => db.del(`q${i}`))))
+  for (let i = 0; i < 1000; i++) expect(group.lastWrite(`q${i}`)).toBeUndefined()
+})
