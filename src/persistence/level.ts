@@ -111,7 +111,7 @@ export const levelBackend: PersistenceFactory = async (cfg, log) => {
   const p = await keepRetainedInMemory(levelPersistence(db), db)
   // a QoS 1/2 message for a persistent session encoded once, its id in one batch, nothing read back decoded again (outgoing-queue.ts)
   const codec = new PacketCodec()
-  replaceOutgoingQueue(p, db, codec)
+  replaceOutgoingQueue(p, db, codec, key => group.lastWrite(key))
   // a QoS 2 message received, written and looked up the same way (incoming-packets.ts)
   replaceIncomingPackets(p, db, codec)
   log.info({ path, sync: cfg.sync }, 'persistence: LevelDB store opened')

@@ -36,51 +36,97 @@ interface OutgoingStore {
   outgoingClearMessageId (client: ClientLike, packet: { messageId?: number | null }): Promise<unknown>
 }
 
+/**
+ * The group commit's last write of a key, if it still holds it (group-commit.ts `lastWrite`): what a `get` would
+ * answer, known at once. Without it every read goes through `db.get`.
+ */
+export type Peek = (key: string) => { value: Buffer | undefined } | undefined
+
+const NOTHING_KEPT: Peek = () => undefined
+
+/**
+ * Reads of what was just written are answered synchronously from the group commit, so that an update or a clear
+ * costs no promise of its own before its batch: per QoS 1 message to a persistent session they were 4 KB of the
+ * 26 KB the broker allocated (sampling heap profiler, durable-q1-p10).
+ */
 class OutgoingQueue {
-  constructor (private readonly db: ClassicLevel<string, Buffer>, readonly codec: PacketCodec) {}
+  constructor (private readonly db: ClassicLevel<string, Buffer>, readonly codec: PacketCodec, private readonly peek: Peek = NOTHING_KEPT) {}
 
-  async enqueue (subs: Subscriber[], packet: OutgoingPacket): Promise<void> {
-    const value = this.codec.encode(queuedValue(packet))
-    const ops: Op[] = new Array(subs.length)
-    for (let i = 0; i < subs.length; i++) ops[i] = { type: 'put', key: outgoingKey(subs[i]!.clientId, packet.brokerId, packet.brokerCounter), value }
-    await this.db.batch(ops, BUFFER)
-  }
-
-  async update (client: ClientLike, packet: OutgoingPacket): Promise<void> {
-    if (!packet.brokerId) {
-      // aedes' PUBREL: the message is found by its id, and the PUBREL takes its broker id and counter, as the store does
-      const blob = await this.db.get(outgoingIdKey(client.id, packet.messageId), BUFFER)
-      if (blob === undefined) throw noSuchPacket()
-      const sent = this.codec.decode(blob) as OutgoingPacket
-      packet.brokerId = sent.brokerId
-      packet.brokerCounter = sent.brokerCounter
+  enqueue (subs: Subscriber[], packet: OutgoingPacket): Promise<void> {
+    try {
+      const value = this.codec.encode(queuedValue(packet))
+      const ops: Op[] = new Array(subs.length)
+      for (let i = 0; i < subs.length; i++) ops[i] = { type: 'put', key: outgoingKey(subs[i]!.clientId, packet.brokerId, packet.brokerCounter), value }
+      return this.db.batch(ops, BUFFER)
+    } catch (err) {
+      return Promise.reject(err)
     }
-    const prekey = outgoingKey(client.id, packet.brokerId, packet.brokerCounter)
-    const blob = await this.db.get(prekey, BUFFER)
-    // not queued for this client: MidgeStore tells it by its type and queues it (store.ts)
-    if (blob === undefined) throw noSuchPacket()
-    const queued = this.codec.decode(blob) as OutgoingPacket
-    const value = this.codec.encode(packet)
-    const ops: Op[] = []
-    if (queued.messageId != null && queued.messageId > 0) ops.push({ type: 'del', key: outgoingIdKey(client.id, queued.messageId) })
-    ops.push({ type: 'put', key: outgoingIdKey(client.id, packet.messageId), value }, { type: 'put', key: prekey, value })
-    await this.db.batch(ops, BUFFER)
   }
 
-  async clear (client: ClientLike, packet: { messageId?: number | null }): Promise<unknown> {
-    const key = outgoingIdKey(client.id, packet.messageId)
-    const blob = await this.db.get(key, BUFFER)
-    if (blob === undefined) return undefined
+  update (client: ClientLike, packet: OutgoingPacket): Promise<void> {
+    return packet.brokerId ? this.updateQueued(client, packet) : this.updatePubrel(client, packet)
+  }
+
+  /** aedes' PUBREL: the message is found by its id, and the PUBREL takes its broker id and counter, as the store does. */
+  private async updatePubrel (client: ClientLike, packet: OutgoingPacket): Promise<void> {
+    const blob = await this.read(outgoingIdKey(client.id, packet.messageId))
+    if (blob === undefined) throw noSuchPacket()
     const sent = this.codec.decode(blob) as OutgoingPacket
-    await this.db.batch([{ type: 'del', key }, { type: 'del', key: outgoingKey(client.id, sent.brokerId, sent.brokerCounter) }])
-    return sent
+    packet.brokerId = sent.brokerId
+    packet.brokerCounter = sent.brokerCounter
+    return this.updateQueued(client, packet)
+  }
+
+  private updateQueued (client: ClientLike, packet: OutgoingPacket): Promise<void> {
+    const prekey = outgoingKey(client.id, packet.brokerId, packet.brokerCounter)
+    const kept = this.peek(prekey)
+    if (kept !== undefined) return this.replaceQueued(client, packet, prekey, kept.value)
+    return this.db.get(prekey, BUFFER).then(blob => this.replaceQueued(client, packet, prekey, blob))
+  }
+
+  /** The queued message under its new id, and again under its queue key; the id it had before is dropped. */
+  private replaceQueued (client: ClientLike, packet: OutgoingPacket, prekey: string, blob: Buffer | undefined): Promise<void> {
+    // not queued for this client: MidgeStore tells it by its type and queues it (store.ts)
+    if (blob === undefined) return Promise.reject(noSuchPacket())
+    try {
+      const queued = this.codec.decode(blob) as OutgoingPacket
+      const value = this.codec.encode(packet)
+      const ops: Op[] = []
+      if (queued.messageId != null && queued.messageId > 0) ops.push({ type: 'del', key: outgoingIdKey(client.id, queued.messageId) })
+      ops.push({ type: 'put', key: outgoingIdKey(client.id, packet.messageId), value }, { type: 'put', key: prekey, value })
+      return this.db.batch(ops, BUFFER)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  clear (client: ClientLike, packet: { messageId?: number | null }): Promise<unknown> {
+    const key = outgoingIdKey(client.id, packet.messageId)
+    const kept = this.peek(key)
+    if (kept !== undefined) return this.clearSent(client, key, kept.value)
+    return this.db.get(key, BUFFER).then(blob => this.clearSent(client, key, blob))
+  }
+
+  private clearSent (client: ClientLike, key: string, blob: Buffer | undefined): Promise<unknown> {
+    if (blob === undefined) return Promise.resolve(undefined)
+    try {
+      const sent = this.codec.decode(blob) as OutgoingPacket
+      return this.db.batch([{ type: 'del', key }, { type: 'del', key: outgoingKey(client.id, sent.brokerId, sent.brokerCounter) }]).then(() => sent)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  private read (key: string): Promise<Buffer | undefined> {
+    const kept = this.peek(key)
+    return kept !== undefined ? Promise.resolve(kept.value) : this.db.get(key, BUFFER)
   }
 }
 
 /** Replaces the store's outgoing-queue methods on the instance (`outgoingUpdate`'s callback form too); the others stay its own. */
-export function replaceOutgoingQueue<T> (store: T, db: ClassicLevel<string, Buffer>, codec = new PacketCodec()): T {
+export function replaceOutgoingQueue<T> (store: T, db: ClassicLevel<string, Buffer>, codec = new PacketCodec(), peek?: Peek): T {
   const s = store as T & OutgoingStore
-  const queue = new OutgoingQueue(db, codec)
+  const queue = new OutgoingQueue(db, codec, peek)
   s.outgoingEnqueue = (sub, packet) => queue.enqueue([sub], packet)
   s.outgoingEnqueueCombi = async (subs, packet) => {
     // the store's answer to no subscribers

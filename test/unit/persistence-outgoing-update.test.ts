@@ -39,10 +39,16 @@ test('enqueue, update (a new id, then another), clear and a missing message: sam
 test('through the group commit: the answers are the store\'s, and nothing just written is decoded again', async ({ onTestFinished }) => {
   const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
   const rawDb = await openTempLevel('midge-outgoing-', onTestFinished)
-  const { db: mineDb } = groupCommit(rawDb)
+  const { db: mineDb, group } = groupCommit(rawDb)
   const codec = new PacketCodec()
   const plain = levelPersistence(plainDb) as Store
-  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec) as Store
+  const kept: string[] = []
+  const peek = (key: string): { value: Buffer | undefined } | undefined => {
+    const r = group.lastWrite(key)
+    if (r !== undefined) kept.push(key)
+    return r
+  }
+  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec, peek) as Store
   const client = { id: 'sub' }
   const v5 = {
     cmd: 'publish',
@@ -78,6 +84,11 @@ test('through the group commit: the answers are the store\'s, and nothing just w
   expect(await dumpLevel(rawDb)).toEqual(await dumpLevel(plainDb))
   // every read above (three updates, two clears: id 5 was dropped when its message went out again as 7) found the bytes just written
   expect(codec.stats).toEqual({ decoded: 0, reused: 5 })
+  // and each of those five was answered by the group commit at once, not through a get
+  expect(kept).toEqual([
+    'outgoing:sub:b1:0000000000000001', 'outgoing:sub:b1:0000000000000002', 'outgoing:sub:b1:0000000000000001',
+    'outgoing-id:sub:0000000000000007', 'outgoing-id:sub:0000000000000006'
+  ])
 })
 
 test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s keys and values; a PUBREL for no message is refused', async ({ onTestFinished }) => {
@@ -86,7 +97,7 @@ test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s
   const { db: mineDb, group } = groupCommit(rawDb)
   const codec = new PacketCodec()
   const plain = levelPersistence(plainDb) as Store
-  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec) as Store
+  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec, key => group.lastWrite(key)) as Store
   const client = { id: 'sub/2' }
   const message = { cmd: 'publish', brokerId: 'b1', brokerCounter: 4, topic: 't', payload: Buffer.from('q2'), qos: 2, retain: false, dup: false }
   const pubrels: object[] = []
