@@ -69,7 +69,7 @@ class OutgoingQueue {
 
   /** aedes' PUBREL: the message is found by its id, and the PUBREL takes its broker id and counter, as the store does. */
   private async updatePubrel (client: ClientLike, packet: OutgoingPacket): Promise<void> {
-    const blob = await this.read(outgoingIdKey(client.id, packet.messageId))
+    const blob = await this.afterRead(outgoingIdKey(client.id, packet.messageId), found => Promise.resolve(found))
     if (blob === undefined) throw noSuchPacket()
     const sent = this.codec.decode(blob) as OutgoingPacket
     packet.brokerId = sent.brokerId
@@ -79,9 +79,7 @@ class OutgoingQueue {
 
   private updateQueued (client: ClientLike, packet: OutgoingPacket): Promise<void> {
     const prekey = outgoingKey(client.id, packet.brokerId, packet.brokerCounter)
-    const kept = this.peek(prekey)
-    if (kept !== undefined) return this.replaceQueued(client, packet, prekey, kept.value)
-    return this.db.get(prekey, BUFFER).then(blob => this.replaceQueued(client, packet, prekey, blob))
+    return this.afterRead(prekey, blob => this.replaceQueued(client, packet, prekey, blob))
   }
 
   /** The queued message under its new id, and again under its queue key; the id it had before is dropped. */
@@ -102,9 +100,7 @@ class OutgoingQueue {
 
   clear (client: ClientLike, packet: { messageId?: number | null }): Promise<unknown> {
     const key = outgoingIdKey(client.id, packet.messageId)
-    const kept = this.peek(key)
-    if (kept !== undefined) return this.clearSent(client, key, kept.value)
-    return this.db.get(key, BUFFER).then(blob => this.clearSent(client, key, blob))
+    return this.afterRead(key, blob => this.clearSent(client, key, blob))
   }
 
   private clearSent (client: ClientLike, key: string, blob: Buffer | undefined): Promise<unknown> {
@@ -117,9 +113,10 @@ class OutgoingQueue {
     }
   }
 
-  private read (key: string): Promise<Buffer | undefined> {
+  /** Runs `next` on what a get of `key` answers: at once if the group commit holds the key, else after the read. */
+  private afterRead<T> (key: string, next: (blob: Buffer | undefined) => Promise<T>): Promise<T> {
     const kept = this.peek(key)
-    return kept !== undefined ? Promise.resolve(kept.value) : this.db.get(key, BUFFER)
+    return kept !== undefined ? next(kept.value) : this.db.get(key, BUFFER).then(next)
   }
 }
 
