@@ -1,10 +1,7 @@
 /** QoS 2 received messages written by Midge: the store's keys and values, looked up without decoding them again. */
 import { test, expect } from 'vitest'
-import levelPersistence from 'aedes-persistence-level'
 import { replaceIncomingPackets } from '../../src/persistence/incoming-packets.js'
-import { groupCommit } from '../../src/persistence/group-commit.js'
-import { PacketCodec } from '../../src/persistence/packet-codec.js'
-import { openTempLevel, dumpLevel } from '../helpers/level-db.js'
+import { dumpLevel, storePair } from '../helpers/level-db.js'
 
 interface Store {
   incomingStorePacket (client: { id: string }, packet: object): Promise<void>
@@ -13,12 +10,9 @@ interface Store {
 }
 
 test('stored, looked up, missing and deleted: the store\'s contents and answers, nothing decoded', async ({ onTestFinished }) => {
-  const plainDb = await openTempLevel('midge-incoming-', onTestFinished)
-  const rawDb = await openTempLevel('midge-incoming-', onTestFinished)
-  const { db: mineDb, group } = groupCommit(rawDb)
-  const codec = new PacketCodec()
-  const plain = levelPersistence(plainDb) as Store
-  const mine = replaceIncomingPackets(levelPersistence(mineDb), mineDb, codec) as Store
+  const { plainDb, plain: plainStore, rawDb, mineDb, mineStore, group, codec } = await storePair('midge-incoming-', onTestFinished)
+  const plain = plainStore as Store
+  const mine = replaceIncomingPackets(mineStore, mineDb, codec) as Store
   const client = { id: 'pub:ü' }
   // an mqtt-packet PUBLISH as aedes hands it over, v5 properties included
   const publish = (messageId: number): object => ({

@@ -2,9 +2,7 @@
 import { test, expect } from 'vitest'
 import levelPersistence from 'aedes-persistence-level'
 import { replaceOutgoingQueue } from '../../src/persistence/outgoing-queue.js'
-import { groupCommit } from '../../src/persistence/group-commit.js'
-import { PacketCodec } from '../../src/persistence/packet-codec.js'
-import { openTempLevel, dumpLevel } from '../helpers/level-db.js'
+import { openTempLevel, dumpLevel, storePair } from '../helpers/level-db.js'
 
 interface Store {
   outgoingEnqueueCombi (subs: Array<{ clientId: string }>, packet: object): Promise<void>
@@ -37,18 +35,15 @@ test('enqueue, update (a new id, then another), clear and a missing message: sam
 })
 
 test('through the group commit: the answers are the store\'s, and nothing just written is decoded again', async ({ onTestFinished }) => {
-  const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
-  const rawDb = await openTempLevel('midge-outgoing-', onTestFinished)
-  const { db: mineDb, group } = groupCommit(rawDb)
-  const codec = new PacketCodec()
-  const plain = levelPersistence(plainDb) as Store
+  const { plainDb, plain: plainStore, rawDb, mineDb, mineStore, group, codec } = await storePair('midge-outgoing-', onTestFinished)
+  const plain = plainStore as Store
   const kept: string[] = []
   const peek = (key: string): { value: Buffer | undefined } | undefined => {
     const r = group.lastWrite(key)
     if (r !== undefined) kept.push(key)
     return r
   }
-  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec, peek) as Store
+  const mine = replaceOutgoingQueue(mineStore, mineDb, codec, peek) as Store
   const client = { id: 'sub' }
   const v5 = {
     cmd: 'publish',
@@ -92,12 +87,9 @@ test('through the group commit: the answers are the store\'s, and nothing just w
 })
 
 test('QoS 2: a PUBREL takes its message\'s place in one batch, with the store\'s keys and values; a PUBREL for no message is refused', async ({ onTestFinished }) => {
-  const plainDb = await openTempLevel('midge-outgoing-', onTestFinished)
-  const rawDb = await openTempLevel('midge-outgoing-', onTestFinished)
-  const { db: mineDb, group } = groupCommit(rawDb)
-  const codec = new PacketCodec()
-  const plain = levelPersistence(plainDb) as Store
-  const mine = replaceOutgoingQueue(levelPersistence(mineDb), mineDb, codec, key => group.lastWrite(key)) as Store
+  const { plainDb, plain: plainStore, rawDb, mineDb, mineStore, group, codec } = await storePair('midge-outgoing-', onTestFinished)
+  const plain = plainStore as Store
+  const mine = replaceOutgoingQueue(mineStore, mineDb, codec, key => group.lastWrite(key)) as Store
   const client = { id: 'sub/2' }
   const message = { cmd: 'publish', brokerId: 'b1', brokerCounter: 4, topic: 't', payload: Buffer.from('q2'), qos: 2, retain: false, dup: false }
   const pubrels: object[] = []
