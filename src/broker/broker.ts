@@ -18,22 +18,23 @@ import { createPersistence, type PersistenceBackend } from '../persistence/index
 import { redisBackend } from '../cluster/store.js'
 import { Durability } from '../persistence/durability.js'
 import { Qos0Queue } from './qos0-queue.js'
-import { installDelivery, keepsUp, type DeliveryOptions } from './delivery.js'
+import { installDelivery, deliveryPacketRule, keepsUp, type DeliveryOptions } from './delivery.js'
 import { admitStored } from './delivery.js'
 import { isCorruption, corruptStoreError, storePath } from '../persistence/level.js'
 import { listenerFactories, type Listener, type ConnectionContext } from '../listeners/index.js'
 import { HttpRouter } from '../http/router.js'
 import { createHooks, V5, type Hooks } from './aedes-hooks.js'
 import { hookStages, composeHooks, stageNames, type HookName } from './hook-stages.js'
-import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals, clientOfConnection } from '../aedes/internals.js'
+import { checkAedes, hardenBroker, hardenClient, leanParserList, subscriptionsOf, brokerInternals, connectedClients, clientInternals, clientOfConnection, applyPacketRules, type PacketRule } from '../aedes/internals.js'
 import { amendConnack } from './connack.js'
 import { enhancedAuthStage, type EnhancedAuthOutcome } from './enhanced-auth.js'
-import { installInboundRules, inboundRules, type InboundRules } from './inbound.js'
+import { inboundRules, type InboundRules } from './inbound.js'
+import { composePacketRules } from './packet-rules.js'
 import { SharedSubscriptions, displayFilter } from './shared-subscriptions.js'
 import { installInboundFramer, type GuardError, type FramerOptions } from './inbound-framer.js'
 import { ConnectionRateLimiter, SubscriptionCounter, OncePerSecond } from './limits.js'
 import { readOneBatchAtATime } from './read-loop.js'
-import { installMountPoint } from '../listeners/mount-point.js'
+import { mountPointRule, mountStream } from '../listeners/mount-point.js'
 import { TopicEmitter } from './emitter.js'
 import { clusterAedesOptions, attachCluster } from '../cluster/wire.js'
 import { coalesceWrites, flushWrites, type WriteHooks } from './write-coalescer.js'
@@ -72,9 +73,6 @@ export interface BoundListener {
 export interface BrokerOptions {
   log: Logger
 }
-
-/** Socket errors are reported by aedes; one listener for every connection keeps them from being thrown. */
-const ignoreError = (): void => {}
 
 export class Broker {
   readonly router = new HttpRouter()
@@ -320,11 +318,30 @@ export class Broker {
   /** Outgoing packets, counted per written batch (one function for all connections). */
   private readonly countSent = (chunks: readonly Buffer[]): void => { this.stats.packetsOut += countPackets(chunks) }
 
-  /** One close listener for every connection (a stream closes once): its listener's count goes down. */
+  /**
+   * One close listener for every connection (a stream closes once): its listener's count goes down, and a TCP or
+   * TLS socket's bytes move to the closed totals.
+   */
   private readonly connectionClosed = ((broker: Broker) => function connectionClosed (this: Duplex): void {
     const id = broker.contexts.get(this)?.listener.id
     if (id !== undefined) broker.connections.set(id, (broker.connections.get(id) ?? 1) - 1)
+    broker.stats.socketClosed(this)
   })(this)
+
+  /** Midge's rules on each packet a client sends, one function per listener for all its connections. */
+  private readonly packetRulesOf = new WeakMap<ConnectionContext['listener'], PacketRule>()
+  private packetRulesFor (lc: ConnectionContext['listener']): PacketRule {
+    let rules = this.packetRulesOf.get(lc)
+    if (rules !== undefined) return rules
+    rules = composePacketRules([
+      deliveryPacketRule,
+      ...(lc.mountPoint !== undefined ? [mountPointRule(lc.mountPoint)] : []),
+      this.shared.packetRule(lc.mountPoint),
+      this.inboundRulesFor(lc)
+    ])
+    this.packetRulesOf.set(lc, rules)
+    return rules
+  }
 
   /** The inbound framer's options, one object per listener for all its connections. */
   private readonly framerOptionsOf = new WeakMap<ConnectionContext['listener'], FramerOptions>()
@@ -405,7 +422,9 @@ export class Broker {
     this.connections.set(lc.id, count + 1)
     this.contexts.set(stream, ctx)
     stream.on('close', this.connectionClosed)
-    trackConnection(this.stats, lc.id, (req?.socket ?? stream) as Socket)
+    // a TCP or TLS connection's stream is its socket: the close listener above tells the byte counts too
+    const raw = (req?.socket ?? stream) as Socket
+    trackConnection(this.stats, lc.id, raw, raw !== stream)
     if (config.log.connectionMessages) log.info({ listener: lc.id, remoteAddress: ctx.remoteAddress }, `New connection from ${ctx.remoteAddress ?? '?'}:${ctx.remotePort ?? '?'} on port ${lc.port}.`)
     // one step on stream.read in front of aedes: guard, packet counter, enhanced authentication where a plug-in has
     // it (MQTT 5 AUTH), and at most READ_BATCH_PACKETS packets per read for fairness under floods (inbound-framer.ts);
@@ -421,18 +440,19 @@ export class Broker {
         log
       })
       : undefined)
-    stream.on('error', ignoreError) // errors are reported by aedes (clientError/connectionError); never crash on one
     // one write per connection per event-loop turn, not one per message; counts the packets sent
     coalesceWrites(stream, this.writeHooks)
+    // aedes listens for the stream's errors from here on (clientError/connectionError), and leaves a no-op
+    // listener when it closes the client, so an error never reaches the process; a listener of Midge's beside
+    // them would cost an array of 20 slots per connection
     const client = this.aedes.handle(stream, req)
     leanParserList(client)
     hardenClient(client)
     // a server DISCONNECT is the last packet, and reaches the client before the connection closes
     lingerAfterServerDisconnect(client)
-    installInboundRules(client, this.inboundRulesFor(lc))
-    // before the mount point's listener, which therefore runs first on each packet
-    this.shared.installClient(client, lc.mountPoint)
-    if (lc.mountPoint !== undefined) installMountPoint(stream, client, lc.mountPoint)
+    // ahead of aedes on each packet the client sends: one listener for Midge's rules (packet-rules.ts)
+    applyPacketRules(client, this.packetRulesFor(lc))
+    if (lc.mountPoint !== undefined) mountStream(stream, lc.mountPoint)
     // backpressure: a connection's next packets are read once its last batch is handled (read-loop.ts)
     readOneBatchAtATime(client)
     // live delivery: duplicate filter, slow consumers, full queues (src/broker/delivery.ts)

@@ -1,6 +1,6 @@
 /**
- * Rules on what a client sends, applied to each parsed packet before aedes handles it (one listener per
- * connection, ahead of aedes' own on the client's parser):
+ * Rules on what a client sends, applied to each parsed packet before aedes handles it (the last of the
+ * connection's packet rules, packet-rules.ts):
  *
  * - The inbound QoS 2 window. A QoS 2 PUBLISH is stored until its PUBREL; a client that keeps sending new packet
  *   identifiers and never releases them grows the store without bound. A v5 client was told Receive Maximum
@@ -16,8 +16,7 @@
  *
  * Tests: 03-aedes-seam.
  */
-import type { Client } from 'aedes'
-import { clientInternals, clientOfParser, type ClientInternals } from '../aedes/internals.js'
+import { clientOfParser, type ClientInternals } from '../aedes/internals.js'
 import { REFUSED_FILTER } from '../mqtt/reserved-topics.js'
 
 export const INBOUND_QOS2_LIMIT_V3 = 1000
@@ -30,7 +29,7 @@ interface InboundPacket { cmd: string, qos?: number, messageId?: number, subscri
 /** A client's QoS 2 packet identifiers awaiting PUBREL: made by its first QoS 2 PUBLISH (most clients send none). */
 const awaitingRelease = new WeakMap<object, Set<number>>()
 
-/** The rules as one 'packet' listener, called with the client's parser as `this`. */
+/** The rules as one packet rule, called with the client's parser as `this`. */
 export type InboundRules = (this: object, p: InboundPacket) => void
 
 /**
@@ -67,8 +66,4 @@ export function inboundRules (receiveMaximum: number, maxTopicAlias: number, onV
       for (const s of p.subscriptions) if (s.topic === '__proto__') s.topic = REFUSED_FILTER
     }
   }
-}
-
-export function installInboundRules (client: Client, rules: InboundRules): void {
-  clientInternals(client)._parser.prependListener('packet', rules)
 }

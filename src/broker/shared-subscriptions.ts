@@ -215,15 +215,13 @@ export class SharedSubscriptions {
     }
   }
 
-  /** Renames shared filters on the client's parser, before aedes handles the packet (see the file comment). */
-  installClient (client: Client, mountPoint: string | undefined): void {
-    clientInternals(client)._parser.prependListener('packet', this.packetListener(mountPoint))
-  }
-
-  /** One 'packet' listener per mount point, shared by its connections (called with the client's parser as `this`). */
-  private readonly packetListeners = new Map<string | undefined, (this: object, p: ParsedPacket) => void>()
-  private packetListener (mountPoint: string | undefined): (this: object, p: ParsedPacket) => void {
-    let listener = this.packetListeners.get(mountPoint)
+  /**
+   * The packet rule that renames shared filters before aedes handles them and notes acknowledgements (see the file
+   * comment): one function per mount point, shared by its connections, called with the client's parser as `this`.
+   */
+  private readonly packetRules = new Map<string | undefined, (this: object, p: ParsedPacket) => void>()
+  packetRule (mountPoint: string | undefined): (this: object, p: ParsedPacket) => void {
+    let listener = this.packetRules.get(mountPoint)
     if (listener !== undefined) return listener
     const shared = this
     listener = function sharedNames (this: object, p: ParsedPacket): void {
@@ -235,7 +233,7 @@ export class SharedSubscriptions {
         shared.acknowledged(clientOfParser(this), packet.messageId, packet.cmd === 'puback' ? 1 : 2)
       }
     }
-    this.packetListeners.set(mountPoint, listener)
+    this.packetRules.set(mountPoint, listener)
     return listener
   }
 

@@ -9,7 +9,6 @@
  * prefix is taken off for the bytes alone and put back at once.
  */
 import mqttPacket from 'mqtt-packet'
-import { clientInternals } from '../aedes/internals.js'
 
 interface ParsedPacket { cmd: string, topic?: string, subscriptions?: Array<{ topic: string }>, unsubscriptions?: string[], will?: { topic: string } }
 
@@ -38,14 +37,24 @@ function patchWriter (): void {
   mqttPacket.writeToStream = wrapped as typeof original
 }
 
-/** Mounts one connection (the stream given to aedes.handle and its aedes client) below `mountPoint`. */
-export function installMountPoint (stream: object, aedesClient: unknown, mountPoint: string): void {
+/** Mounts one connection's outgoing PUBLISH packets (the stream given to aedes.handle) below `mountPoint`. */
+export function mountStream (stream: object, mountPoint: string): void {
   patchWriter()
   mountPoints.set(stream, mountPoint)
-  clientInternals(aedesClient as object)._parser.prependListener('packet', (p: ParsedPacket) => {
-    if (p.cmd === 'publish' && p.topic !== undefined) p.topic = mountPoint + p.topic
-    else if (p.cmd === 'subscribe') for (const s of p.subscriptions ?? []) s.topic = mountPoint + s.topic
-    else if (p.cmd === 'unsubscribe' && p.unsubscriptions) p.unsubscriptions = p.unsubscriptions.map(t => mountPoint + t)
-    else if (p.cmd === 'connect' && p.will) p.will.topic = mountPoint + p.will.topic
-  })
+}
+
+const rules = new Map<string, (p: ParsedPacket) => void>()
+
+/** The packet rule that puts `mountPoint` in front of every topic a client sends: one function per mount point. */
+export function mountPointRule (mountPoint: string): (p: ParsedPacket) => void {
+  let rule = rules.get(mountPoint)
+  if (rule === undefined) {
+    rules.set(mountPoint, rule = function mountPointRule (p: ParsedPacket): void {
+      if (p.cmd === 'publish' && p.topic !== undefined) p.topic = mountPoint + p.topic
+      else if (p.cmd === 'subscribe') for (const s of p.subscriptions ?? []) s.topic = mountPoint + s.topic
+      else if (p.cmd === 'unsubscribe' && p.unsubscriptions) p.unsubscriptions = p.unsubscriptions.map(t => mountPoint + t)
+      else if (p.cmd === 'connect' && p.will) p.will.topic = mountPoint + p.will.topic
+    })
+  }
+  return rule
 }

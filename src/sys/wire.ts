@@ -28,11 +28,12 @@ export function wireStats (aedes: Aedes, stats: BrokerStats, listenerOf: Listene
 }
 
 /**
- * Counts one accepted connection's raw socket (for WebSocket, the upgraded request's socket) for the byte figures.
- * Outgoing MQTT packets are counted by the write coalescer with `countPackets`, once per written batch.
+ * Counts one accepted connection's raw socket (for WebSocket, the upgraded request's socket) for the byte figures;
+ * with `listen` false the caller reports its close (`BrokerStats.socketClosed`). Outgoing MQTT packets are counted
+ * by the write coalescer with `countPackets`, once per written batch.
  */
-export function trackConnection (stats: BrokerStats, listenerId: string, raw: Socket): void {
-  stats.trackSocket(listenerId, raw)
+export function trackConnection (stats: BrokerStats, listenerId: string, raw: Socket, listen = true): void {
+  stats.trackSocket(listenerId, raw, listen)
 }
 
 /** One scanner for every count: `countPackets` runs to completion, so no two counts share it at once. */

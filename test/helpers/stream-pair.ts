@@ -9,9 +9,10 @@ import { once } from 'node:events'
 import { Aedes, type Client } from 'aedes'
 import memoryPersistence from 'aedes-persistence'
 import mqttPacket, { type Packet } from 'mqtt-packet'
-import { installDelivery, admitStored, type DeliveryOptions } from '../../src/broker/delivery.js'
+import { installDelivery, deliveryPacketRule, admitStored, type DeliveryOptions } from '../../src/broker/delivery.js'
 import { MidgeStore, type StoreBackend } from '../../src/persistence/store.js'
 import { readOneBatchAtATime } from '../../src/broker/read-loop.js'
+import { applyPacketRules } from '../../src/aedes/internals.js'
 import { newStats } from '../../src/persistence/limits.js'
 import { silentLogger } from '../../src/logging/logger.js'
 import type { AnyPacket } from './raw-client.js'
@@ -179,6 +180,7 @@ export async function startPairBroker (opts: Partial<DeliveryOptions> = {}, stor
       // as the broker does: a publisher is read again once its last batch is delivered (backpressure)
       readOneBatchAtATime(client)
       installDelivery(client, deliveryOptions)
+      applyPacketRules(client, deliveryPacketRule)
       const p = new PairClient(clientSide, client, protocolVersion)
       pairs.push(p)
       return p

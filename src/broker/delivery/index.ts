@@ -158,7 +158,16 @@ function buildLayer (client: ClientInternals, origQoS: Deliver, orig0: Deliver, 
   }
 }
 
-/** Installs Midge's delivery rules on a client aedes has just created, before it has parsed a byte. */
+/**
+ * The packet rule delivery needs among the client's packet rules (packet-rules.ts), first: it builds the delivery
+ * functions before aedes handles a SUBSCRIBE or restores a session's subscriptions, which keep the function they read.
+ */
+export { buildBeforeSubscribing as deliveryPacketRule } from '../../aedes/internals.js'
+
+/**
+ * Installs Midge's delivery rules on a client aedes has just created, before it has parsed a byte; the client's
+ * packet rules must start with `deliveryPacketRule`.
+ */
 export function installDelivery (aedesClient: Client, opts: DeliveryOptions): void {
   let build = builders.get(opts)
   // a new subscription's retained messages: many per turn (retained-batch.ts), then the rules above
