@@ -221,10 +221,10 @@ export class SharedSubscriptions {
    */
   private readonly packetRules = new Map<string | undefined, (this: object, p: ParsedPacket) => void>()
   packetRule (mountPoint: string | undefined): (this: object, p: ParsedPacket) => void {
-    let listener = this.packetRules.get(mountPoint)
-    if (listener !== undefined) return listener
+    let rule = this.packetRules.get(mountPoint)
+    if (rule !== undefined) return rule
     const shared = this
-    listener = function sharedNames (this: object, p: ParsedPacket): void {
+    rule = function sharedNames (this: object, p: ParsedPacket): void {
       const packet = p as SubscribePacket
       if (packet.cmd === 'subscribe' && packet.subscriptions !== undefined) shared.renameSubscribe(clientOfParser(this), packet, mountPoint)
       else if (packet.cmd === 'unsubscribe' && packet.unsubscriptions !== undefined) {
@@ -233,8 +233,8 @@ export class SharedSubscriptions {
         shared.acknowledged(clientOfParser(this), packet.messageId, packet.cmd === 'puback' ? 1 : 2)
       }
     }
-    this.packetRules.set(mountPoint, listener)
-    return listener
+    this.packetRules.set(mountPoint, rule)
+    return rule
   }
 
   /**
@@ -243,7 +243,7 @@ export class SharedSubscriptions {
    * left for aedes to answer 0x9E); any other filter as it is.
    */
   private rename (topic: string, mountPoint: string | undefined, v5: boolean): string {
-    // the mount point's listener runs first and prefixes every filter: a shared one keeps it on its filter part
+    // the mount point's rule runs first and prefixes every filter: a shared one keeps it on its filter part
     const bare = mountPoint !== undefined && topic.startsWith(mountPoint) ? topic.slice(mountPoint.length) : topic
     if (bare.startsWith(INTERNAL_PREFIX)) return REFUSED_FILTER
     const s = parseShare(bare)
